@@ -1,1 +1,128 @@
+//! Codex Gateway control plane: owns upstreams, users, keys and prices in Postgres, serves the
+//! admin gRPC API, streams versioned snapshots to data planes, and turns the usage stream into
+//! the ledger.
 
+pub mod config;
+pub mod crypto;
+pub mod grpc;
+pub mod snapshot;
+pub mod store;
+pub mod usage;
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::info;
+
+pub use config::Config;
+
+use crate::{
+    crypto::Cipher,
+    snapshot::{BuildSettings, SnapshotCache, SnapshotRx},
+    store::Store,
+    usage::{ConsumerSettings, UsageConsumer},
+};
+
+/// A started control plane: store migrated, first snapshot built, background tasks running.
+#[derive(Debug)]
+pub struct ControlPlane {
+    config: Config,
+    store: Store,
+    cipher: Cipher,
+    cache: Arc<SnapshotCache>,
+    ingested: watch::Receiver<u64>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl ControlPlane {
+    /// Connects to Postgres (applying migrations), builds the first snapshot and starts the
+    /// snapshot follower and the usage consumer.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(config.database_url.expose())
+            .await
+            .context("connecting to Postgres (DATABASE_URL)")?;
+        let cipher = Cipher::new(&config.encryption_key);
+        let cache = Arc::new(SnapshotCache::new(
+            store.clone(),
+            cipher.clone(),
+            BuildSettings {
+                ring_seed: config.ring_seed,
+                affinity: config.affinity,
+            },
+        ));
+        cache
+            .refresh()
+            .await
+            .context("building the first snapshot (is ENCRYPTION_KEY the one the upstreams were stored with?)")?;
+
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        tasks.spawn(cache.clone().run(cancel.clone()));
+        let (consumer, ingested) = UsageConsumer::new(
+            store.clone(),
+            ConsumerSettings {
+                redis_url: config.redis_url.expose().to_owned(),
+                stream: config.usage_stream.clone(),
+                group: config.usage_group.clone(),
+                consumer: config.consumer_name.clone(),
+            },
+        );
+        tasks.spawn(consumer.run(cancel.clone()));
+        Ok(Self {
+            config,
+            store,
+            cipher,
+            cache,
+            ingested,
+            tasks,
+            cancel,
+        })
+    }
+
+    /// Count of usage events written to the ledger by this process.
+    pub fn ingested(&self) -> watch::Receiver<u64> {
+        self.ingested.clone()
+    }
+
+    /// The published snapshots.
+    pub fn snapshots(&self) -> SnapshotRx {
+        self.cache.subscribe()
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` resolves.
+    ///
+    /// Shutdown order: config streams and background tasks are told to stop first (so open
+    /// streams do not hold the server), then the server stops accepting and drains in-flight
+    /// calls, then the usage consumer finishes its current batch and everything is awaited.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let routes = grpc::routes(
+            grpc::Admin::new(self.store.clone(), self.cipher.clone()),
+            grpc::Discovery::new(self.cache.subscribe(), self.cancel.clone()),
+            self.config.admin_token.clone(),
+            self.config.data_plane_token.clone(),
+        )
+        .await?;
+        info!(addr = %listener.local_addr()?, "control plane serving gRPC");
+        let cancel = self.cancel.clone();
+        let result = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                cancel.cancel();
+            })
+            .await;
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        info!("control plane stopped");
+        result.context("gRPC server failed")
+    }
+}

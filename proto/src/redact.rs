@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use crate::v1::{CreateKeyResponse, CreateUpstreamRequest, SnapshotUpstream, UpdateUpstreamRequest};
+use crate::v1::{
+    CreateKeyResponse, CreateUpstreamRequest, SnapshotUpstream, UpdateUpstreamRequest,
+};
 
 const REDACTED: &str = "[redacted]";
 

@@ -74,7 +74,10 @@ pub enum RingError {
 
 impl Ring {
     /// Builds a ring; members may come in any order.
-    pub fn new(seed: u64, members: impl IntoIterator<Item = RingMember>) -> Result<Self, RingError> {
+    pub fn new(
+        seed: u64,
+        members: impl IntoIterator<Item = RingMember>,
+    ) -> Result<Self, RingError> {
         let mut slots: Vec<Slot> = members
             .into_iter()
             .map(|m| {

@@ -18,12 +18,20 @@ fn user_key(i: u32) -> String {
 /// users would move on upgrade: keep the old algorithm and give the new one a new id.
 #[test]
 fn golden_vectors() {
-    let ring = Ring::new(0x636f_6465_7867_7721, members(&[(1, 1), (2, 1), (3, 2), (7, 5)])).unwrap();
+    let ring = Ring::new(
+        0x636f_6465_7867_7721,
+        members(&[(1, 1), (2, 1), (3, 2), (7, 5)]),
+    )
+    .unwrap();
     let picks: Vec<i64> = (0..16)
         .map(|i| ring.pick(user_key(i).as_bytes(), |_| true).unwrap())
         .collect();
     assert_eq!(picks, GOLDEN_PICKS, "pick mapping drifted");
-    assert_eq!(ring.ranked(b"user:42"), GOLDEN_RANKED_42, "failover order drifted");
+    assert_eq!(
+        ring.ranked(b"user:42"),
+        GOLDEN_RANKED_42,
+        "failover order drifted"
+    );
     assert_eq!(ring.checksum(), GOLDEN_CHECKSUM, "checksum drifted");
 }
 
@@ -79,13 +87,18 @@ fn weight_shares_within_three_percent() {
     let users = 100_000;
     let mut counts: HashMap<i64, u32> = HashMap::new();
     for i in 0..users {
-        *counts.entry(ring.pick(user_key(i).as_bytes(), |_| true).unwrap()).or_default() += 1;
+        *counts
+            .entry(ring.pick(user_key(i).as_bytes(), |_| true).unwrap())
+            .or_default() += 1;
     }
     for (id, weight) in spec {
         let expected = f64::from(users) * f64::from(weight) / f64::from(total_weight);
         let got = f64::from(counts[&id]);
         let err = (got - expected).abs() / expected;
-        assert!(err <= 0.03, "upstream {id}: expected {expected}, got {got} ({err:.3})");
+        assert!(
+            err <= 0.03,
+            "upstream {id}: expected {expected}, got {got} ({err:.3})"
+        );
     }
 }
 

@@ -1,0 +1,93 @@
+//! Command-line flags and their environment twins, parsed into typed, validated values.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+use gateway_proto::auth::Secret;
+
+use crate::crypto::EncryptionKey;
+
+/// Control plane: admin gRPC API, config discovery, usage ledger.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "control-plane", version, about)]
+pub struct Config {
+    /// Postgres URL of the source of truth.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Secret,
+
+    /// Redis URL of the usage stream.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Secret,
+
+    /// Token that admin callers (gatewayctl) present as `Bearer`.
+    #[arg(long, env = "ADMIN_TOKEN", value_parser = parse_token)]
+    pub admin_token: Secret,
+
+    /// Token that data planes present to subscribe to config.
+    #[arg(long, env = "DATA_PLANE_TOKEN", value_parser = parse_token)]
+    pub data_plane_token: Secret,
+
+    /// 32-byte key (64 hex characters) that encrypts upstream API keys at rest.
+    /// Generate one with `openssl rand -hex 32`.
+    #[arg(long, env = "ENCRYPTION_KEY")]
+    pub encryption_key: EncryptionKey,
+
+    /// Address of the gRPC server (admin API and config discovery).
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Redis stream that data planes publish usage events to.
+    #[arg(long, env = "USAGE_STREAM", default_value = "codex-gateway:usage")]
+    pub usage_stream: String,
+
+    /// Consumer group of the usage ledger on that stream.
+    #[arg(long, env = "USAGE_GROUP", default_value = "ledger")]
+    pub usage_group: String,
+
+    /// Name of this replica within the consumer group; keep it stable across restarts so
+    /// the replica resumes its own pending entries.
+    #[arg(long, env = "CONSUMER_NAME", default_value = "control-plane")]
+    pub consumer_name: String,
+
+    /// What keeps a client on the same upstream: the user, or the user and session.
+    #[arg(long, env = "AFFINITY", value_enum, default_value_t = Affinity::User)]
+    pub affinity: Affinity,
+
+    /// Seed of the hash rings. Changing it reshuffles every user: leave it alone.
+    #[arg(long, env = "RING_SEED", default_value_t = DEFAULT_RING_SEED)]
+    pub ring_seed: u64,
+
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// Default ring seed ("codexgw!").
+pub const DEFAULT_RING_SEED: u64 = 0x636f_6465_7867_7721;
+
+/// Affinity key used by data planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Affinity {
+    /// All of a user's keys and sessions reach the same upstream.
+    User,
+    /// Each of a user's sessions is placed on its own.
+    UserSession,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+fn parse_token(value: &str) -> Result<Secret, String> {
+    if value.len() < 16 {
+        return Err(
+            "must be at least 16 characters (generate one with `openssl rand -hex 24`)".into(),
+        );
+    }
+    Ok(Secret::new(value))
+}

@@ -1,0 +1,374 @@
+//! The admin gRPC API: validates input, calls the store, answers with wire types. Mutations
+//! report the config version they produced in `x-config-version` response metadata.
+
+use gateway_proto::{
+    CONFIG_VERSION_METADATA,
+    v1::{self, admin_service_server::AdminService},
+};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tracing::{error, info};
+
+use super::validate;
+use crate::{
+    crypto::{Cipher, generate_key_secret, key_hint},
+    store::{
+        NewKey, NewUpstream, PriceRow, Store, StoreError, UpstreamPatch, UsageFilter, Versioned,
+    },
+};
+
+const DEFAULT_USAGE_LIMIT: u32 = 100;
+const MAX_USAGE_LIMIT: u32 = 10_000;
+const DEFAULT_MULTIPLIER_PPM: u64 = 1_000_000;
+
+/// Implementation of `AdminService`.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    store: Store,
+    cipher: Cipher,
+}
+
+impl Admin {
+    /// An admin API over `store`.
+    pub fn new(store: Store, cipher: Cipher) -> Self {
+        Self { store, cipher }
+    }
+}
+
+/// Maps a store error to a status by whose fault it was; our own failures are logged here,
+/// once, and reach the caller without internals.
+fn status(err: StoreError) -> Status {
+    match err {
+        StoreError::NotFound { .. } => Status::not_found(err.to_string()),
+        StoreError::Conflict(msg) => Status::already_exists(msg),
+        StoreError::Invalid(msg) => Status::invalid_argument(msg),
+        StoreError::Database(_) | StoreError::Migrate(_) => {
+            error!(error = %err, "admin call failed in the store");
+            Status::unavailable("the control plane's database is unavailable; try again")
+        }
+    }
+}
+
+fn versioned<T, U: From<T>>(v: Versioned<T>) -> Response<U> {
+    let mut response = Response::new(U::from(v.value));
+    if let Ok(value) = MetadataValue::try_from(v.version.to_string()) {
+        response
+            .metadata_mut()
+            .insert(CONFIG_VERSION_METADATA, value);
+    }
+    response
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn create_upstream(
+        &self,
+        request: Request<v1::CreateUpstreamRequest>,
+    ) -> Result<Response<v1::Upstream>, Status> {
+        let r = request.into_inner();
+        let api_key = validate::api_key(&r.api_key)?;
+        let new = NewUpstream {
+            name: validate::name("upstream", &r.name)?,
+            base_url: validate::base_url(&r.base_url)?,
+            api_key_enc: self.cipher.encrypt(&api_key),
+            api_key_hint: key_hint(&api_key),
+            priority: validate::priority(r.priority)?,
+            weight: validate::weight(if r.weight == 0 { 1 } else { r.weight })?,
+            max_retries: validate::max_retries(r.max_retries.unwrap_or(3))?,
+            timeout_ms: validate::timeout_ms(if r.timeout_ms == 0 {
+                validate::DEFAULT_TIMEOUT_MS
+            } else {
+                r.timeout_ms
+            })?,
+            enabled: !r.disabled,
+        };
+        let created = self.store.create_upstream(new).await.map_err(status)?;
+        info!(upstream = created.value.id, name = %created.value.name, version = created.version, "upstream created");
+        Ok(versioned(created))
+    }
+
+    async fn get_upstream(
+        &self,
+        request: Request<v1::GetUpstreamRequest>,
+    ) -> Result<Response<v1::Upstream>, Status> {
+        let row = self
+            .store
+            .get_upstream(request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(row.into()))
+    }
+
+    async fn list_upstreams(
+        &self,
+        _request: Request<v1::ListUpstreamsRequest>,
+    ) -> Result<Response<v1::ListUpstreamsResponse>, Status> {
+        let rows = self.store.list_upstreams().await.map_err(status)?;
+        Ok(Response::new(v1::ListUpstreamsResponse {
+            upstreams: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn update_upstream(
+        &self,
+        request: Request<v1::UpdateUpstreamRequest>,
+    ) -> Result<Response<v1::Upstream>, Status> {
+        let r = request.into_inner();
+        let patch = UpstreamPatch {
+            name: r
+                .name
+                .as_deref()
+                .map(|n| validate::name("upstream", n))
+                .transpose()?,
+            base_url: r.base_url.as_deref().map(validate::base_url).transpose()?,
+            api_key: r
+                .api_key
+                .as_deref()
+                .map(validate::api_key)
+                .transpose()?
+                .map(|k| (self.cipher.encrypt(&k), key_hint(&k))),
+            priority: r.priority.map(validate::priority).transpose()?,
+            weight: r.weight.map(validate::weight).transpose()?,
+            max_retries: r.max_retries.map(validate::max_retries).transpose()?,
+            timeout_ms: r.timeout_ms.map(validate::timeout_ms).transpose()?,
+            enabled: r.enabled,
+        };
+        let updated = self
+            .store
+            .update_upstream(r.id, patch)
+            .await
+            .map_err(status)?;
+        info!(
+            upstream = r.id,
+            version = updated.version,
+            "upstream updated"
+        );
+        Ok(versioned(updated))
+    }
+
+    async fn delete_upstream(
+        &self,
+        request: Request<v1::DeleteUpstreamRequest>,
+    ) -> Result<Response<v1::DeleteUpstreamResponse>, Status> {
+        let id = request.into_inner().id;
+        let deleted = self.store.delete_upstream(id).await.map_err(status)?;
+        info!(upstream = id, version = deleted.version, "upstream deleted");
+        Ok(versioned(Versioned {
+            value: v1::DeleteUpstreamResponse { id },
+            version: deleted.version,
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<v1::CreateUserRequest>,
+    ) -> Result<Response<v1::User>, Status> {
+        let r = request.into_inner();
+        let name = validate::name("user", &r.name)?;
+        if r.balance_micros < 0 {
+            return Err(Status::invalid_argument(
+                "initial balance must not be negative",
+            ));
+        }
+        let multiplier = if r.multiplier_ppm == 0 {
+            DEFAULT_MULTIPLIER_PPM
+        } else {
+            r.multiplier_ppm
+        };
+        let multiplier = i64::try_from(multiplier)
+            .map_err(|_| Status::invalid_argument("multiplier is too large"))?;
+        let created = self
+            .store
+            .create_user(&name, r.balance_micros, multiplier)
+            .await
+            .map_err(status)?;
+        info!(
+            user = created.value.id,
+            version = created.version,
+            "user created"
+        );
+        Ok(versioned(created))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<v1::GetUserRequest>,
+    ) -> Result<Response<v1::User>, Status> {
+        let row = self
+            .store
+            .get_user(request.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(row.into()))
+    }
+
+    async fn list_users(
+        &self,
+        _request: Request<v1::ListUsersRequest>,
+    ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        let rows = self.store.list_users().await.map_err(status)?;
+        Ok(Response::new(v1::ListUsersResponse {
+            users: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn adjust_balance(
+        &self,
+        request: Request<v1::AdjustBalanceRequest>,
+    ) -> Result<Response<v1::User>, Status> {
+        let r = request.into_inner();
+        if r.amount_micros == 0 {
+            return Err(Status::invalid_argument("amount must not be zero"));
+        }
+        let reason = if r.reason.trim().is_empty() {
+            if r.amount_micros > 0 {
+                "top-up"
+            } else {
+                "correction"
+            }
+        } else {
+            r.reason.trim()
+        };
+        let updated = self
+            .store
+            .adjust_balance(r.user_id, r.amount_micros, reason)
+            .await
+            .map_err(status)?;
+        info!(
+            user = r.user_id,
+            amount_micros = r.amount_micros,
+            version = updated.version,
+            "balance adjusted"
+        );
+        Ok(versioned(updated))
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<v1::CreateKeyRequest>,
+    ) -> Result<Response<v1::CreateKeyResponse>, Status> {
+        let r = request.into_inner();
+        let expires_at = r
+            .expires_at
+            .as_deref()
+            .map(|t| validate::timestamp("expires_at", t))
+            .transpose()?;
+        if expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+            return Err(Status::invalid_argument("expires_at must be in the future"));
+        }
+        let secret = generate_key_secret();
+        let new = NewKey {
+            user_id: r.user_id,
+            name: r.name.trim().to_owned(),
+            prefix: secret.prefix.clone(),
+            digest: secret.digest.as_bytes().to_vec(),
+            expires_at,
+            models: validate::models(r.models)?,
+            ip_allow: validate::cidrs(r.ip_allow)?,
+            rpm: validate::positive_limit("rpm", r.rpm)?,
+            concurrency: validate::positive_limit("concurrency", r.concurrency)?,
+        };
+        let created = self.store.create_key(new).await.map_err(status)?;
+        info!(key = created.value.id, user = r.user_id, prefix = %created.value.prefix, version = created.version, "key created");
+        Ok(versioned(Versioned {
+            value: v1::CreateKeyResponse {
+                key: Some(created.value.into()),
+                secret: secret.secret,
+            },
+            version: created.version,
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<v1::ListKeysRequest>,
+    ) -> Result<Response<v1::ListKeysResponse>, Status> {
+        let rows = self
+            .store
+            .list_keys(request.into_inner().user_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListKeysResponse {
+            keys: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<v1::RevokeKeyRequest>,
+    ) -> Result<Response<v1::Key>, Status> {
+        let id = request.into_inner().id;
+        let revoked = self.store.revoke_key(id).await.map_err(status)?;
+        info!(key = id, version = revoked.version, "key revoked");
+        Ok(versioned(revoked))
+    }
+
+    async fn set_price(
+        &self,
+        request: Request<v1::SetPriceRequest>,
+    ) -> Result<Response<v1::Price>, Status> {
+        let p = request
+            .into_inner()
+            .price
+            .ok_or_else(|| Status::invalid_argument("price is required"))?;
+        let model = p.model.trim().to_owned();
+        if model.is_empty() {
+            return Err(Status::invalid_argument(
+                "model must not be empty (use \"*\" for the default price)",
+            ));
+        }
+        let row = PriceRow {
+            model,
+            input_micros: validate::price_micros("input price", p.input_micros)?,
+            cached_input_micros: validate::price_micros(
+                "cached input price",
+                p.cached_input_micros,
+            )?,
+            output_micros: validate::price_micros("output price", p.output_micros)?,
+        };
+        let set = self.store.set_price(row).await.map_err(status)?;
+        info!(model = %set.value.model, version = set.version, "price set");
+        Ok(versioned(set))
+    }
+
+    async fn list_prices(
+        &self,
+        _request: Request<v1::ListPricesRequest>,
+    ) -> Result<Response<v1::ListPricesResponse>, Status> {
+        let rows = self.store.list_prices().await.map_err(status)?;
+        Ok(Response::new(v1::ListPricesResponse {
+            prices: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_usage(
+        &self,
+        request: Request<v1::ListUsageRequest>,
+    ) -> Result<Response<v1::ListUsageResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_USAGE_LIMIT,
+            n if n > MAX_USAGE_LIMIT => {
+                return Err(Status::invalid_argument(format!(
+                    "limit must be at most {MAX_USAGE_LIMIT}"
+                )));
+            }
+            n => n,
+        };
+        let filter = UsageFilter {
+            user_id: r.user_id,
+            key_id: r.key_id,
+            upstream_id: r.upstream_id,
+            model: r.model,
+            since: r
+                .since
+                .as_deref()
+                .map(|t| validate::timestamp("since", t))
+                .transpose()?,
+            limit: i64::from(limit),
+        };
+        let rows = self.store.list_usage(&filter).await.map_err(status)?;
+        Ok(Response::new(v1::ListUsageResponse {
+            events: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+}

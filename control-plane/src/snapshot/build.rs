@@ -1,0 +1,147 @@
+//! Store state → an immutable, validated `Snapshot` message.
+
+use std::collections::{BTreeMap, HashSet};
+
+use gateway_proto::{
+    ring::{self, Ring, RingError, RingMember},
+    v1::{self, AffinityMode},
+};
+
+use crate::{config::Affinity, crypto::Cipher, store::SnapshotState};
+
+/// What the snapshot carries besides the store's rows.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildSettings {
+    /// Seed of every tier's ring.
+    pub ring_seed: u64,
+    /// Affinity mode the data planes apply.
+    pub affinity: Affinity,
+}
+
+/// Why a snapshot could not be built; the previous one stays published.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// An upstream key does not decrypt: wrong `ENCRYPTION_KEY`.
+    #[error("upstream {0}: {1}")]
+    Decrypt(i64, crate::crypto::DecryptError),
+    /// A tier's ring is invalid.
+    #[error("ring for priority {0}: {1}")]
+    Ring(i32, RingError),
+    /// Rows refer to each other inconsistently.
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+}
+
+/// Builds the snapshot for `state`.
+pub fn build(
+    state: SnapshotState,
+    cipher: &Cipher,
+    settings: BuildSettings,
+) -> Result<v1::Snapshot, SnapshotError> {
+    let version = u64::try_from(state.version)
+        .map_err(|_| SnapshotError::Inconsistent(format!("negative version {}", state.version)))?;
+
+    let mut upstreams = Vec::new();
+    let mut tiers: BTreeMap<i32, Vec<RingMember>> = BTreeMap::new();
+    for row in state.upstreams.into_iter().filter(|r| r.upstream.enabled) {
+        let u = row.upstream;
+        let weight = u32::try_from(u.weight)
+            .ok()
+            .filter(|w| *w > 0)
+            .ok_or_else(|| {
+                SnapshotError::Inconsistent(format!("upstream {} weight {}", u.id, u.weight))
+            })?;
+        let api_key = cipher
+            .decrypt(&row.api_key_enc)
+            .map_err(|e| SnapshotError::Decrypt(u.id, e))?;
+        tiers
+            .entry(u.priority)
+            .or_default()
+            .push(RingMember { id: u.id, weight });
+        upstreams.push(v1::SnapshotUpstream {
+            id: u.id,
+            name: u.name,
+            base_url: u.base_url,
+            api_key,
+            priority: u.priority,
+            weight,
+            max_retries: u32::try_from(u.max_retries).unwrap_or(0),
+            timeout_ms: u32::try_from(u.timeout_ms).unwrap_or(1),
+            healthy: u.health != "unhealthy",
+        });
+    }
+
+    let mut rings = Vec::with_capacity(tiers.len());
+    for (priority, members) in tiers {
+        let ring = Ring::new(settings.ring_seed, members.iter().copied())
+            .map_err(|e| SnapshotError::Ring(priority, e))?;
+        rings.push(v1::HashRing {
+            priority,
+            algorithm: ring::ALGORITHM.to_owned(),
+            seed: settings.ring_seed,
+            members: ring
+                .members()
+                .map(|m| v1::RingMember {
+                    upstream_id: m.id,
+                    weight: m.weight,
+                })
+                .collect(),
+            checksum: ring.checksum(),
+        });
+    }
+
+    let user_ids: HashSet<i64> = state.users.iter().map(|u| u.id).collect();
+    let mut keys = Vec::with_capacity(state.keys.len());
+    for k in state.keys {
+        if !user_ids.contains(&k.user_id) {
+            return Err(SnapshotError::Inconsistent(format!(
+                "key {} belongs to missing user {}",
+                k.id, k.user_id
+            )));
+        }
+        keys.push(v1::SnapshotKey {
+            digest: k.digest,
+            id: k.id,
+            user_id: k.user_id,
+            expires_at_ms: k.expires_at.map_or(0, |t| t.timestamp_millis()),
+            models: k.models,
+            ip_allow: k.ip_allow,
+            rpm: k.rpm.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+            concurrency: k
+                .concurrency
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+        });
+    }
+
+    Ok(v1::Snapshot {
+        version,
+        upstreams,
+        keys,
+        users: state
+            .users
+            .into_iter()
+            .map(|u| v1::SnapshotUser {
+                id: u.id,
+                balance_micros: u.balance_micros,
+                multiplier_ppm: u64::try_from(u.multiplier_ppm).unwrap_or(0),
+            })
+            .collect(),
+        prices: state
+            .prices
+            .into_iter()
+            .map(|p| v1::Price {
+                model: p.model,
+                input_micros: p.input_micros,
+                cached_input_micros: p.cached_input_micros,
+                output_micros: p.output_micros,
+            })
+            .collect(),
+        rings,
+        affinity: match settings.affinity {
+            Affinity::User => AffinityMode::User,
+            Affinity::UserSession => AffinityMode::UserSession,
+        } as i32,
+        built_at_ms: chrono::Utc::now().timestamp_millis(),
+    })
+}

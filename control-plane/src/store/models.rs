@@ -1,0 +1,162 @@
+//! Rows as the store reads and writes them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// An upstream account pool.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UpstreamRow {
+    pub id: i64,
+    pub name: String,
+    pub base_url: String,
+    pub api_key_hint: String,
+    pub priority: i32,
+    pub weight: i32,
+    pub max_retries: i32,
+    pub timeout_ms: i32,
+    pub enabled: bool,
+    pub health: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An upstream with its encrypted API key, as the snapshot needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UpstreamSecretRow {
+    #[sqlx(flatten)]
+    pub upstream: UpstreamRow,
+    pub api_key_enc: Vec<u8>,
+}
+
+/// A new upstream; the key is already encrypted.
+#[derive(Debug, Clone)]
+pub struct NewUpstream {
+    pub name: String,
+    pub base_url: String,
+    pub api_key_enc: Vec<u8>,
+    pub api_key_hint: String,
+    pub priority: i32,
+    pub weight: i32,
+    pub max_retries: i32,
+    pub timeout_ms: i32,
+    pub enabled: bool,
+}
+
+/// Changes to an upstream; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamPatch {
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key: Option<(Vec<u8>, String)>,
+    pub priority: Option<i32>,
+    pub weight: Option<i32>,
+    pub max_retries: Option<i32>,
+    pub timeout_ms: Option<i32>,
+    pub enabled: Option<bool>,
+}
+
+/// A user and their balance.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub balance_micros: i64,
+    pub multiplier_ppm: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A gateway key (never its secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub digest: Vec<u8>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub models: Vec<String>,
+    pub ip_allow: Vec<String>,
+    pub rpm: Option<i32>,
+    pub concurrency: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new gateway key.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub user_id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub digest: Vec<u8>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub models: Vec<String>,
+    pub ip_allow: Vec<String>,
+    pub rpm: Option<i32>,
+    pub concurrency: Option<i32>,
+}
+
+/// Price of a model per 1M tokens, in micro-units.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PriceRow {
+    pub model: String,
+    pub input_micros: i64,
+    pub cached_input_micros: i64,
+    pub output_micros: i64,
+}
+
+/// One usage event in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageRow {
+    pub id: Uuid,
+    pub request_id: String,
+    pub key_id: i64,
+    pub user_id: i64,
+    pub upstream_id: Option<i64>,
+    pub model: String,
+    pub endpoint: String,
+    pub input_tokens: i64,
+    pub cached_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_micros: i64,
+    pub status: String,
+    pub stream: bool,
+    pub estimated: bool,
+    pub ttfb_ms: i32,
+    pub duration_ms: i32,
+    pub node_id: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Filters for listing usage.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub user_id: Option<i64>,
+    pub key_id: Option<i64>,
+    pub upstream_id: Option<i64>,
+    pub model: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// What one ingest transaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Events newly written (duplicates are not counted).
+    pub inserted: u64,
+    /// Users whose balance went from positive to zero or below.
+    pub exhausted_users: Vec<i64>,
+    /// The config version bumped for them, if any.
+    pub version: Option<i64>,
+}
+
+/// Everything a snapshot is built from, read in one consistent transaction.
+#[derive(Debug, Clone)]
+pub struct SnapshotState {
+    pub version: i64,
+    pub upstreams: Vec<UpstreamSecretRow>,
+    pub keys: Vec<KeyRow>,
+    pub users: Vec<UserRow>,
+    pub prices: Vec<PriceRow>,
+}

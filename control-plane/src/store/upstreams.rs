@@ -1,0 +1,136 @@
+//! Upstream rows.
+
+use sqlx::QueryBuilder;
+
+use super::{
+    NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow, Versioned, bump_version, not_found,
+};
+
+/// The columns every query of this table returns, as a literal so SQL stays static.
+macro_rules! columns {
+    () => {
+        "id, name, base_url, api_key_hint, priority, weight, max_retries, timeout_ms, \
+                       enabled, health, created_at, updated_at"
+    };
+}
+
+impl Store {
+    /// Creates an upstream.
+    pub async fn create_upstream(
+        &self,
+        new: NewUpstream,
+    ) -> Result<Versioned<UpstreamRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row: UpstreamRow = sqlx::query_as(concat!(
+            "INSERT INTO upstreams (name, base_url, api_key_enc, api_key_hint, priority, weight, \
+             max_retries, timeout_ms, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING ",
+            columns!()
+        ))
+        .bind(&new.name)
+        .bind(&new.base_url)
+        .bind(&new.api_key_enc)
+        .bind(&new.api_key_hint)
+        .bind(new.priority)
+        .bind(new.weight)
+        .bind(new.max_retries)
+        .bind(new.timeout_ms)
+        .bind(new.enabled)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Versioned {
+            value: row,
+            version,
+        })
+    }
+
+    /// One upstream.
+    pub async fn get_upstream(&self, id: i64) -> Result<UpstreamRow, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM upstreams WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found("upstream", id))
+    }
+
+    /// All upstreams, best tier first.
+    pub async fn list_upstreams(&self) -> Result<Vec<UpstreamRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM upstreams ORDER BY priority, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Applies the fields set in `patch`.
+    pub async fn update_upstream(
+        &self,
+        id: i64,
+        patch: UpstreamPatch,
+    ) -> Result<Versioned<UpstreamRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::new("UPDATE upstreams SET updated_at = now()");
+        if let Some(name) = patch.name {
+            q.push(", name = ").push_bind(name);
+        }
+        if let Some(base_url) = patch.base_url {
+            q.push(", base_url = ").push_bind(base_url);
+        }
+        if let Some((enc, hint)) = patch.api_key {
+            q.push(", api_key_enc = ").push_bind(enc);
+            q.push(", api_key_hint = ").push_bind(hint);
+        }
+        if let Some(priority) = patch.priority {
+            q.push(", priority = ").push_bind(priority);
+        }
+        if let Some(weight) = patch.weight {
+            q.push(", weight = ").push_bind(weight);
+        }
+        if let Some(max_retries) = patch.max_retries {
+            q.push(", max_retries = ").push_bind(max_retries);
+        }
+        if let Some(timeout_ms) = patch.timeout_ms {
+            q.push(", timeout_ms = ").push_bind(timeout_ms);
+        }
+        if let Some(enabled) = patch.enabled {
+            q.push(", enabled = ").push_bind(enabled);
+        }
+        q.push(" WHERE id = ").push_bind(id);
+        q.push(" RETURNING ").push(columns!());
+        let row: UpstreamRow = q
+            .build_query_as()
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("upstream", id))?;
+        let version = bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Versioned {
+            value: row,
+            version,
+        })
+    }
+
+    /// Deletes an upstream. Usage rows keep its id.
+    pub async fn delete_upstream(&self, id: i64) -> Result<Versioned<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM upstreams WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(not_found("upstream", id));
+        }
+        let version = bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Versioned { value: id, version })
+    }
+}
