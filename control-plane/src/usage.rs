@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::DateTime;
-use gateway_proto::v1::UsageEvent;
+use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
 use prost::Message;
 use redis::{
     AsyncCommands, RedisError,
@@ -18,9 +18,6 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::store::{Store, UsageRow};
-
-/// Stream entry field that holds the protobuf-encoded event.
-pub const EVENT_FIELD: &str = "event";
 
 const BATCH: usize = 500;
 const BLOCK: Duration = Duration::from_millis(1000);
@@ -189,7 +186,7 @@ impl UsageConsumer {
     ) -> Result<(), ConsumeError> {
         let mut rows = Vec::with_capacity(entries.len());
         for entry in entries {
-            let payload: Option<Vec<u8>> = entry.get(EVENT_FIELD);
+            let payload: Option<Vec<u8>> = entry.get(USAGE_EVENT_FIELD);
             match payload.as_deref().map(decode) {
                 Some(Ok(row)) => rows.push(row),
                 Some(Err(reason)) => {

@@ -1,1 +1,148 @@
+//! Codex Gateway data plane: authenticates gateway keys against an in-memory snapshot, routes
+//! each user to the same upstream by weighted consistent hashing, streams answers back
+//! unbuffered and meters usage into a Redis stream.
 
+pub mod config;
+pub mod discovery;
+pub mod metering;
+pub mod proxy;
+pub mod routing;
+pub mod sse;
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use config::Config;
+
+use crate::{
+    discovery::Discovery,
+    metering::{PublisherSettings, spawn_publisher},
+    proxy::Proxy,
+};
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A started data plane: config stream and usage publisher running, not yet serving.
+#[derive(Debug)]
+pub struct DataPlane {
+    config: Config,
+    proxy: Proxy,
+    applied: watch::Receiver<u64>,
+    discovery: JoinHandle<()>,
+    discovery_cancel: CancellationToken,
+    publisher: JoinHandle<()>,
+    publisher_cancel: CancellationToken,
+}
+
+impl DataPlane {
+    /// Starts following the control plane and the usage publisher.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let table = Arc::new(ArcSwapOption::empty());
+        let publisher_cancel = CancellationToken::new();
+        let (usage, publisher) = spawn_publisher(
+            PublisherSettings {
+                redis_url: config.redis_url.expose().to_owned(),
+                stream: config.usage_stream.clone(),
+            },
+            publisher_cancel.clone(),
+        );
+        let node_id: Arc<str> = Arc::from(config.node_id.as_str());
+        let proxy = Proxy::new(table.clone(), usage, node_id, config.max_body_bytes)
+            .context("building the upstream HTTP client")?;
+        let (discovery, applied) = Discovery::new(
+            config.control_plane_url.clone(),
+            config.data_plane_token.clone(),
+            config.node_id.clone(),
+            table,
+        );
+        let discovery_cancel = CancellationToken::new();
+        let discovery = tokio::spawn(discovery.run(discovery_cancel.clone()));
+        Ok(Self {
+            config,
+            proxy,
+            applied,
+            discovery,
+            discovery_cancel,
+            publisher,
+            publisher_cancel,
+        })
+    }
+
+    /// The version of the applied snapshot (0 until the first).
+    pub fn applied_version(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        info!(addr = %listener.local_addr()?, node = %self.config.node_id, "data plane serving HTTP");
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(err) => {
+                            warn!(error = %err, "accept failed");
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let proxy = self.proxy.clone();
+                    let service = hyper::service::service_fn(move |request| {
+                        proxy.clone().handle(request, peer)
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(err) = connection.await {
+                            debug!(error = %err, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+
+        // Shutdown, in order: not ready → stop accepting → let open streams finish within the
+        // grace period → close the config stream → flush the usage queue → exit.
+        self.proxy.set_draining();
+        drop(listener);
+        info!(
+            grace_secs = self.config.shutdown_grace.0.as_secs(),
+            "draining open requests"
+        );
+        if tokio::time::timeout(self.config.shutdown_grace.0, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("grace period over; closing the remaining connections");
+        }
+        self.discovery_cancel.cancel();
+        let _ = self.discovery.await;
+        self.publisher_cancel.cancel();
+        let _ = self.publisher.await;
+        info!("data plane stopped");
+        Ok(())
+    }
+}

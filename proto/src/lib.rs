@@ -25,3 +25,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// Name of the metadata key that mutating admin calls answer with: the config version the
 /// change produced.
 pub const CONFIG_VERSION_METADATA: &str = "x-config-version";
+
+/// Field of a usage stream entry that holds the protobuf-encoded `UsageEvent`.
+pub const USAGE_EVENT_FIELD: &str = "event";
+
+/// Default Redis stream of usage events.
+pub const DEFAULT_USAGE_STREAM: &str = "codex-gateway:usage";

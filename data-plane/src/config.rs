@@ -1,0 +1,71 @@
+//! Command-line flags and their environment twins, parsed into typed, validated values.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
+
+/// Data plane: the authenticating, routing, metering proxy for Codex traffic.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "data-plane", version, about)]
+pub struct Config {
+    /// Address the proxy listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:12321")]
+    pub listen_addr: SocketAddr,
+
+    /// gRPC URL of the control plane's config discovery.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub control_plane_url: String,
+
+    /// Token this data plane presents to the control plane.
+    #[arg(long, env = "DATA_PLANE_TOKEN")]
+    pub data_plane_token: Secret,
+
+    /// Redis URL of the usage stream.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Secret,
+
+    /// Redis stream usage events are published to.
+    #[arg(long, env = "USAGE_STREAM", default_value = DEFAULT_USAGE_STREAM)]
+    pub usage_stream: String,
+
+    /// Name of this node in logs, usage events and the control plane's view.
+    #[arg(long, env = "NODE_ID", default_value = "data-plane")]
+    pub node_id: String,
+
+    /// Largest accepted request body in bytes (Codex resends whole histories).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long open streams may run on after a shutdown signal, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_secs)]
+    pub shutdown_grace: DurationSecs,
+
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// A whole number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSecs(pub Duration);
+
+fn parse_secs(value: &str) -> Result<DurationSecs, String> {
+    value
+        .parse::<u64>()
+        .map(|s| DurationSecs(Duration::from_secs(s)))
+        .map_err(|_| format!("{value:?} is not a whole number of seconds"))
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}

@@ -1,0 +1,193 @@
+//! Metering: read usage from what the upstream sends, price it, and publish exactly one usage
+//! event per proxied request, whatever way the request ends.
+
+mod extract;
+mod publish;
+mod tap;
+
+pub use extract::TokenUsage;
+pub use publish::{PublisherSettings, UsagePublisher, spawn_publisher};
+pub use tap::{BodyError, MeteredBody, TapKind};
+
+use std::{sync::Arc, time::Instant};
+
+use gateway_proto::v1::UsageEvent;
+
+use crate::routing::Price;
+
+/// Output tokens assumed per content chunk when the upstream reports no usage.
+const ESTIMATED_TOKENS_PER_CHUNK: u64 = 25;
+/// Request bytes assumed per input token when estimating.
+const ESTIMATED_BYTES_PER_TOKEN: u64 = 4;
+
+/// How a metered request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `response.completed` or a successful JSON body.
+    Completed,
+    /// `response.incomplete`.
+    Incomplete,
+    /// `response.failed`.
+    Failed,
+    /// The client went away before the upstream finished.
+    ClientCancelled,
+    /// The upstream failed, stalled or cut the stream.
+    UpstreamError,
+}
+
+impl Outcome {
+    /// Name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Incomplete => "incomplete",
+            Self::Failed => "failed",
+            Self::ClientCancelled => "client_cancelled",
+            Self::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// Everything known about a request when its upstream answers; consumed by [`Meter::finish`]
+/// so an event is published at most once.
+#[derive(Debug)]
+pub struct Meter {
+    pub publisher: UsagePublisher,
+    pub request_id: String,
+    pub key_id: i64,
+    pub user_id: i64,
+    pub upstream_id: i64,
+    pub model: String,
+    pub endpoint: &'static str,
+    pub stream: bool,
+    pub price: Option<Price>,
+    pub multiplier_ppm: u64,
+    pub request_bytes: usize,
+    pub node_id: Arc<str>,
+    pub started: Instant,
+    pub started_at_ms: i64,
+    pub first_byte: Option<Instant>,
+}
+
+impl Meter {
+    /// Prices the usage (estimating when the upstream reported none) and publishes the event.
+    pub fn finish(self, outcome: Outcome, reported: Option<TokenUsage>, content_chunks: u64) {
+        let (usage, estimated) = match reported {
+            Some(usage) => (usage.normalized(), false),
+            None if content_chunks == 0 => (TokenUsage::default(), false),
+            None => (
+                TokenUsage {
+                    input: self.request_bytes as u64 / ESTIMATED_BYTES_PER_TOKEN,
+                    cached: 0,
+                    output: content_chunks * ESTIMATED_TOKENS_PER_CHUNK,
+                    reasoning: 0,
+                },
+                true,
+            ),
+        };
+        let cost_micros = self
+            .price
+            .map_or(0, |p| cost_micros(&usage, &p, self.multiplier_ppm));
+        let ttfb_ms = self
+            .first_byte
+            .map_or(0, |t| t.duration_since(self.started).as_millis());
+        let event = UsageEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            request_id: self.request_id,
+            key_id: self.key_id,
+            user_id: self.user_id,
+            upstream_id: self.upstream_id,
+            model: self.model,
+            endpoint: self.endpoint.to_owned(),
+            input_tokens: usage.input,
+            cached_tokens: usage.cached,
+            output_tokens: usage.output,
+            reasoning_tokens: usage.reasoning,
+            cost_micros,
+            status: outcome.as_str().to_owned(),
+            stream: self.stream,
+            estimated,
+            ttfb_ms: u32::try_from(ttfb_ms).unwrap_or(u32::MAX),
+            duration_ms: u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            node_id: self.node_id.to_string(),
+            started_at_ms: self.started_at_ms,
+        };
+        self.publisher.publish(event);
+    }
+}
+
+/// Cost in micro-units: `((input − cached)·in + cached·cached_in + output·out) / 1M × multiplier`.
+///
+/// Rounding rule: the exact product is computed in 128-bit integers and rounded once, half
+/// up, to a whole micro-unit. Cached tokens are part of input and reasoning tokens part of
+/// output, so neither is billed twice.
+pub fn cost_micros(usage: &TokenUsage, price: &Price, multiplier_ppm: u64) -> i64 {
+    let u = usage.normalized();
+    let rate = |micros: i64| u128::try_from(micros.max(0)).unwrap_or(0);
+    let per_million = u128::from(u.input - u.cached) * rate(price.input_micros)
+        + u128::from(u.cached) * rate(price.cached_input_micros)
+        + u128::from(u.output) * rate(price.output_micros);
+    // per_million is in 1e-6 micros; the multiplier is in parts per million.
+    const SCALE: u128 = 1_000_000 * 1_000_000;
+    let scaled = per_million * u128::from(multiplier_ppm);
+    let rounded = (scaled + SCALE / 2) / SCALE;
+    i64::try_from(rounded).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRICE: Price = Price {
+        input_micros: 1_250_000,      // $1.25 / 1M
+        cached_input_micros: 125_000, // $0.125 / 1M
+        output_micros: 10_000_000,    // $10 / 1M
+    };
+
+    #[test]
+    fn cost_bills_cached_and_reasoning_once() {
+        let usage = TokenUsage {
+            input: 1_000_000,
+            cached: 400_000,
+            output: 100_000,
+            reasoning: 60_000,
+        };
+        // 600k·1.25 + 400k·0.125 + 100k·10 = 0.75 + 0.05 + 1.0 dollars.
+        assert_eq!(cost_micros(&usage, &PRICE, 1_000_000), 1_800_000);
+        assert_eq!(cost_micros(&usage, &PRICE, 1_500_000), 2_700_000);
+        assert_eq!(cost_micros(&usage, &PRICE, 0), 0);
+    }
+
+    #[test]
+    fn cost_rounds_half_up_once() {
+        let price = Price {
+            input_micros: 1,
+            cached_input_micros: 0,
+            output_micros: 0,
+        };
+        let tokens = |input| TokenUsage {
+            input,
+            ..Default::default()
+        };
+        assert_eq!(cost_micros(&tokens(499_999), &price, 1_000_000), 0);
+        assert_eq!(cost_micros(&tokens(500_000), &price, 1_000_000), 1);
+        assert_eq!(cost_micros(&tokens(1_499_999), &price, 1_000_000), 1);
+        assert_eq!(cost_micros(&tokens(1_500_000), &price, 1_000_000), 2);
+    }
+
+    #[test]
+    fn cached_beyond_input_is_clamped() {
+        let usage = TokenUsage {
+            input: 10,
+            cached: 50,
+            output: 0,
+            reasoning: 0,
+        };
+        let price = Price {
+            input_micros: 1_000_000,
+            cached_input_micros: 0,
+            output_micros: 0,
+        };
+        assert_eq!(cost_micros(&usage, &price, 1_000_000), 0);
+    }
+}

@@ -1,0 +1,153 @@
+//! Delivery of usage events: a bounded in-memory queue drained by one task that writes
+//! batches to the Redis stream with pipelined `XADD`. A failed batch is kept and retried with
+//! backoff; shutdown closes the queue and flushes what is in it.
+
+use std::time::Duration;
+
+use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
+use prost::Message;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+const QUEUE_CAPACITY: usize = 65_536;
+const BATCH: usize = 256;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// After shutdown, how long a failing Redis may hold up exit before unsent events are logged.
+const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub struct PublisherSettings {
+    pub redis_url: String,
+    pub stream: String,
+}
+
+/// Handle the request path uses to hand over events; never blocks.
+#[derive(Debug, Clone)]
+pub struct UsagePublisher {
+    tx: mpsc::Sender<UsageEvent>,
+}
+
+impl UsagePublisher {
+    /// Queues an event for delivery.
+    pub fn publish(&self, event: UsageEvent) {
+        if let Err(err) = self.tx.try_send(event) {
+            let (reason, event) = match err {
+                mpsc::error::TrySendError::Full(e) => ("usage queue full", e),
+                mpsc::error::TrySendError::Closed(e) => ("usage queue closed", e),
+            };
+            // Never silent: the event is logged whole so it can be replayed from logs.
+            error!(
+                target: "ProxyHandler",
+                reason,
+                event_id = %event.id,
+                request_id = %event.request_id,
+                user_id = event.user_id,
+                cost_micros = event.cost_micros,
+                "usage event not queued"
+            );
+        }
+    }
+}
+
+/// Starts the publisher task; it runs until `shutdown` fires and the queue is flushed.
+pub fn spawn_publisher(
+    settings: PublisherSettings,
+    shutdown: CancellationToken,
+) -> (UsagePublisher, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let task = tokio::spawn(run(settings, rx, shutdown));
+    (UsagePublisher { tx }, task)
+}
+
+async fn run(
+    settings: PublisherSettings,
+    mut rx: mpsc::Receiver<UsageEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut conn: Option<ConnectionManager> = None;
+    let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
+    let mut closing_since: Option<tokio::time::Instant> = None;
+    loop {
+        if batch.is_empty() {
+            let first = tokio::select! {
+                event = rx.recv() => event,
+                () = shutdown.cancelled(), if closing_since.is_none() => {
+                    // Stop accepting, then drain what is already queued.
+                    rx.close();
+                    closing_since = Some(tokio::time::Instant::now());
+                    continue;
+                }
+            };
+            match first {
+                Some(e) => batch.push(e),
+                None => return,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut backoff = RETRY_MIN;
+        loop {
+            match send(&settings, &mut conn, &batch).await {
+                Ok(()) => {
+                    debug!(target: "ProxyHandler", events = batch.len(), "usage batch published");
+                    batch.clear();
+                    break;
+                }
+                Err(err) => {
+                    conn = None;
+                    if closing_since.is_some_and(|t| t.elapsed() > SHUTDOWN_RETRY_BUDGET) {
+                        for e in batch.drain(..) {
+                            error!(target: "ProxyHandler", event_id = %e.id, request_id = %e.request_id, user_id = e.user_id, cost_micros = e.cost_micros, "usage event unpublished at shutdown");
+                        }
+                        break;
+                    }
+                    warn!(target: "ProxyHandler", error = %err, events = batch.len(), "publishing usage failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled(), if closing_since.is_none() => {
+                            rx.close();
+                            closing_since = Some(tokio::time::Instant::now());
+                        }
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+async fn send(
+    settings: &PublisherSettings,
+    conn: &mut Option<ConnectionManager>,
+    batch: &[UsageEvent],
+) -> redis::RedisResult<()> {
+    let c = match conn {
+        Some(c) => c,
+        None => {
+            let client = redis::Client::open(settings.redis_url.as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(1);
+            conn.insert(client.get_connection_manager_with_config(config).await?)
+        }
+    };
+    let mut pipe = redis::pipe();
+    for event in batch {
+        pipe.cmd("XADD")
+            .arg(&settings.stream)
+            .arg("*")
+            .arg(USAGE_EVENT_FIELD)
+            .arg(event.encode_to_vec())
+            .ignore();
+    }
+    pipe.query_async::<()>(c).await
+}

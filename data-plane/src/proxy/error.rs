@@ -1,0 +1,248 @@
+//! Every way a proxied request can fail, mapped by whose fault it was to a status and an
+//! OpenAI-shaped error body. Messages never contain an upstream URL, key or body verbatim.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+
+use super::ProxyBody;
+
+/// A request that cannot be (or was not) proxied successfully.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    // The client's fault: 4xx.
+    #[error("missing API key: send `Authorization: Bearer <gateway key>`")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("this API key has expired")]
+    KeyExpired,
+    #[error("this API key may not use model {0:?}")]
+    ModelNotAllowed(String),
+    #[error("your balance is exhausted; top up to continue")]
+    InsufficientQuota,
+    #[error("request body is larger than the {0}-byte limit")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown route {0}")]
+    NotFound(String),
+    #[error("method not allowed on {0}")]
+    MethodNotAllowed(String),
+    #[error("{message}")]
+    UpstreamRejected { status: StatusCode, message: String },
+
+    // Nobody to serve it: 503.
+    #[error("the gateway has no configuration yet; try again shortly")]
+    NotReady,
+    #[error("no upstream is available for this request; try again shortly")]
+    NoUpstream,
+
+    // The upstream's fault: 502/504.
+    #[error("the upstream could not be reached")]
+    UpstreamConnect,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream failed (status {0})")]
+    UpstreamStatus(StatusCode),
+    #[error(
+        "the upstream rejected the gateway's credentials; an operator must check the upstream's API key"
+    )]
+    UpstreamAuth,
+
+    // Ours: 500.
+    #[error("internal gateway error")]
+    Internal,
+}
+
+impl ProxyError {
+    /// Status code, type and code of the OpenAI-shaped error.
+    fn shape(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::MissingKey | Self::InvalidKey => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            Self::KeyExpired => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "expired_api_key",
+            ),
+            Self::ModelNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "model_not_allowed",
+            ),
+            Self::InsufficientQuota => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "insufficient_quota",
+            ),
+            Self::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            Self::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            Self::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "unknown_url",
+            ),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+            ),
+            Self::UpstreamRejected { status, .. } => {
+                (*status, "invalid_request_error", "upstream_rejected")
+            }
+            Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "not_ready"),
+            Self::NoUpstream => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "no_upstream_available",
+            ),
+            Self::UpstreamConnect | Self::UpstreamStatus(_) | Self::UpstreamAuth => {
+                (StatusCode::BAD_GATEWAY, "server_error", "upstream_error")
+            }
+            Self::UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "upstream_timeout",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
+        }
+    }
+
+    /// Whether the client caused it (logged at debug, not as an error).
+    pub fn is_client_fault(&self) -> bool {
+        self.shape().0.is_client_error()
+    }
+
+    /// The response the client sees.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let (status, kind, code) = self.shape();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                code,
+                param: None,
+                request_id,
+            },
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = Response::new(super::full(Bytes::from(json)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'static str,
+    param: Option<&'static str>,
+    request_id: &'a str,
+}
+
+/// A short, scrubbed version of an upstream's error message: the `error.message` of a JSON
+/// body with URLs and key-like tokens removed, or nothing.
+pub fn scrub_upstream_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Outer {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    let message = serde_json::from_slice::<Outer>(body).ok()?.error.message;
+    let scrubbed: Vec<&str> = message
+        .split_whitespace()
+        .map(|word| {
+            let lower = word.to_ascii_lowercase();
+            if lower.contains("://") || lower.starts_with("www.") {
+                "[url]"
+            } else if lower.starts_with("sk-") || lower.starts_with("bearer") || word.len() > 40 {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect();
+    let mut text = scrubbed.join(" ");
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn errors_are_openai_shaped_with_request_id() {
+        let response = ProxyError::InsufficientQuota.into_response("req-1");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "insufficient_quota");
+        assert_eq!(v["error"]["code"], "insufficient_quota");
+        assert_eq!(v["error"]["request_id"], "req-1");
+        assert!(v["error"]["message"].as_str().unwrap().contains("balance"));
+    }
+
+    #[test]
+    fn statuses_follow_fault() {
+        assert_eq!(ProxyError::InvalidKey.shape().0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ProxyError::UpstreamTimeout.shape().0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(ProxyError::UpstreamAuth.shape().0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ProxyError::NoUpstream.shape().0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(ProxyError::BodyTooLarge(1).is_client_fault());
+        assert!(!ProxyError::Internal.is_client_fault());
+    }
+
+    #[test]
+    fn upstream_messages_are_scrubbed() {
+        let body = br#"{"error":{"message":"Invalid model foo, see https://pool.internal/docs key sk-abcdef123"}}"#;
+        let m = scrub_upstream_message(body).unwrap();
+        assert_eq!(m, "Invalid model foo, see [url] key [redacted]");
+        assert_eq!(scrub_upstream_message(b"<html>oops</html>"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! Talking to upstreams: the shared HTTP client and the rewriting of requests and responses
+//! at the boundary (upstream key in, client key out, hop-by-hop headers dropped, everything
+//! else kept byte-for-byte).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version, header};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+use super::error::ProxyError;
+use crate::routing::Upstream;
+
+/// Pooled HTTP/1.1 client for http:// and https:// upstreams.
+pub(super) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Header carrying the gateway's request id, to the upstream and to the client.
+pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the upstream client (TLS through rustls with the ring provider and webpki roots).
+pub(super) fn client() -> Result<UpstreamClient, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(https))
+}
+
+/// Headers that describe one hop and never travel further.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Header names the `Connection` header lists as hop-by-hop for this message.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The request to send upstream: same body bytes, same headers except hop-by-hop ones and the
+/// client's credentials; the upstream's key and the gateway's request id added.
+pub(super) fn upstream_request(
+    client_headers: &HeaderMap,
+    query: Option<&str>,
+    upstream: &Upstream,
+    path: &str,
+    body: Bytes,
+    request_id: &HeaderValue,
+) -> Result<Request<Full<Bytes>>, ProxyError> {
+    let uri = match query {
+        Some(q) => format!("{}{}?{}", upstream.base_url, path, q),
+        None => format!("{}{}", upstream.base_url, path),
+    };
+    let uri: Uri = uri.parse().map_err(|_| ProxyError::Internal)?;
+    let listed = connection_listed(client_headers);
+    let mut headers = HeaderMap::with_capacity(client_headers.len() + 2);
+    for (name, value) in client_headers {
+        if is_hop_by_hop(name)
+            || listed.contains(name)
+            || name == header::HOST
+            || name == header::AUTHORIZATION
+            || name == header::CONTENT_LENGTH
+            || name == REQUEST_ID
+            || name.as_str() == "x-api-key"
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(header::AUTHORIZATION, upstream.authorization.clone());
+    headers.insert(REQUEST_ID, request_id.clone());
+    let mut request = Request::new(Full::new(body));
+    *request.uri_mut() = uri;
+    *request.method_mut() = http::Method::POST;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Response headers for the client: the upstream's, minus hop-by-hop ones.
+pub(super) fn client_response_headers(upstream_headers: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(upstream_headers);
+    let mut headers = HeaderMap::with_capacity(upstream_headers.len() + 1);
+    for (name, value) in upstream_headers {
+        if is_hop_by_hop(name) || listed.contains(name) || name == REQUEST_ID {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Upstream {
+        Upstream {
+            id: 1,
+            name: "pool".into(),
+            base_url: "http://pool.example/openai".into(),
+            authorization: HeaderValue::from_static("Bearer sk-upstream"),
+            priority: 0,
+            max_retries: 0,
+            timeout: Duration::from_secs(1),
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn rewrites_credentials_and_hop_by_hop_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer cgw-client"),
+        );
+        h.insert("x-api-key", HeaderValue::from_static("cgw-client"));
+        h.insert("host", HeaderValue::from_static("gateway"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-drop-me"),
+        );
+        h.insert("x-drop-me", HeaderValue::from_static("1"));
+        h.insert("session_id", HeaderValue::from_static("abc"));
+        h.insert("conversation_id", HeaderValue::from_static("c1"));
+        h.insert(
+            "openai-beta",
+            HeaderValue::from_static("responses=experimental"),
+        );
+        h.insert("x-codex-window-id", HeaderValue::from_static("w:0"));
+        h.append("x-multi", HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("b"));
+        let rid = HeaderValue::from_static("rid-1");
+        let req = upstream_request(
+            &h,
+            Some("a=1"),
+            &upstream(),
+            "/v1/responses",
+            Bytes::from_static(b"{}"),
+            &rid,
+        )
+        .unwrap();
+        assert_eq!(req.uri(), "http://pool.example/openai/v1/responses?a=1");
+        let out = req.headers();
+        assert_eq!(out["authorization"], "Bearer sk-upstream");
+        assert_eq!(out["x-request-id"], "rid-1");
+        assert!(out.get("x-api-key").is_none());
+        assert!(out.get("host").is_none());
+        assert!(out.get("connection").is_none());
+        assert!(out.get("x-drop-me").is_none());
+        assert_eq!(out["session_id"], "abc");
+        assert_eq!(out["conversation_id"], "c1");
+        assert_eq!(out["openai-beta"], "responses=experimental");
+        assert_eq!(out["x-codex-window-id"], "w:0");
+        assert_eq!(out.get_all("x-multi").iter().count(), 2);
+    }
+}

@@ -1,0 +1,455 @@
+//! The request path. For a proxied route, in order:
+//! 1. the routing table of the current snapshot (503 until the first one is applied);
+//! 2. authentication by key digest, expiry and balance — nothing but the in-memory table;
+//! 3. the body, read whole up to the size limit (413 above it) and parsed only for `model`,
+//!    `stream` and `prompt_cache_key`; the same bytes are forwarded;
+//! 4. the model allow-list;
+//! 5. the upstream pick: best priority tier, then the tier's ring for the affinity key;
+//! 6. the forward, bounded by the upstream's timeout until the response head;
+//! 7. the response streamed back through the metering tap, which bills exactly once.
+//!
+//! Every response, error or not, carries `x-request-id`; every error is OpenAI-shaped.
+
+mod auth;
+pub mod error;
+mod forward;
+
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tracing::{debug, error, warn};
+
+use self::{
+    error::{ProxyError, scrub_upstream_message},
+    forward::{REQUEST_ID, UpstreamClient},
+};
+use crate::{
+    metering::{Meter, MeteredBody, Outcome, TapKind, UsagePublisher},
+    routing::{Affinity, RoutingTable, Upstream},
+};
+
+pub use crate::metering::BodyError;
+
+/// Body of every response the proxy sends.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
+
+/// Most of an upstream error body read to learn why it failed.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub(crate) fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes)
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+/// The proxied APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Responses,
+    ResponsesCompact,
+}
+
+impl Endpoint {
+    fn classify(path: &str) -> Option<Self> {
+        match path.strip_suffix('/').unwrap_or(path) {
+            "/v1/responses"
+            | "/responses"
+            | "/openai/v1/responses"
+            | "/backend-api/codex/responses" => Some(Self::Responses),
+            "/v1/responses/compact"
+            | "/responses/compact"
+            | "/openai/v1/responses/compact"
+            | "/backend-api/codex/responses/compact" => Some(Self::ResponsesCompact),
+            _ => None,
+        }
+    }
+
+    fn upstream_path(self) -> &'static str {
+        match self {
+            Self::Responses => "/v1/responses",
+            Self::ResponsesCompact => "/v1/responses/compact",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Responses => "responses",
+            Self::ResponsesCompact => "responses_compact",
+        }
+    }
+}
+
+/// The fields of a request body the gateway needs; everything else is skipped unread.
+#[derive(Deserialize)]
+struct RequestFields<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    prompt_cache_key: Option<Cow<'a, str>>,
+}
+
+/// Shared state of the request path.
+#[derive(Debug)]
+struct Shared {
+    table: Arc<ArcSwapOption<RoutingTable>>,
+    client: UpstreamClient,
+    usage: UsagePublisher,
+    node_id: Arc<str>,
+    max_body_bytes: usize,
+    draining: AtomicBool,
+}
+
+/// The proxy service; cheap to clone per connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy over the routing table published in `table`.
+    pub fn new(
+        table: Arc<ArcSwapOption<RoutingTable>>,
+        usage: UsagePublisher,
+        node_id: Arc<str>,
+        max_body_bytes: usize,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            shared: Arc::new(Shared {
+                table,
+                client: forward::client()?,
+                usage,
+                node_id,
+                max_body_bytes,
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Marks the proxy as shutting down: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a snapshot is applied and the proxy is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.shared.draining.load(Ordering::Relaxed) && self.shared.table.load().is_some()
+    }
+
+    /// Handles one request. Never fails: every error has become a response here.
+    pub async fn handle(
+        self,
+        request: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let mut response = match self.route(request, &request_id).await {
+            Ok(response) => response,
+            Err(err) => {
+                if err.is_client_fault() {
+                    debug!(target: "ProxyHandler", request_id = %request_id, error = %err, "request refused");
+                } else {
+                    warn!(target: "ProxyHandler", request_id = %request_id, error = %err, "request failed");
+                }
+                err.into_response(&request_id)
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        Ok(response)
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let path = request.uri().path();
+        match (request.method(), Endpoint::classify(path)) {
+            (&Method::POST, Some(endpoint)) => self.forward(request, endpoint, request_id).await,
+            (_, Some(_)) => Err(ProxyError::MethodNotAllowed(path.to_owned())),
+            (&Method::GET, None) if path == "/healthz" => Ok(text(StatusCode::OK, "ok")),
+            (&Method::GET, None) if path == "/readyz" => Ok(if self.is_ready() {
+                text(StatusCode::OK, "ready")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            }),
+            _ => Err(ProxyError::NotFound(path.to_owned())),
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        endpoint: Endpoint,
+        request_id: &str,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let started = Instant::now();
+        let started_at_ms = now_ms();
+        let table = self.shared.table.load_full().ok_or(ProxyError::NotReady)?;
+        let (parts, body) = request.into_parts();
+        let (key, user) = auth::authenticate(&table, &parts.headers, started_at_ms)?;
+
+        let limit = self.shared.max_body_bytes;
+        if content_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    ProxyError::BodyTooLarge(limit)
+                } else {
+                    ProxyError::BadRequest("the request body could not be read".into())
+                }
+            })?
+            .to_bytes();
+        let fields: RequestFields<'_> = serde_json::from_slice(&body).map_err(|err| {
+            ProxyError::BadRequest(format!(
+                "the request body is not a valid JSON object: {err}"
+            ))
+        })?;
+        let model = fields
+            .model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ProxyError::BadRequest("the request body must name a `model`".into()))?
+            .to_owned();
+        auth::check_model(key, &model)?;
+
+        let affinity = affinity_key(
+            table.affinity,
+            user.id,
+            &parts.headers,
+            fields.prompt_cache_key.as_deref(),
+        );
+        let upstream: Arc<Upstream> = table
+            .pick(affinity.as_bytes(), |u| u.healthy)
+            .ok_or(ProxyError::NoUpstream)?
+            .clone();
+
+        let request_id_value =
+            HeaderValue::from_str(request_id).map_err(|_| ProxyError::Internal)?;
+        let stream = fields.stream.unwrap_or(false);
+        let request_bytes = body.len();
+        let upstream_request = forward::upstream_request(
+            &parts.headers,
+            parts.uri.query(),
+            &upstream,
+            endpoint.upstream_path(),
+            body.clone(),
+            &request_id_value,
+        )?;
+        let meter = Meter {
+            publisher: self.shared.usage.clone(),
+            request_id: request_id.to_owned(),
+            key_id: key.id,
+            user_id: user.id,
+            upstream_id: upstream.id,
+            model,
+            endpoint: endpoint.name(),
+            stream,
+            price: table.price(fields.model.as_deref().unwrap_or_default()),
+            multiplier_ppm: user.multiplier_ppm,
+            request_bytes,
+            node_id: self.shared.node_id.clone(),
+            started,
+            started_at_ms,
+            first_byte: None,
+        };
+        drop(fields);
+
+        let response = match tokio::time::timeout(
+            upstream.timeout,
+            self.shared.client.request(upstream_request),
+        )
+        .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => {
+                warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, error = %err, "upstream request failed");
+                meter.finish(Outcome::UpstreamError, None, 0);
+                return Err(ProxyError::UpstreamConnect);
+            }
+            Err(_) => {
+                warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, timeout_ms = upstream.timeout.as_millis() as u64, "upstream response head timed out");
+                meter.finish(Outcome::UpstreamError, None, 0);
+                return Err(ProxyError::UpstreamTimeout);
+            }
+        };
+
+        let status = response.status();
+        if !status.is_success() {
+            meter.finish(Outcome::UpstreamError, None, 0);
+            return Err(upstream_failure(response, &upstream, request_id).await);
+        }
+        let (head, incoming) = response.into_parts();
+        let kind = if is_event_stream(&head.headers) {
+            TapKind::ResponsesSse
+        } else {
+            TapKind::Json
+        };
+        let body = MeteredBody::new(incoming, kind, meter, upstream.timeout);
+        let mut response = Response::new(body.boxed_unsync());
+        *response.status_mut() = status;
+        *response.headers_mut() = forward::client_response_headers(&head.headers);
+        Ok(response)
+    }
+}
+
+/// Turns an upstream's non-success answer into the error the client sees: the upstream's own
+/// body never reaches the client verbatim.
+async fn upstream_failure(
+    response: Response<Incoming>,
+    upstream: &Upstream,
+    request_id: &str,
+) -> ProxyError {
+    let status = response.status();
+    let body = tokio::time::timeout(
+        upstream.timeout,
+        Limited::new(response.into_body(), MAX_ERROR_BODY).collect(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|c| c.to_bytes())
+    .unwrap_or_default();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            error!(target: "ProxyHandler", request_id, upstream = %upstream.name, status = status.as_u16(), "upstream rejected its API key");
+            ProxyError::UpstreamAuth
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, "upstream is rate limiting");
+            ProxyError::NoUpstream
+        }
+        s if s.is_server_error() => ProxyError::UpstreamStatus(s),
+        s if s.is_client_error() => ProxyError::UpstreamRejected {
+            status: s,
+            message: match scrub_upstream_message(&body) {
+                Some(m) => format!("the upstream rejected the request: {m}"),
+                None => format!("the upstream rejected the request (status {})", s.as_u16()),
+            },
+        },
+        s => ProxyError::UpstreamStatus(s),
+    }
+}
+
+/// The key that keeps a client on one upstream: the user, or the user and session.
+fn affinity_key(
+    mode: Affinity,
+    user_id: i64,
+    headers: &HeaderMap,
+    prompt_cache_key: Option<&str>,
+) -> String {
+    let session = match mode {
+        Affinity::User => None,
+        Affinity::UserSession => ["session-id", "session_id", "conversation_id"]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+            .or(prompt_cache_key)
+            .filter(|s| !s.is_empty()),
+    };
+    match session {
+        Some(s) => format!("user:{user_id}|session:{s}"),
+        None => format!("user:{user_id}"),
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_every_alias() {
+        for p in [
+            "/v1/responses",
+            "/responses",
+            "/openai/v1/responses",
+            "/backend-api/codex/responses",
+            "/v1/responses/",
+        ] {
+            assert_eq!(Endpoint::classify(p), Some(Endpoint::Responses), "{p}");
+        }
+        for p in [
+            "/v1/responses/compact",
+            "/responses/compact",
+            "/openai/v1/responses/compact",
+            "/backend-api/codex/responses/compact",
+        ] {
+            assert_eq!(
+                Endpoint::classify(p),
+                Some(Endpoint::ResponsesCompact),
+                "{p}"
+            );
+        }
+        assert_eq!(Endpoint::classify("/v1/models"), None);
+    }
+
+    #[test]
+    fn affinity_modes() {
+        let mut h = HeaderMap::new();
+        assert_eq!(affinity_key(Affinity::User, 7, &h, Some("pck")), "user:7");
+        assert_eq!(
+            affinity_key(Affinity::UserSession, 7, &h, Some("pck")),
+            "user:7|session:pck"
+        );
+        h.insert("session_id", HeaderValue::from_static("s1"));
+        assert_eq!(
+            affinity_key(Affinity::UserSession, 7, &h, Some("pck")),
+            "user:7|session:s1"
+        );
+        assert_eq!(
+            affinity_key(Affinity::UserSession, 7, &HeaderMap::new(), None),
+            "user:7"
+        );
+    }
+}

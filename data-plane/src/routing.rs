@@ -1,0 +1,292 @@
+//! The routing table: a validated snapshot turned into lookup tables for the request path,
+//! and the pick of an upstream for an affinity key (priority tiers, then the tier's ring).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use gateway_proto::{
+    digest::{BadDigest, KeyDigest},
+    ring::{Ring, RingError, RingMember},
+    v1,
+};
+use http::HeaderValue;
+
+/// An upstream as the proxy uses it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub id: i64,
+    pub name: String,
+    /// Without a trailing slash; never contains `/v1`.
+    pub base_url: String,
+    /// `Bearer <upstream key>`, marked sensitive so it is never logged by hyper.
+    pub authorization: HeaderValue,
+    pub priority: i32,
+    pub max_retries: u32,
+    /// Connect + response head, and any silence between chunks.
+    pub timeout: Duration,
+    pub healthy: bool,
+}
+
+/// A gateway key's identity and limits.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub id: i64,
+    pub user_id: i64,
+    /// Unix milliseconds; 0 = never.
+    pub expires_at_ms: i64,
+    /// Empty = every model.
+    pub models: Vec<String>,
+    pub ip_allow: Vec<String>,
+    pub rpm: u32,
+    pub concurrency: u32,
+}
+
+/// A user's billing state as of the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct UserEntry {
+    pub id: i64,
+    pub balance_micros: i64,
+    pub multiplier_ppm: u64,
+}
+
+/// Prices per 1M tokens in micro-units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Price {
+    pub input_micros: i64,
+    pub cached_input_micros: i64,
+    pub output_micros: i64,
+}
+
+/// What keeps a client on the same upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    User,
+    UserSession,
+}
+
+#[derive(Debug)]
+struct Tier {
+    ring: Ring,
+}
+
+/// Lookup tables for one snapshot version. Immutable; replaced whole.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub version: u64,
+    pub affinity: Affinity,
+    keys: HashMap<KeyDigest, KeyEntry>,
+    users: HashMap<i64, UserEntry>,
+    upstreams: HashMap<i64, Arc<Upstream>>,
+    /// Best (lowest priority number) first.
+    tiers: Vec<Tier>,
+    prices: HashMap<String, Price>,
+    default_price: Option<Price>,
+}
+
+/// Why a snapshot is rejected; the previous table stays in use.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotRejected {
+    #[error("ring for priority {priority}: {source}")]
+    Ring {
+        priority: i32,
+        #[source]
+        source: RingError,
+    },
+    #[error("key {key}: {source}")]
+    Digest {
+        key: i64,
+        #[source]
+        source: BadDigest,
+    },
+    #[error("key {key} belongs to unknown user {user}")]
+    UnknownUser { key: i64, user: i64 },
+    #[error(
+        "ring for priority {priority} names upstream {upstream}, which the snapshot lacks or puts in another tier"
+    )]
+    UnknownMember { priority: i32, upstream: i64 },
+    #[error("upstream {0} has an API key that cannot be sent as a header")]
+    BadApiKey(i64),
+    #[error("upstream {0} is in no ring")]
+    Unrouted(i64),
+    #[error("snapshot version {got} is not newer than the applied version {applied}")]
+    Stale { got: u64, applied: u64 },
+}
+
+impl TryFrom<v1::Snapshot> for RoutingTable {
+    type Error = SnapshotRejected;
+
+    fn try_from(s: v1::Snapshot) -> Result<Self, Self::Error> {
+        let mut upstreams = HashMap::with_capacity(s.upstreams.len());
+        for u in s.upstreams {
+            let mut authorization = HeaderValue::try_from(format!("Bearer {}", u.api_key))
+                .map_err(|_| SnapshotRejected::BadApiKey(u.id))?;
+            authorization.set_sensitive(true);
+            upstreams.insert(
+                u.id,
+                Arc::new(Upstream {
+                    id: u.id,
+                    name: u.name,
+                    base_url: u.base_url.trim_end_matches('/').to_owned(),
+                    authorization,
+                    priority: u.priority,
+                    max_retries: u.max_retries,
+                    timeout: Duration::from_millis(u64::from(u.timeout_ms.max(1))),
+                    healthy: u.healthy,
+                }),
+            );
+        }
+
+        let mut rings = s.rings;
+        rings.sort_by_key(|r| r.priority);
+        let mut tiers = Vec::with_capacity(rings.len());
+        let mut routed = 0;
+        for r in rings {
+            for m in &r.members {
+                match upstreams.get(&m.upstream_id) {
+                    Some(u) if u.priority == r.priority => routed += 1,
+                    _ => {
+                        return Err(SnapshotRejected::UnknownMember {
+                            priority: r.priority,
+                            upstream: m.upstream_id,
+                        });
+                    }
+                }
+            }
+            let ring = Ring::verified(
+                &r.algorithm,
+                r.seed,
+                r.members.iter().map(|m| RingMember {
+                    id: m.upstream_id,
+                    weight: m.weight,
+                }),
+                r.checksum,
+            )
+            .map_err(|source| SnapshotRejected::Ring {
+                priority: r.priority,
+                source,
+            })?;
+            tiers.push(Tier { ring });
+        }
+        if routed != upstreams.len()
+            && let Some(id) = upstreams
+                .keys()
+                .find(|id| !tiers.iter().any(|t| t.ring.members().any(|m| m.id == **id)))
+        {
+            return Err(SnapshotRejected::Unrouted(*id));
+        }
+
+        let users: HashMap<i64, UserEntry> = s
+            .users
+            .into_iter()
+            .map(|u| {
+                (
+                    u.id,
+                    UserEntry {
+                        id: u.id,
+                        balance_micros: u.balance_micros,
+                        multiplier_ppm: u.multiplier_ppm,
+                    },
+                )
+            })
+            .collect();
+
+        let mut keys = HashMap::with_capacity(s.keys.len());
+        for k in s.keys {
+            let digest = KeyDigest::from_slice(&k.digest)
+                .map_err(|source| SnapshotRejected::Digest { key: k.id, source })?;
+            if !users.contains_key(&k.user_id) {
+                return Err(SnapshotRejected::UnknownUser {
+                    key: k.id,
+                    user: k.user_id,
+                });
+            }
+            keys.insert(
+                digest,
+                KeyEntry {
+                    id: k.id,
+                    user_id: k.user_id,
+                    expires_at_ms: k.expires_at_ms,
+                    models: k.models,
+                    ip_allow: k.ip_allow,
+                    rpm: k.rpm,
+                    concurrency: k.concurrency,
+                },
+            );
+        }
+
+        let mut prices = HashMap::with_capacity(s.prices.len());
+        let mut default_price = None;
+        for p in s.prices {
+            let price = Price {
+                input_micros: p.input_micros,
+                cached_input_micros: p.cached_input_micros,
+                output_micros: p.output_micros,
+            };
+            if p.model == "*" {
+                default_price = Some(price);
+            } else {
+                prices.insert(p.model, price);
+            }
+        }
+
+        Ok(Self {
+            version: s.version,
+            affinity: match v1::AffinityMode::try_from(s.affinity) {
+                Ok(v1::AffinityMode::UserSession) => Affinity::UserSession,
+                _ => Affinity::User,
+            },
+            keys,
+            users,
+            upstreams,
+            tiers,
+            prices,
+            default_price,
+        })
+    }
+}
+
+impl RoutingTable {
+    /// The key with this digest.
+    pub fn key(&self, digest: &KeyDigest) -> Option<&KeyEntry> {
+        self.keys.get(digest)
+    }
+
+    /// A user's billing state.
+    pub fn user(&self, id: i64) -> Option<&UserEntry> {
+        self.users.get(&id)
+    }
+
+    /// The price of `model`, else the `*` default.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied().or(self.default_price)
+    }
+
+    /// An upstream by id.
+    pub fn upstream(&self, id: i64) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(&id)
+    }
+
+    /// The most preferred upstream for `affinity_key` that `eligible` accepts: the best tier
+    /// with any eligible member, and within it the ring's choice. Ineligible upstreams are
+    /// skipped, never removed, so no other key moves.
+    pub fn pick(
+        &self,
+        affinity_key: &[u8],
+        mut eligible: impl FnMut(&Upstream) -> bool,
+    ) -> Option<&Arc<Upstream>> {
+        self.tiers.iter().find_map(|tier| {
+            tier.ring
+                .pick(affinity_key, |id| {
+                    self.upstreams.get(&id).is_some_and(|u| eligible(u))
+                })
+                .and_then(|id| self.upstreams.get(&id))
+        })
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use gateway_proto::{ring, v1};
+
+use super::*;
+
+fn upstream(id: i64, priority: i32, healthy: bool) -> v1::SnapshotUpstream {
+    v1::SnapshotUpstream {
+        id,
+        name: format!("u{id}"),
+        base_url: format!("http://pool-{id}.example/openai/"),
+        api_key: format!("sk-upstream-{id}"),
+        priority,
+        weight: 1,
+        max_retries: 1,
+        timeout_ms: 5_000,
+        healthy,
+    }
+}
+
+fn ring_for(priority: i32, ids: &[i64]) -> v1::HashRing {
+    let ring = Ring::new(7, ids.iter().map(|&id| RingMember { id, weight: 1 })).unwrap();
+    v1::HashRing {
+        priority,
+        algorithm: ring::ALGORITHM.into(),
+        seed: 7,
+        members: ids
+            .iter()
+            .map(|&id| v1::RingMember {
+                upstream_id: id,
+                weight: 1,
+            })
+            .collect(),
+        checksum: ring.checksum(),
+    }
+}
+
+fn snapshot() -> v1::Snapshot {
+    v1::Snapshot {
+        version: 5,
+        upstreams: vec![
+            upstream(1, 0, true),
+            upstream(2, 0, true),
+            upstream(3, 1, true),
+        ],
+        keys: vec![v1::SnapshotKey {
+            digest: KeyDigest::of_secret("cgw-test").as_bytes().to_vec(),
+            id: 10,
+            user_id: 20,
+            ..Default::default()
+        }],
+        users: vec![v1::SnapshotUser {
+            id: 20,
+            balance_micros: 5,
+            multiplier_ppm: 1_000_000,
+        }],
+        prices: vec![
+            v1::Price {
+                model: "*".into(),
+                input_micros: 1,
+                cached_input_micros: 1,
+                output_micros: 1,
+            },
+            v1::Price {
+                model: "gpt-5".into(),
+                input_micros: 2,
+                cached_input_micros: 3,
+                output_micros: 4,
+            },
+        ],
+        // Deliberately out of order: the table sorts tiers.
+        rings: vec![ring_for(1, &[3]), ring_for(0, &[1, 2])],
+        affinity: 0,
+        built_at_ms: 0,
+    }
+}
+
+#[test]
+fn builds_lookup_tables() {
+    let t = RoutingTable::try_from(snapshot()).unwrap();
+    assert_eq!(t.version, 5);
+    let key = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();
+    assert_eq!((key.id, key.user_id), (10, 20));
+    assert!(t.key(&KeyDigest::of_secret("cgw-other")).is_none());
+    assert_eq!(t.user(20).unwrap().balance_micros, 5);
+    assert_eq!(t.price("gpt-5").unwrap().output_micros, 4);
+    assert_eq!(t.price("other").unwrap().output_micros, 1);
+    let u = t.upstream(1).unwrap();
+    assert_eq!(u.base_url, "http://pool-1.example/openai");
+    assert!(u.authorization.is_sensitive());
+}
+
+#[test]
+fn picks_best_tier_and_skips_without_moving_others() {
+    let t = RoutingTable::try_from(snapshot()).unwrap();
+    for i in 0..200 {
+        let key = format!("user:{i}");
+        let home = t.pick(key.as_bytes(), |_| true).unwrap().id;
+        assert!(home == 1 || home == 2, "tier 0 is preferred");
+        // Skipping the other tier-0 upstream never moves this user.
+        let other = 3 - home;
+        assert_eq!(t.pick(key.as_bytes(), |u| u.id != other).unwrap().id, home);
+        // With tier 0 unavailable, everyone lands on tier 1.
+        assert_eq!(t.pick(key.as_bytes(), |u| u.priority > 0).unwrap().id, 3);
+    }
+    assert!(t.pick(b"user:1", |_| false).is_none());
+}
+
+#[test]
+fn rejects_inconsistent_snapshots() {
+    let mut bad = snapshot();
+    bad.rings[1].checksum ^= 1;
+    assert!(matches!(
+        RoutingTable::try_from(bad),
+        Err(SnapshotRejected::Ring { priority: 0, .. })
+    ));
+
+    let mut bad = snapshot();
+    bad.keys[0].user_id = 99;
+    assert!(matches!(
+        RoutingTable::try_from(bad),
+        Err(SnapshotRejected::UnknownUser { key: 10, user: 99 })
+    ));
+
+    let mut bad = snapshot();
+    bad.keys[0].digest = vec![1, 2, 3];
+    assert!(matches!(
+        RoutingTable::try_from(bad),
+        Err(SnapshotRejected::Digest { key: 10, .. })
+    ));
+
+    let mut bad = snapshot();
+    bad.rings[0] = ring_for(1, &[3, 4]);
+    assert!(matches!(
+        RoutingTable::try_from(bad),
+        Err(SnapshotRejected::UnknownMember { upstream: 4, .. })
+    ));
+
+    let mut bad = snapshot();
+    bad.upstreams.push(upstream(9, 0, true));
+    assert!(matches!(
+        RoutingTable::try_from(bad),
+        Err(SnapshotRejected::Unrouted(9))
+    ));
+}

@@ -1,0 +1,172 @@
+//! An incremental Server-Sent Events parser for the metering tap. It sees the stream exactly as
+//! the client does, chunk by chunk (events may be split anywhere, lines end in LF or CRLF), and
+//! reports each complete event. It never alters or holds back the bytes being forwarded.
+
+use memchr::memchr;
+
+/// Upper bound on a single buffered line or event; longer input is dropped rather than letting
+/// a hostile upstream grow memory without limit. Terminal events carry the full response
+/// object, so the bound is generous.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// One complete event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The `event:` field, empty when absent.
+    pub event: &'a [u8],
+    /// The `data:` lines joined by `\n`.
+    pub data: &'a [u8],
+}
+
+/// Parser state carried between chunks.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    event: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    overflowed: bool,
+}
+
+impl SseParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next chunk; `on_event` is called for every event the chunk completes.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(Event<'_>)) {
+        while !chunk.is_empty() {
+            match memchr(b'\n', chunk) {
+                Some(end) => {
+                    let (head, rest) = chunk.split_at(end);
+                    chunk = &rest[1..];
+                    if self.line.is_empty() {
+                        self.line_done(head, &mut on_event);
+                    } else {
+                        self.push_line(head);
+                        let line = std::mem::take(&mut self.line);
+                        self.line_done(&line, &mut on_event);
+                        self.line = line;
+                        self.line.clear();
+                    }
+                }
+                None => {
+                    self.push_line(chunk);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn push_line(&mut self, bytes: &[u8]) {
+        if self.line.len() + bytes.len() > MAX_EVENT_BYTES {
+            self.overflowed = true;
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(Event<'_>)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if (self.has_data || !self.event.is_empty()) && !self.overflowed {
+                on_event(Event {
+                    event: &self.event,
+                    data: &self.data,
+                });
+            }
+            self.event.clear();
+            self.data.clear();
+            self.has_data = false;
+            self.overflowed = false;
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match memchr(b':', line) {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
+            b"data" => {
+                if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
+                    self.overflowed = true;
+                    return;
+                }
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events_of(chunks: &[&[u8]]) -> Vec<(String, String)> {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            parser.feed(chunk, |e| {
+                out.push((
+                    String::from_utf8_lossy(e.event).into_owned(),
+                    String::from_utf8_lossy(e.data).into_owned(),
+                ));
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn parses_named_events() {
+        let got = events_of(&[
+            b"event: response.created\ndata: {\"a\":1}\n\nevent: response.completed\ndata: {\"b\":2}\n\n",
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                ("response.created".into(), "{\"a\":1}".into()),
+                ("response.completed".into(), "{\"b\":2}".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn same_events_however_the_stream_is_split() {
+        let stream: &[u8] = b"event: a\r\ndata: one\r\ndata: two\r\n\r\n: comment\n\ndata: [DONE]\n\nevent: b\ndata:x\n\n";
+        let whole = events_of(&[stream]);
+        assert_eq!(
+            whole,
+            vec![
+                ("a".into(), "one\ntwo".into()),
+                (String::new(), "[DONE]".into()),
+                ("b".into(), "x".into()),
+            ]
+        );
+        for split in 0..stream.len() {
+            let (x, y) = stream.split_at(split);
+            assert_eq!(events_of(&[x, y]), whole, "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(events_of(&bytes), whole);
+    }
+
+    #[test]
+    fn incomplete_event_is_not_reported() {
+        assert!(events_of(&[b"event: a\ndata: partial"]).is_empty());
+    }
+}
