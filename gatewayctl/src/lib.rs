@@ -46,9 +46,10 @@ pub struct Cli {
     )]
     pub token: Option<Secret>,
 
-    /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    /// Output format: `-o json` prints one JSON document for scripts. (`--output` is taken
+    /// by `price set`, so the long form is `--format`.)
+    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = Output::Table)]
+    pub format: Output,
 
     #[command(subcommand)]
     pub command: Command,
@@ -324,7 +325,7 @@ async fn connect(cli: &Cli) -> Result<Client, CliError> {
 /// Runs one command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let mut client = connect(&cli).await?;
-    let json = cli.output == Output::Json;
+    let json = cli.format == Output::Json;
     match cli.command {
         Command::Upstream(cmd) => upstream(&mut client, cmd, json, out).await,
         Command::User(cmd) => user(&mut client, cmd, json, out).await,

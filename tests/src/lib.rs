@@ -1,1 +1,546 @@
+//! End-to-end harness: a fresh Postgres database and a unique Redis stream per test, a mock
+//! upstream on port 0, and the control plane and data planes running in-process on port 0.
+//!
+//! Services come from `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`,
+//! used only to create and drop per-test databases) and `TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod mock;
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use control_plane::{
+    ControlPlane,
+    config::{Affinity, DEFAULT_RING_SEED, LogFormat as CpLogFormat},
+    crypto::EncryptionKey,
+};
+use data_plane::{
+    DataPlane,
+    config::{DurationSecs, LogFormat as DpLogFormat},
+};
+use gateway_proto::{
+    CONFIG_VERSION_METADATA,
+    auth::Secret,
+    v1::{self, admin_service_client::AdminServiceClient},
+};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
+use tonic::{
+    Request as GrpcRequest, Status,
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+pub use mock::{Behaviour, MockUpstream, MockUsage, Recorded};
+
+/// How long any awaited event may take before a test fails.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
+
+fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A Postgres database of its own, dropped by [`TestDb::drop_database`].
+#[derive(Debug)]
+pub struct TestDb {
+    admin_url: String,
+    name: String,
+    /// URL of the test database.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh, empty database.
+    pub async fn create() -> Self {
+        let admin_url = admin_database_url();
+        let name = format!("cgw_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to Postgres (set TEST_DATABASE_URL)");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TEST_DATABASE_URL must name a database"),
+        };
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// A pool on the test database, for assertions.
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect test database")
+    }
+
+    /// Drops the database.
+    pub async fn drop_database(self) {
+        if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
+                .await;
+        }
+    }
+}
+
+/// Adds the admin token to every call.
+#[derive(Debug, Clone)]
+pub struct AdminAuth(AsciiMetadataValue);
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, mut request: GrpcRequest<()>) -> Result<GrpcRequest<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Admin gRPC client.
+pub type Admin = AdminServiceClient<InterceptedService<Channel, AdminAuth>>;
+
+/// The config version a mutating admin call produced.
+pub fn version_of<T>(response: &tonic::Response<T>) -> u64 {
+    response
+        .metadata()
+        .get(CONFIG_VERSION_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("mutations report x-config-version")
+}
+
+/// A data plane running in-process.
+#[derive(Debug)]
+pub struct DataPlaneHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Applied snapshot version.
+    pub applied: watch::Receiver<u64>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl DataPlaneHandle {
+    /// `http://addr`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits until it has applied `version` or newer.
+    pub async fn wait_applied(&mut self, version: u64) {
+        tokio::time::timeout(EVENT_DEADLINE, self.applied.wait_for(|v| *v >= version))
+            .await
+            .expect("data plane applies the version in time")
+            .expect("data plane running");
+    }
+
+    /// SIGTERM-equivalent: drain and stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task
+            .await
+            .expect("join")
+            .expect("data plane stops cleanly");
+    }
+}
+
+/// A control plane running in-process.
+#[derive(Debug)]
+pub struct ControlPlaneHandle {
+    /// Where gRPC listens.
+    pub addr: SocketAddr,
+    /// Events written to the ledger.
+    pub ingested: watch::Receiver<u64>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl ControlPlaneHandle {
+    /// Stops it gracefully.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task
+            .await
+            .expect("join")
+            .expect("control plane stops cleanly");
+    }
+}
+
+/// Everything one test needs.
+#[derive(Debug)]
+pub struct Harness {
+    pub db: TestDb,
+    pub redis_url: String,
+    pub usage_stream: String,
+    pub admin_token: Secret,
+    pub data_plane_token: Secret,
+    pub encryption_key: EncryptionKey,
+    pub control_plane: Option<ControlPlaneHandle>,
+    pub data_planes: Vec<DataPlaneHandle>,
+    pub mock: MockUpstream,
+    pub affinity: Affinity,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Harness {
+    /// Starts a control plane and `data_planes` data planes on a fresh database and stream.
+    pub async fn start(data_planes: usize) -> Self {
+        Self::start_with(data_planes, Affinity::User).await
+    }
+
+    /// [`Harness::start`] with a chosen affinity mode.
+    pub async fn start_with(data_planes: usize, affinity: Affinity) -> Self {
+        let mut h = Self {
+            db: TestDb::create().await,
+            redis_url: redis_url(),
+            usage_stream: format!("cgw-test:{}:usage", uuid::Uuid::new_v4().simple()),
+            admin_token: Secret::new(format!("admin-{}", uuid::Uuid::new_v4().simple())),
+            data_plane_token: Secret::new(format!("dp-{}", uuid::Uuid::new_v4().simple())),
+            encryption_key: EncryptionKey::generate(),
+            control_plane: None,
+            data_planes: Vec::new(),
+            mock: MockUpstream::start().await,
+            affinity,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        h.start_control_plane().await;
+        for _ in 0..data_planes {
+            h.start_data_plane().await;
+        }
+        h
+    }
+
+    /// The control plane's configuration for this harness.
+    pub fn control_plane_config(&self, grpc_addr: SocketAddr) -> control_plane::Config {
+        control_plane::Config {
+            database_url: Secret::new(self.db.url.clone()),
+            redis_url: Secret::new(self.redis_url.clone()),
+            admin_token: self.admin_token.clone(),
+            data_plane_token: self.data_plane_token.clone(),
+            encryption_key: self.encryption_key.clone(),
+            grpc_addr,
+            usage_stream: self.usage_stream.clone(),
+            usage_group: "ledger".into(),
+            consumer_name: "test-consumer".into(),
+            affinity: self.affinity,
+            ring_seed: DEFAULT_RING_SEED,
+            log_format: CpLogFormat::Text,
+        }
+    }
+
+    /// Starts (or restarts) the control plane on a new port.
+    pub async fn start_control_plane(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let addr = listener.local_addr().expect("grpc addr");
+        let cp = ControlPlane::start(self.control_plane_config(addr))
+            .await
+            .expect("control plane starts");
+        let ingested = cp.ingested();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(cp.serve(listener, async {
+            let _ = rx.await;
+        }));
+        self.control_plane = Some(ControlPlaneHandle {
+            addr,
+            ingested,
+            shutdown: Some(tx),
+            task,
+        });
+    }
+
+    /// Stops the control plane gracefully.
+    pub async fn stop_control_plane(&mut self) {
+        if let Some(cp) = self.control_plane.take() {
+            cp.stop().await;
+        }
+    }
+
+    fn control_plane(&self) -> &ControlPlaneHandle {
+        self.control_plane.as_ref().expect("control plane running")
+    }
+
+    /// Starts one more data plane subscribed to the control plane.
+    pub async fn start_data_plane(&mut self) -> usize {
+        let url = format!("http://{}", self.control_plane().addr);
+        self.start_data_plane_with(url).await
+    }
+
+    /// Starts one more data plane subscribed to `control_plane_url`.
+    pub async fn start_data_plane_with(&mut self, control_plane_url: String) -> usize {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let addr = listener.local_addr().expect("http addr");
+        let index = self.data_planes.len();
+        let config = data_plane::Config {
+            listen_addr: addr,
+            control_plane_url,
+            data_plane_token: self.data_plane_token.clone(),
+            redis_url: Secret::new(self.redis_url.clone()),
+            usage_stream: self.usage_stream.clone(),
+            node_id: format!("dp-{index}"),
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace: DurationSecs(Duration::from_secs(5)),
+            log_format: DpLogFormat::Text,
+        };
+        let dp = DataPlane::start(config).await.expect("data plane starts");
+        let applied = dp.applied_version();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(dp.serve(listener, async {
+            let _ = rx.await;
+        }));
+        self.data_planes.push(DataPlaneHandle {
+            addr,
+            applied,
+            shutdown: Some(tx),
+            task,
+        });
+        index
+    }
+
+    /// An admin client authenticated with the admin token.
+    pub async fn admin(&self) -> Admin {
+        let channel = Channel::from_shared(format!("http://{}", self.control_plane().addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect control plane");
+        AdminServiceClient::with_interceptor(
+            channel,
+            AdminAuth(self.admin_token.bearer().expect("token")),
+        )
+    }
+
+    /// Arguments that point `gatewayctl` at this harness.
+    pub fn gatewayctl_args(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            "gatewayctl".to_owned(),
+            "--endpoint".to_owned(),
+            format!("http://{}", self.control_plane().addr),
+            "--token".to_owned(),
+            self.admin_token.expose().to_owned(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    }
+
+    /// Waits until every data plane has applied `version`.
+    pub async fn wait_applied(&mut self, version: u64) {
+        for dp in &mut self.data_planes {
+            dp.wait_applied(version).await;
+        }
+    }
+
+    /// Waits until the ledger has ingested at least `n` events.
+    pub async fn wait_ingested(&mut self, n: u64) {
+        let cp = self.control_plane.as_mut().expect("control plane running");
+        tokio::time::timeout(EVENT_DEADLINE, cp.ingested.wait_for(|v| *v >= n))
+            .await
+            .expect("usage ingested in time")
+            .expect("consumer running");
+    }
+
+    /// Adds an upstream served by the mock; its API key is `sk-upstream-<name>`.
+    pub async fn add_upstream(
+        &self,
+        name: &str,
+        priority: i32,
+        weight: u32,
+    ) -> (v1::Upstream, u64) {
+        let response = self
+            .admin()
+            .await
+            .create_upstream(v1::CreateUpstreamRequest {
+                name: name.into(),
+                base_url: self.mock.base_url(name),
+                api_key: format!("sk-upstream-{name}"),
+                priority,
+                weight,
+                max_retries: Some(1),
+                timeout_ms: 5_000,
+                disabled: false,
+            })
+            .await
+            .expect("create upstream");
+        let version = version_of(&response);
+        (response.into_inner(), version)
+    }
+
+    /// Adds a user with a balance in micro-units.
+    pub async fn add_user(&self, name: &str, balance_micros: i64) -> (v1::User, u64) {
+        let response = self
+            .admin()
+            .await
+            .create_user(v1::CreateUserRequest {
+                name: name.into(),
+                balance_micros,
+                multiplier_ppm: 0,
+            })
+            .await
+            .expect("create user");
+        let version = version_of(&response);
+        (response.into_inner(), version)
+    }
+
+    /// Creates a key; returns it with its secret and the version.
+    pub async fn add_key(&self, user_id: i64) -> (v1::Key, String, u64) {
+        let response = self
+            .admin()
+            .await
+            .create_key(v1::CreateKeyRequest {
+                user_id,
+                name: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create key");
+        let version = version_of(&response);
+        let created = response.into_inner();
+        (created.key.expect("key"), created.secret, version)
+    }
+
+    /// Sets a model's price (micro-units per 1M tokens).
+    pub async fn set_price(&self, model: &str, input: i64, cached: i64, output: i64) -> u64 {
+        let response = self
+            .admin()
+            .await
+            .set_price(v1::SetPriceRequest {
+                price: Some(v1::Price {
+                    model: model.into(),
+                    input_micros: input,
+                    cached_input_micros: cached,
+                    output_micros: output,
+                }),
+            })
+            .await
+            .expect("set price");
+        version_of(&response)
+    }
+
+    /// POSTs `body` to a data plane with the given headers.
+    pub async fn post(
+        &self,
+        data_plane: usize,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Response<Incoming> {
+        let mut request = Request::post(self.data_planes[data_plane].url(path))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        self.http
+            .request(request.body(Full::new(body.into())).expect("request"))
+            .await
+            .expect("data plane answers")
+    }
+
+    /// GETs a path from a data plane.
+    pub async fn get(&self, data_plane: usize, path: &str) -> Response<Incoming> {
+        let request = Request::get(self.data_planes[data_plane].url(path))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        self.http
+            .request(request)
+            .await
+            .expect("data plane answers")
+    }
+
+    /// Stops everything and drops the database and stream.
+    pub async fn shutdown(mut self) {
+        for dp in self.data_planes.drain(..) {
+            dp.stop().await;
+        }
+        self.stop_control_plane().await;
+        if let Ok(client) = redis::Client::open(self.redis_url.as_str())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(&self.usage_stream)
+                .query_async(&mut conn)
+                .await;
+        }
+        self.db.drop_database().await;
+    }
+}
+
+/// Reads a whole response body.
+pub async fn body_bytes(response: Response<Incoming>) -> Bytes {
+    response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes()
+}
+
+/// Reads a whole response body as JSON.
+pub async fn body_json(response: Response<Incoming>) -> serde_json::Value {
+    serde_json::from_slice(&body_bytes(response).await).expect("JSON body")
+}
+
+/// The `x-request-id` header of a response.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("every response carries x-request-id")
+        .to_owned()
+}
+
+/// A realistic Codex first-turn request body (captured shape, long texts filled in).
+pub fn codex_request(model: &str, stream: bool, conversation: &str) -> Bytes {
+    let body = serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "input": [
+            {"type": "message", "id": "msg_dev", "role": "developer",
+             "content": [{"type": "input_text", "text": "x".repeat(16_979)}]},
+            {"type": "message", "id": "msg_user", "role": "user",
+             "content": [{"type": "input_text", "text": "say hello"}]}
+        ],
+        "tools": [{"type": "function", "name": "exec_command"}, {"type": "web_search", "name": null}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": true,
+        "reasoning": {"summary": "auto"},
+        "store": false,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": conversation,
+        "client_metadata": {"session_id": conversation, "thread_id": conversation},
+    });
+    // Pretty-printed with a trailing newline: byte-for-byte forwarding must keep even this.
+    let mut text = serde_json::to_string_pretty(&body).expect("encode");
+    text.push('\n');
+    Bytes::from(text)
+}

@@ -1,0 +1,311 @@
+//! A mock upstream that speaks the Responses API over SSE and JSON, bound to port 0. It
+//! records every request (path, headers, exact body bytes) and can be told how to answer.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use serde_json::json;
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, mpsc},
+};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Token counts the mock reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockUsage {
+    pub input: u64,
+    pub cached: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+impl Default for MockUsage {
+    fn default() -> Self {
+        Self {
+            input: 1200,
+            cached: 1000,
+            output: 300,
+            reasoning: 120,
+        }
+    }
+}
+
+/// How the mock answers a request.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Usage to report in the terminal event / JSON body.
+    pub usage: MockUsage,
+    /// Number of `response.output_text.delta` events.
+    pub deltas: usize,
+    /// When set, the stream pauses after `response.created` until notified.
+    pub gate: Option<Arc<Notify>>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            usage: MockUsage::default(),
+            deltas: 5,
+            gate: None,
+        }
+    }
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The `authorization` header as text.
+    pub fn authorization(&self) -> &str {
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    behaviour: Behaviour,
+    queued: VecDeque<Behaviour>,
+    recorded: Vec<Recorded>,
+}
+
+/// The running mock.
+#[derive(Debug, Clone)]
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl MockUpstream {
+    /// Starts the mock on 127.0.0.1, port 0.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let addr = listener.local_addr().expect("mock addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let mock = Self { addr, state };
+        let server = mock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mock = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let mock = mock.clone();
+                        async move { Ok::<_, Infallible>(mock.answer(req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        mock
+    }
+
+    /// Base URL for an upstream named `pool` on this mock (never ends in `/v1`).
+    pub fn base_url(&self, pool: &str) -> String {
+        format!("http://{}/{pool}", self.addr)
+    }
+
+    /// Sets how every following request is answered.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.state.lock().expect("mock state").behaviour = behaviour;
+    }
+
+    /// Answers the next request this way, then returns to the default behaviour.
+    pub fn queue(&self, behaviour: Behaviour) {
+        self.state
+            .lock()
+            .expect("mock state")
+            .queued
+            .push_back(behaviour);
+    }
+
+    /// Every request received so far.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.state.lock().expect("mock state").recorded.clone()
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let behaviour = {
+            let mut state = self.state.lock().expect("mock state");
+            state.recorded.push(Recorded {
+                path: parts.uri.path().to_owned(),
+                headers: parts.headers.clone(),
+                body: body.clone(),
+            });
+            state
+                .queued
+                .pop_front()
+                .unwrap_or_else(|| state.behaviour.clone())
+        };
+        let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let model = request["model"].as_str().unwrap_or("mock-model").to_owned();
+        if request["stream"].as_bool() == Some(true) {
+            sse(model, behaviour)
+        } else {
+            let body = response_object(&model, &behaviour, "completed");
+            let mut response = Response::new(
+                Full::new(Bytes::from(body.to_string()))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            *response.status_mut() = StatusCode::OK;
+            response
+        }
+    }
+}
+
+fn usage_json(u: MockUsage) -> serde_json::Value {
+    json!({
+        "input_tokens": u.input,
+        "input_tokens_details": {"cached_tokens": u.cached},
+        "output_tokens": u.output,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning},
+        "total_tokens": u.input + u.output,
+    })
+}
+
+fn response_object(model: &str, b: &Behaviour, status: &str) -> serde_json::Value {
+    let text: String = (0..b.deltas).map(|i| format!("word{i} ")).collect();
+    json!({
+        "id": "resp_mock",
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": status,
+        "model": model,
+        "output": [{
+            "type": "message",
+            "id": "msg_mock",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }],
+        "usage": usage_json(b.usage),
+    })
+}
+
+fn event(kind: &str, seq: &mut u64, mut data: serde_json::Value) -> Bytes {
+    data["type"] = json!(kind);
+    data["sequence_number"] = json!(*seq);
+    *seq += 1;
+    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+fn sse(model: String, b: Behaviour) -> Response<BoxBody<Bytes, Infallible>> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        let mut seq = 0;
+        let in_progress = json!({"id": "resp_mock", "object": "response", "status": "in_progress", "model": model, "output": []});
+        let send = |bytes: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Frame::data(bytes))).await.is_ok() }
+        };
+        if !send(event(
+            "response.created",
+            &mut seq,
+            json!({"response": in_progress}),
+        ))
+        .await
+        {
+            return;
+        }
+        if let Some(gate) = &b.gate {
+            gate.notified().await;
+        }
+        let item = json!({"type": "message", "id": "msg_mock", "status": "in_progress", "role": "assistant", "content": []});
+        let mut events = vec![
+            event(
+                "response.in_progress",
+                &mut seq,
+                json!({"response": in_progress}),
+            ),
+            event(
+                "response.output_item.added",
+                &mut seq,
+                json!({"output_index": 0, "item": item}),
+            ),
+            event(
+                "response.content_part.added",
+                &mut seq,
+                json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": ""}}),
+            ),
+        ];
+        for i in 0..b.deltas {
+            events.push(event(
+                "response.output_text.delta",
+                &mut seq,
+                json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": format!("word{i} ")}),
+            ));
+        }
+        let done = response_object(&model, &b, "completed");
+        events.push(event(
+            "response.output_text.done",
+            &mut seq,
+            json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0}),
+        ));
+        events.push(event(
+            "response.content_part.done",
+            &mut seq,
+            json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0}),
+        ));
+        events.push(event(
+            "response.output_item.done",
+            &mut seq,
+            json!({"output_index": 0, "item": done["output"][0]}),
+        ));
+        events.push(event(
+            "response.completed",
+            &mut seq,
+            json!({"response": done}),
+        ));
+        for e in events {
+            if !send(e).await {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(BoxBody::new(StreamBody::new(ReceiverStream::new(rx))));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}

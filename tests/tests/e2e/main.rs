@@ -1,0 +1,9 @@
+//! End-to-end tests: real Postgres, real Redis, a real mock upstream over HTTP, and both planes
+//! in-process. Each test has its own database, stream and ports, so they run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod config;
+mod proxy;
+mod routing;
