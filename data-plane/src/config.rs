@@ -1,6 +1,6 @@
 //! Command-line flags and their environment twins, parsed into typed, validated values.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
@@ -44,6 +44,11 @@ pub struct Config {
     /// How long open streams may run on after a shutdown signal, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_grace: DurationSecs,
+
+    /// File that keeps the last good snapshot, so a restart while the control plane is
+    /// unreachable still serves. It holds upstream API keys: it is written with mode 0600.
+    #[arg(long, env = "SNAPSHOT_PATH")]
+    pub snapshot_path: Option<PathBuf>,
 
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]

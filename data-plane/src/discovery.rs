@@ -3,7 +3,7 @@
 //! version. Reconnects with jittered exponential backoff; while disconnected the last good
 //! table keeps serving.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
 use gateway_proto::{
@@ -13,6 +13,7 @@ use gateway_proto::{
         config_discovery_client::ConfigDiscoveryClient, discovery_request::Kind,
     },
 };
+use prost::Message;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +25,8 @@ use crate::routing::{RoutingTable, SnapshotRejected};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Snapshots carry every key digest; 100k keys are about 6 MB, far above tonic's 4 MiB default.
+const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
 
 /// Why a config stream session ended.
 #[derive(Debug, thiserror::Error)]
@@ -46,31 +49,75 @@ pub struct Discovery {
     node_id: String,
     table: Arc<ArcSwapOption<RoutingTable>>,
     applied: watch::Sender<u64>,
+    persist: Option<PathBuf>,
+    /// Latest applied snapshot, encoded, for the writer task.
+    to_persist: watch::Sender<Option<(u64, Arc<Vec<u8>>)>>,
+    persisted: watch::Sender<u64>,
 }
 
 impl Discovery {
-    /// A follower publishing into `table`; the receiver reports the applied version.
+    /// A follower publishing into `table`; the receiver reports the applied version. With
+    /// `persist`, the snapshot kept there (if valid) is applied at once, and every applied
+    /// snapshot is written back.
     pub fn new(
         url: String,
         token: Secret,
         node_id: String,
         table: Arc<ArcSwapOption<RoutingTable>>,
+        persist: Option<PathBuf>,
     ) -> (Self, watch::Receiver<u64>) {
         let (applied, rx) = watch::channel(0);
-        (
-            Self {
-                url,
-                token,
-                node_id,
-                table,
-                applied,
+        let discovery = Self {
+            url,
+            token,
+            node_id,
+            table,
+            applied,
+            persist,
+            to_persist: watch::Sender::new(None),
+            persisted: watch::Sender::new(0),
+        };
+        discovery.restore();
+        (discovery, rx)
+    }
+
+    /// The version last written to the snapshot file (0 if none).
+    pub fn persisted_version(&self) -> watch::Receiver<u64> {
+        self.persisted.subscribe()
+    }
+
+    fn restore(&self) {
+        let Some(path) = &self.persist else {
+            return;
+        };
+        match crate::snapshot_file::load(path) {
+            Ok(Some(snapshot)) => match RoutingTable::try_from(snapshot) {
+                Ok(table) => {
+                    let version = table.version;
+                    self.table.store(Some(Arc::new(table)));
+                    self.applied.send_replace(version);
+                    info!(target: "ConfigStream", version, path = %path.display(), "serving the persisted snapshot until the control plane answers");
+                }
+                Err(err) => {
+                    warn!(target: "ConfigStream", error = %err, path = %path.display(), "persisted snapshot is invalid; ignoring it");
+                }
             },
-            rx,
-        )
+            Ok(None) => {}
+            Err(err) => {
+                warn!(target: "ConfigStream", error = %err, "persisted snapshot unusable; ignoring it")
+            }
+        }
     }
 
     /// Runs until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
+        if let Some(path) = self.persist.clone() {
+            tokio::spawn(write_snapshots(
+                path,
+                self.to_persist.subscribe(),
+                self.persisted.clone(),
+            ));
+        }
         let mut backoff = BACKOFF_MIN;
         loop {
             match self.session(&cancel).await {
@@ -108,7 +155,8 @@ impl Discovery {
             .connect()
             .await
             .map_err(SessionError::Connect)?;
-        let mut client = ConfigDiscoveryClient::new(channel);
+        let mut client =
+            ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let (tx, rx) = mpsc::channel(8);
         let subscribe = DiscoveryRequest {
             kind: Some(Kind::Subscribe(Subscribe {
@@ -168,12 +216,47 @@ impl Discovery {
             });
         }
         let started = std::time::Instant::now();
+        let encoded = self
+            .persist
+            .as_ref()
+            .map(|_| Arc::new(snapshot.encode_to_vec()));
         let table = RoutingTable::try_from(snapshot)?;
         let version = table.version;
         let keys = table.key_count();
         self.table.store(Some(Arc::new(table)));
         self.applied.send_replace(version);
         info!(target: "ConfigStream", version, keys, apply_us = started.elapsed().as_micros() as u64, "snapshot applied");
+        if let Some(encoded) = encoded {
+            self.to_persist.send_replace(Some((version, encoded)));
+        }
         Ok(())
+    }
+}
+
+/// Writes applied snapshots to `path`, latest wins, one at a time so an older version never
+/// overwrites a newer one. Ends when the discovery that feeds it is gone.
+async fn write_snapshots(
+    path: PathBuf,
+    mut latest: watch::Receiver<Option<(u64, Arc<Vec<u8>>)>>,
+    persisted: watch::Sender<u64>,
+) {
+    while latest.changed().await.is_ok() {
+        let Some((version, encoded)) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let target = path.clone();
+        // Off the async runtime: fsync can take a while on a busy disk.
+        let written =
+            tokio::task::spawn_blocking(move || crate::snapshot_file::store(&target, &encoded))
+                .await;
+        match written {
+            Ok(Ok(())) => {
+                persisted.send_replace(version);
+            }
+            Ok(Err(err)) => {
+                warn!(target: "ConfigStream", error = %err, path = %path.display(), "cannot persist the snapshot")
+            }
+            Err(err) => warn!(target: "ConfigStream", error = %err, "snapshot writer failed"),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod metering;
 pub mod proxy;
 pub mod routing;
+pub mod snapshot_file;
 pub mod sse;
 
 use std::{future::Future, sync::Arc};
@@ -38,6 +39,7 @@ pub struct DataPlane {
     config: Config,
     proxy: Proxy,
     applied: watch::Receiver<u64>,
+    persisted: watch::Receiver<u64>,
     discovery: JoinHandle<()>,
     discovery_cancel: CancellationToken,
     publisher: JoinHandle<()>,
@@ -64,13 +66,16 @@ impl DataPlane {
             config.data_plane_token.clone(),
             config.node_id.clone(),
             table,
+            config.snapshot_path.clone(),
         );
+        let persisted = discovery.persisted_version();
         let discovery_cancel = CancellationToken::new();
         let discovery = tokio::spawn(discovery.run(discovery_cancel.clone()));
         Ok(Self {
             config,
             proxy,
             applied,
+            persisted,
             discovery,
             discovery_cancel,
             publisher,
@@ -81,6 +86,11 @@ impl DataPlane {
     /// The version of the applied snapshot (0 until the first).
     pub fn applied_version(&self) -> watch::Receiver<u64> {
         self.applied.clone()
+    }
+
+    /// The version last written to `SNAPSHOT_PATH` (0 if none).
+    pub fn persisted_version(&self) -> watch::Receiver<u64> {
+        self.persisted.clone()
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then drains.

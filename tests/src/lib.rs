@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake_control_plane;
 pub mod mock;
 
 use std::{net::SocketAddr, time::Duration};
@@ -113,7 +114,7 @@ impl TestDb {
 
 /// Adds the admin token to every call.
 #[derive(Debug, Clone)]
-pub struct AdminAuth(AsciiMetadataValue);
+pub struct AdminAuth(pub AsciiMetadataValue);
 
 impl Interceptor for AdminAuth {
     fn call(&mut self, mut request: GrpcRequest<()>) -> Result<GrpcRequest<()>, Status> {
@@ -144,6 +145,8 @@ pub struct DataPlaneHandle {
     pub addr: SocketAddr,
     /// Applied snapshot version.
     pub applied: watch::Receiver<u64>,
+    /// Version written to its snapshot file.
+    pub persisted: watch::Receiver<u64>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -162,6 +165,14 @@ impl DataPlaneHandle {
             .expect("data plane running");
     }
 
+    /// Waits until its snapshot file holds `version` or newer.
+    pub async fn wait_persisted(&mut self, version: u64) {
+        tokio::time::timeout(EVENT_DEADLINE, self.persisted.wait_for(|v| *v >= version))
+            .await
+            .expect("data plane persists the version in time")
+            .expect("data plane running");
+    }
+
     /// SIGTERM-equivalent: drain and stop.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -172,6 +183,15 @@ impl DataPlaneHandle {
             .expect("join")
             .expect("data plane stops cleanly");
     }
+}
+
+/// How to start a data plane.
+#[derive(Debug, Default)]
+pub struct DataPlaneOptions {
+    /// Defaults to the harness's control plane.
+    pub control_plane_url: Option<String>,
+    /// Where it keeps its last good snapshot.
+    pub snapshot_path: Option<std::path::PathBuf>,
 }
 
 /// A control plane running in-process.
@@ -186,6 +206,11 @@ pub struct ControlPlaneHandle {
 }
 
 impl ControlPlaneHandle {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Stops it gracefully.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -262,9 +287,17 @@ impl Harness {
 
     /// Starts (or restarts) the control plane on a new port.
     pub async fn start_control_plane(&mut self) {
+        self.control_plane = Some(self.spawn_control_plane("test-consumer").await);
+    }
+
+    /// Starts one more control-plane replica on the same database and stream; the caller
+    /// owns it.
+    pub async fn spawn_control_plane(&self, consumer_name: &str) -> ControlPlaneHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let addr = listener.local_addr().expect("grpc addr");
-        let cp = ControlPlane::start(self.control_plane_config(addr))
+        let mut config = self.control_plane_config(addr);
+        config.consumer_name = consumer_name.to_owned();
+        let cp = ControlPlane::start(config)
             .await
             .expect("control plane starts");
         let ingested = cp.ingested();
@@ -272,12 +305,12 @@ impl Harness {
         let task = tokio::spawn(cp.serve(listener, async {
             let _ = rx.await;
         }));
-        self.control_plane = Some(ControlPlaneHandle {
+        ControlPlaneHandle {
             addr,
             ingested,
             shutdown: Some(tx),
             task,
-        });
+        }
     }
 
     /// Stops the control plane gracefully.
@@ -293,12 +326,24 @@ impl Harness {
 
     /// Starts one more data plane subscribed to the control plane.
     pub async fn start_data_plane(&mut self) -> usize {
-        let url = format!("http://{}", self.control_plane().addr);
-        self.start_data_plane_with(url).await
+        self.start_data_plane_opts(DataPlaneOptions::default())
+            .await
     }
 
     /// Starts one more data plane subscribed to `control_plane_url`.
     pub async fn start_data_plane_with(&mut self, control_plane_url: String) -> usize {
+        self.start_data_plane_opts(DataPlaneOptions {
+            control_plane_url: Some(control_plane_url),
+            ..DataPlaneOptions::default()
+        })
+        .await
+    }
+
+    /// Starts one more data plane with these options.
+    pub async fn start_data_plane_opts(&mut self, options: DataPlaneOptions) -> usize {
+        let control_plane_url = options
+            .control_plane_url
+            .unwrap_or_else(|| format!("http://{}", self.control_plane().addr));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let addr = listener.local_addr().expect("http addr");
         let index = self.data_planes.len();
@@ -311,10 +356,12 @@ impl Harness {
             node_id: format!("dp-{index}"),
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace: DurationSecs(Duration::from_secs(5)),
+            snapshot_path: options.snapshot_path,
             log_format: DpLogFormat::Text,
         };
         let dp = DataPlane::start(config).await.expect("data plane starts");
         let applied = dp.applied_version();
+        let persisted = dp.persisted_version();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(dp.serve(listener, async {
             let _ = rx.await;
@@ -322,6 +369,7 @@ impl Harness {
         self.data_planes.push(DataPlaneHandle {
             addr,
             applied,
+            persisted,
             shutdown: Some(tx),
             task,
         });
