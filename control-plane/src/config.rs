@@ -57,6 +57,22 @@ pub struct Config {
     #[arg(long, env = "RING_SEED", default_value_t = DEFAULT_RING_SEED)]
     pub ring_seed: u64,
 
+    /// Milliseconds between active health-check rounds; 0 disables them.
+    #[arg(long, env = "HEALTH_INTERVAL_MS", default_value_t = 15_000)]
+    pub health_interval_ms: u64,
+
+    /// Milliseconds one health probe may take.
+    #[arg(long, env = "HEALTH_TIMEOUT_MS", default_value_t = 5_000)]
+    pub health_timeout_ms: u64,
+
+    /// Consecutive failed probes that mark an upstream unhealthy.
+    #[arg(long, env = "HEALTH_UNHEALTHY_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_unhealthy_after: u32,
+
+    /// Consecutive good probes that mark an unhealthy upstream healthy again.
+    #[arg(long, env = "HEALTH_HEALTHY_AFTER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_healthy_after: u32,
+
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

@@ -5,11 +5,12 @@
 pub mod config;
 pub mod crypto;
 pub mod grpc;
+pub mod health;
 pub mod snapshot;
 pub mod store;
 pub mod usage;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
@@ -21,6 +22,7 @@ pub use config::Config;
 
 use crate::{
     crypto::Cipher,
+    health::{HealthChecker, HealthSettings, Prober, SharedProber},
     snapshot::{BuildSettings, SnapshotCache, SnapshotRx},
     store::Store,
     usage::{ConsumerSettings, UsageConsumer},
@@ -34,6 +36,8 @@ pub struct ControlPlane {
     cipher: Cipher,
     cache: Arc<SnapshotCache>,
     ingested: watch::Receiver<u64>,
+    health_leader: watch::Receiver<bool>,
+    prober: SharedProber,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -72,12 +76,30 @@ impl ControlPlane {
             },
         );
         tasks.spawn(consumer.run(cancel.clone()));
+        let prober = Arc::new(
+            Prober::new(Duration::from_millis(config.health_timeout_ms))
+                .context("building the health-check HTTP client")?,
+        );
+        let (checker, health_leader) = HealthChecker::new(
+            store.clone(),
+            cipher.clone(),
+            Prober::clone(&prober),
+            HealthSettings {
+                interval: Duration::from_millis(config.health_interval_ms),
+                timeout: Duration::from_millis(config.health_timeout_ms),
+                unhealthy_after: config.health_unhealthy_after,
+                healthy_after: config.health_healthy_after,
+            },
+        );
+        tasks.spawn(checker.run(cancel.clone()));
         Ok(Self {
             config,
             store,
             cipher,
             cache,
             ingested,
+            health_leader,
+            prober,
             tasks,
             cancel,
         })
@@ -86,6 +108,11 @@ impl ControlPlane {
     /// Count of usage events written to the ledger by this process.
     pub fn ingested(&self) -> watch::Receiver<u64> {
         self.ingested.clone()
+    }
+
+    /// Whether this replica currently runs the health checks.
+    pub fn health_leader(&self) -> watch::Receiver<bool> {
+        self.health_leader.clone()
     }
 
     /// The published snapshots.
@@ -104,7 +131,7 @@ impl ControlPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let routes = grpc::routes(
-            grpc::Admin::new(self.store.clone(), self.cipher.clone()),
+            grpc::Admin::new(self.store.clone(), self.cipher.clone(), self.prober.clone()),
             grpc::Discovery::new(self.cache.subscribe(), self.cancel.clone()),
             self.config.admin_token.clone(),
             self.config.data_plane_token.clone(),

@@ -101,6 +101,8 @@ pub enum UpstreamCmd {
     Disable { id: i64 },
     /// Delete an upstream.
     Delete { id: i64 },
+    /// Run one health probe now and show status, latency and error.
+    Test { id: i64 },
 }
 
 /// `upstream add`.
@@ -129,6 +131,9 @@ pub struct UpstreamAdd {
     /// Create it disabled.
     #[arg(long)]
     pub disabled: bool,
+    /// Path probed by active health checks (default /v1/models; '' disables them).
+    #[arg(long)]
+    pub probe_path: Option<String>,
 }
 
 /// `upstream update`.
@@ -151,6 +156,9 @@ pub struct UpstreamUpdate {
     /// Seconds.
     #[arg(long)]
     pub timeout: Option<u32>,
+    /// Path probed by active health checks ('' disables them).
+    #[arg(long)]
+    pub probe_path: Option<String>,
 }
 
 /// User commands.
@@ -171,6 +179,15 @@ pub enum UserCmd {
     List,
     /// Show one user.
     Get { id: i64 },
+    /// Rename a user or change their price multiplier.
+    Update {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        /// Price multiplier (e.g. 1.5).
+        #[arg(long)]
+        multiplier: Option<String>,
+    },
     /// Add to a user's balance (currency units, e.g. 10.00).
     Topup {
         id: i64,
@@ -212,6 +229,40 @@ pub enum KeyCmd {
     },
     /// Revoke a key (refused fleet-wide within a second).
     Revoke { id: i64 },
+    /// Change a key's limits.
+    Update(KeyUpdate),
+}
+
+/// `key update`.
+#[derive(Debug, Args)]
+pub struct KeyUpdate {
+    pub id: i64,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New expiry, RFC 3339.
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expires: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// Allowed models, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "all_models")]
+    pub models: Option<Vec<String>>,
+    /// Allow every model.
+    #[arg(long)]
+    pub all_models: bool,
+    /// Allowed client IPs or CIDR blocks, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "any_ip")]
+    pub ip_allow: Option<Vec<String>>,
+    /// Allow every client address.
+    #[arg(long)]
+    pub any_ip: bool,
+    /// Requests per minute (0 = unlimited).
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Concurrent streams (0 = unlimited).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
 }
 
 /// Price commands.
@@ -251,6 +302,34 @@ pub enum UsageCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Totals grouped by user, model, upstream or UTC day.
+    Summary {
+        #[arg(long, value_enum, default_value_t = SummaryBy::User)]
+        by: SummaryBy,
+        #[arg(long)]
+        user: Option<i64>,
+        #[arg(long)]
+        key: Option<i64>,
+        #[arg(long)]
+        upstream: Option<i64>,
+        #[arg(long)]
+        model: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+/// Grouping of `usage summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryBy {
+    User,
+    Model,
+    Upstream,
+    Day,
 }
 
 /// Why a command failed.
@@ -364,6 +443,7 @@ async fn upstream(
                     max_retries: Some(a.max_retries),
                     timeout_ms: seconds_to_ms(a.timeout)?,
                     disabled: a.disabled,
+                    probe_path: a.probe_path,
                 })
                 .await?
         }
@@ -413,6 +493,7 @@ async fn upstream(
                     max_retries: u.max_retries,
                     timeout_ms: u.timeout.map(seconds_to_ms).transpose()?,
                     enabled: None,
+                    probe_path: u.probe_path,
                 })
                 .await?
         }
@@ -437,6 +518,40 @@ async fn upstream(
             writeln!(out, "deleted upstream {}", deleted.id)?;
             return Ok(());
         }
+        UpstreamCmd::Test { id } => {
+            let probe = client
+                .test_upstream(v1::TestUpstreamRequest { id })
+                .await?
+                .into_inner();
+            if json {
+                return print_json(out, &probe);
+            }
+            return Ok(write_fields(
+                out,
+                &[
+                    ("upstream", probe.upstream_id.to_string()),
+                    ("url", probe.url),
+                    (
+                        "status",
+                        if probe.healthy {
+                            "healthy".into()
+                        } else {
+                            "unhealthy".into()
+                        },
+                    ),
+                    (
+                        "http_status",
+                        if probe.status_code == 0 {
+                            "-".into()
+                        } else {
+                            probe.status_code.to_string()
+                        },
+                    ),
+                    ("latency", format!("{} ms", probe.latency_ms)),
+                    ("error", probe.error),
+                ],
+            )?);
+        }
     }
     .into_inner();
     if json {
@@ -458,6 +573,8 @@ async fn upstream(
             ("timeout", format!("{} s", one.timeout_ms / 1000)),
             ("enabled", one.enabled.to_string()),
             ("health", one.health),
+            ("health_error", one.health_error),
+            ("probe_path", one.probe_path),
             ("updated_at", one.updated_at),
         ],
     )?)
@@ -518,6 +635,19 @@ async fn user(
             return Ok(t.write(out)?);
         }
         UserCmd::Get { id } => client.get_user(v1::GetUserRequest { id }).await?,
+        UserCmd::Update {
+            id,
+            name,
+            multiplier,
+        } => {
+            client
+                .update_user(v1::UpdateUserRequest {
+                    id,
+                    name,
+                    multiplier_ppm: multiplier.as_deref().map(parse_multiplier).transpose()?,
+                })
+                .await?
+        }
         UserCmd::Topup { id, amount, reason } => {
             let amount_micros = parse_amount(&amount).map_err(CliError::Usage)?;
             if amount_micros <= 0 {
@@ -663,6 +793,35 @@ async fn key(
             }
             Ok(t.write(out)?)
         }
+        KeyCmd::Update(u) => {
+            let list = |values: Option<Vec<String>>, clear: bool| {
+                if clear {
+                    Some(v1::StringList { values: vec![] })
+                } else {
+                    values.map(|values| v1::StringList { values })
+                }
+            };
+            let key = client
+                .update_key(v1::UpdateKeyRequest {
+                    id: u.id,
+                    name: u.name,
+                    expires_at: if u.no_expiry {
+                        Some(String::new())
+                    } else {
+                        u.expires
+                    },
+                    models: list(u.models, u.all_models),
+                    ip_allow: list(u.ip_allow, u.any_ip),
+                    rpm: u.rpm,
+                    concurrency: u.concurrency,
+                })
+                .await?
+                .into_inner();
+            if json {
+                return print_json(out, &key);
+            }
+            Ok(write_fields(out, &key_fields(&key))?)
+        }
         KeyCmd::Revoke { id } => {
             let key = client
                 .revoke_key(v1::RevokeKeyRequest { id })
@@ -734,14 +893,34 @@ async fn usage(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let UsageCmd::List {
-        user,
-        key,
-        upstream,
-        model,
-        since,
-        limit,
-    } = cmd;
+    let (user, key, upstream, model, since, limit) = match cmd {
+        UsageCmd::List {
+            user,
+            key,
+            upstream,
+            model,
+            since,
+            limit,
+        } => (user, key, upstream, model, since, limit),
+        UsageCmd::Summary {
+            by,
+            user,
+            key,
+            upstream,
+            model,
+            since,
+            until,
+        } => {
+            return usage_summary(
+                client,
+                by,
+                (user, key, upstream, model, since, until),
+                json,
+                out,
+            )
+            .await;
+        }
+    };
     let events = client
         .list_usage(v1::ListUsageRequest {
             user_id: user,
@@ -789,6 +968,68 @@ async fn usage(
             } else {
                 String::new()
             },
+        ]);
+    }
+    Ok(t.write(out)?)
+}
+
+type SummaryFilters = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+async fn usage_summary(
+    client: &mut Client,
+    by: SummaryBy,
+    (user, key, upstream, model, since, until): SummaryFilters,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let by = match by {
+        SummaryBy::User => "user",
+        SummaryBy::Model => "model",
+        SummaryBy::Upstream => "upstream",
+        SummaryBy::Day => "day",
+    };
+    let summary = client
+        .summarize_usage(v1::SummarizeUsageRequest {
+            by: by.into(),
+            user_id: user,
+            key_id: key,
+            upstream_id: upstream,
+            model,
+            since,
+            until,
+        })
+        .await?
+        .into_inner();
+    if json {
+        return print_json(out, &summary.rows);
+    }
+    let mut t = Table::new(&[
+        &by.to_uppercase(),
+        "REQUESTS",
+        "IN",
+        "CACHED",
+        "OUT",
+        "REASONING",
+        "COST",
+        "ESTIMATED",
+    ]);
+    for r in summary.rows {
+        t.row(vec![
+            r.group,
+            r.requests.to_string(),
+            r.input_tokens.to_string(),
+            r.cached_tokens.to_string(),
+            r.output_tokens.to_string(),
+            r.reasoning_tokens.to_string(),
+            format_amount(r.cost_micros),
+            r.estimated.to_string(),
         ]);
     }
     Ok(t.write(out)?)

@@ -201,6 +201,8 @@ pub struct ControlPlaneHandle {
     pub addr: SocketAddr,
     /// Events written to the ledger.
     pub ingested: watch::Receiver<u64>,
+    /// Whether it leads the health checks.
+    pub health_leader: watch::Receiver<bool>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -236,7 +238,27 @@ pub struct Harness {
     pub data_planes: Vec<DataPlaneHandle>,
     pub mock: MockUpstream,
     pub affinity: Affinity,
+    /// Active health checks (interval 0 = off, the default for tests).
+    pub health_interval_ms: u64,
     http: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// How a harness starts.
+#[derive(Debug, Clone, Copy)]
+pub struct HarnessOptions {
+    pub data_planes: usize,
+    pub affinity: Affinity,
+    pub health_interval_ms: u64,
+}
+
+impl Default for HarnessOptions {
+    fn default() -> Self {
+        Self {
+            data_planes: 1,
+            affinity: Affinity::User,
+            health_interval_ms: 0,
+        }
+    }
 }
 
 impl Harness {
@@ -247,6 +269,21 @@ impl Harness {
 
     /// [`Harness::start`] with a chosen affinity mode.
     pub async fn start_with(data_planes: usize, affinity: Affinity) -> Self {
+        Self::start_opts(HarnessOptions {
+            data_planes,
+            affinity,
+            ..HarnessOptions::default()
+        })
+        .await
+    }
+
+    /// Starts with every option spelled out.
+    pub async fn start_opts(options: HarnessOptions) -> Self {
+        let HarnessOptions {
+            data_planes,
+            affinity,
+            health_interval_ms,
+        } = options;
         let mut h = Self {
             db: TestDb::create().await,
             redis_url: redis_url(),
@@ -258,6 +295,7 @@ impl Harness {
             data_planes: Vec::new(),
             mock: MockUpstream::start().await,
             affinity,
+            health_interval_ms,
             http: Client::builder(TokioExecutor::new()).build_http(),
         };
         h.start_control_plane().await;
@@ -281,6 +319,10 @@ impl Harness {
             consumer_name: "test-consumer".into(),
             affinity: self.affinity,
             ring_seed: DEFAULT_RING_SEED,
+            health_interval_ms: self.health_interval_ms,
+            health_timeout_ms: 2_000,
+            health_unhealthy_after: 2,
+            health_healthy_after: 2,
             log_format: CpLogFormat::Text,
         }
     }
@@ -301,6 +343,7 @@ impl Harness {
             .await
             .expect("control plane starts");
         let ingested = cp.ingested();
+        let health_leader = cp.health_leader();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(cp.serve(listener, async {
             let _ = rx.await;
@@ -308,6 +351,7 @@ impl Harness {
         ControlPlaneHandle {
             addr,
             ingested,
+            health_leader,
             shutdown: Some(tx),
             task,
         }
@@ -437,6 +481,7 @@ impl Harness {
                 max_retries: Some(1),
                 timeout_ms: 5_000,
                 disabled: false,
+                probe_path: None,
             })
             .await
             .expect("create upstream");

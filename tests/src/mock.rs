@@ -67,6 +67,7 @@ impl Default for Behaviour {
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub method: http::Method,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -92,6 +93,8 @@ struct State {
     behaviour: Behaviour,
     queued: VecDeque<Behaviour>,
     recorded: Vec<Recorded>,
+    /// Pools whose `GET /v1/models` answers with this status instead of 200.
+    failing_probes: std::collections::HashMap<String, StatusCode>,
 }
 
 /// The running mock.
@@ -148,6 +151,24 @@ impl MockUpstream {
             .push_back(behaviour);
     }
 
+    /// Makes `GET {pool}/v1/models` answer `status` (None: 200 again).
+    pub fn fail_probes(&self, pool: &str, status: Option<StatusCode>) {
+        let mut state = self.state.lock().expect("mock state");
+        match status {
+            Some(s) => state.failing_probes.insert(pool.to_owned(), s),
+            None => state.failing_probes.remove(pool),
+        };
+    }
+
+    /// Health probes received for `pool`.
+    pub fn probes(&self, pool: &str) -> usize {
+        let prefix = format!("/{pool}/");
+        self.recorded()
+            .iter()
+            .filter(|r| r.method == http::Method::GET && r.path.starts_with(&prefix))
+            .count()
+    }
+
     /// Every request received so far.
     pub fn recorded(&self) -> Vec<Recorded> {
         self.state.lock().expect("mock state").recorded.clone()
@@ -160,9 +181,13 @@ impl MockUpstream {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
+        if parts.method == http::Method::GET {
+            return self.models(&parts);
+        }
         let behaviour = {
             let mut state = self.state.lock().expect("mock state");
             state.recorded.push(Recorded {
+                method: parts.method.clone(),
                 path: parts.uri.path().to_owned(),
                 headers: parts.headers.clone(),
                 body: body.clone(),
@@ -190,6 +215,49 @@ impl MockUpstream {
             *response.status_mut() = StatusCode::OK;
             response
         }
+    }
+}
+
+impl MockUpstream {
+    fn models(&self, parts: &http::request::Parts) -> Response<BoxBody<Bytes, Infallible>> {
+        let path = parts.uri.path().to_owned();
+        let pool = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let failing = {
+            let mut state = self.state.lock().expect("mock state");
+            state.recorded.push(Recorded {
+                method: parts.method.clone(),
+                path: path.clone(),
+                headers: parts.headers.clone(),
+                body: Bytes::new(),
+            });
+            state.failing_probes.get(&pool).copied()
+        };
+        let (status, body) = match failing {
+            Some(status) => (
+                status,
+                json!({"error": {"message": "probe failure", "type": "server_error"}}),
+            ),
+            None if path.ends_with("/v1/models") => (
+                StatusCode::OK,
+                json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}),
+            ),
+            None => (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"message": "no such path"}}),
+            ),
+        };
+        let mut response = Response::new(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = status;
+        response
     }
 }
 

@@ -11,27 +11,59 @@ use tracing::{error, info};
 use super::validate;
 use crate::{
     crypto::{Cipher, generate_key_secret, key_hint},
+    health::SharedProber,
     store::{
-        NewKey, NewUpstream, PriceRow, Store, StoreError, UpstreamPatch, UsageFilter, Versioned,
+        KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError, SummaryBy, UpstreamPatch,
+        UsageFilter, UserPatch, Versioned,
     },
 };
 
 const DEFAULT_USAGE_LIMIT: u32 = 100;
 const MAX_USAGE_LIMIT: u32 = 10_000;
 const DEFAULT_MULTIPLIER_PPM: u64 = 1_000_000;
+const DEFAULT_PROBE_PATH: &str = "/v1/models";
 
 /// Implementation of `AdminService`.
 #[derive(Debug, Clone)]
 pub struct Admin {
     store: Store,
     cipher: Cipher,
+    prober: SharedProber,
 }
 
 impl Admin {
     /// An admin API over `store`.
-    pub fn new(store: Store, cipher: Cipher) -> Self {
-        Self { store, cipher }
+    pub fn new(store: Store, cipher: Cipher, prober: SharedProber) -> Self {
+        Self {
+            store,
+            cipher,
+            prober,
+        }
     }
+}
+
+fn multiplier(value: u64) -> Result<i64, Status> {
+    i64::try_from(value).map_err(|_| Status::invalid_argument("multiplier is too large"))
+}
+
+fn usage_filter(
+    user_id: Option<i64>,
+    key_id: Option<i64>,
+    upstream_id: Option<i64>,
+    model: Option<String>,
+    since: Option<&str>,
+    until: Option<&str>,
+    limit: i64,
+) -> Result<UsageFilter, Status> {
+    Ok(UsageFilter {
+        user_id,
+        key_id,
+        upstream_id,
+        model,
+        since: since.map(|t| validate::timestamp("since", t)).transpose()?,
+        until: until.map(|t| validate::timestamp("until", t)).transpose()?,
+        limit,
+    })
 }
 
 /// Maps a store error to a status by whose fault it was; our own failures are logged here,
@@ -80,6 +112,9 @@ impl AdminService for Admin {
                 r.timeout_ms
             })?,
             enabled: !r.disabled,
+            probe_path: validate::probe_path(
+                r.probe_path.as_deref().unwrap_or(DEFAULT_PROBE_PATH),
+            )?,
         };
         let created = self.store.create_upstream(new).await.map_err(status)?;
         info!(upstream = created.value.id, name = %created.value.name, version = created.version, "upstream created");
@@ -131,6 +166,11 @@ impl AdminService for Admin {
             max_retries: r.max_retries.map(validate::max_retries).transpose()?,
             timeout_ms: r.timeout_ms.map(validate::timeout_ms).transpose()?,
             enabled: r.enabled,
+            probe_path: r
+                .probe_path
+                .as_deref()
+                .map(validate::probe_path)
+                .transpose()?,
         };
         let updated = self
             .store
@@ -174,8 +214,7 @@ impl AdminService for Admin {
         } else {
             r.multiplier_ppm
         };
-        let multiplier = i64::try_from(multiplier)
-            .map_err(|_| Status::invalid_argument("multiplier is too large"))?;
+        let multiplier = self::multiplier(multiplier)?;
         let created = self
             .store
             .create_user(&name, r.balance_micros, multiplier)
@@ -354,21 +393,138 @@ impl AdminService for Admin {
             }
             n => n,
         };
-        let filter = UsageFilter {
-            user_id: r.user_id,
-            key_id: r.key_id,
-            upstream_id: r.upstream_id,
-            model: r.model,
-            since: r
-                .since
-                .as_deref()
-                .map(|t| validate::timestamp("since", t))
-                .transpose()?,
-            limit: i64::from(limit),
-        };
+        let filter = usage_filter(
+            r.user_id,
+            r.key_id,
+            r.upstream_id,
+            r.model,
+            r.since.as_deref(),
+            None,
+            i64::from(limit),
+        )?;
         let rows = self.store.list_usage(&filter).await.map_err(status)?;
         Ok(Response::new(v1::ListUsageResponse {
             events: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn test_upstream(
+        &self,
+        request: Request<v1::TestUpstreamRequest>,
+    ) -> Result<Response<v1::UpstreamProbe>, Status> {
+        let id = request.into_inner().id;
+        let row = self.store.upstream_with_secret(id).await.map_err(status)?;
+        let api_key = self.cipher.decrypt(&row.api_key_enc).map_err(|e| {
+            error!(upstream = id, error = %e, "cannot decrypt upstream key");
+            Status::failed_precondition(e.to_string())
+        })?;
+        let path = if row.upstream.probe_path.is_empty() {
+            DEFAULT_PROBE_PATH
+        } else {
+            row.upstream.probe_path.as_str()
+        };
+        let result = self
+            .prober
+            .probe(&row.upstream.base_url, path, &api_key)
+            .await;
+        info!(target: "HealthCheck", upstream = id, healthy = result.healthy, error = %result.error, "on-demand probe");
+        Ok(Response::new(v1::UpstreamProbe {
+            upstream_id: id,
+            healthy: result.healthy,
+            status_code: result.status.map_or(0, |s| u32::from(s.as_u16())),
+            latency_ms: u32::try_from(result.latency.as_millis()).unwrap_or(u32::MAX),
+            error: result.error,
+            url: result.url,
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<v1::UpdateUserRequest>,
+    ) -> Result<Response<v1::User>, Status> {
+        let r = request.into_inner();
+        let patch = UserPatch {
+            name: r
+                .name
+                .as_deref()
+                .map(|n| validate::name("user", n))
+                .transpose()?,
+            multiplier_ppm: r.multiplier_ppm.map(multiplier).transpose()?,
+        };
+        let updated = self.store.update_user(r.id, patch).await.map_err(status)?;
+        info!(user = r.id, version = updated.version, "user updated");
+        Ok(versioned(updated))
+    }
+
+    async fn update_key(
+        &self,
+        request: Request<v1::UpdateKeyRequest>,
+    ) -> Result<Response<v1::Key>, Status> {
+        let r = request.into_inner();
+        let expires_at = match r.expires_at.as_deref().map(str::trim) {
+            None => None,
+            Some("") => Some(None),
+            Some(t) => {
+                let t = validate::timestamp("expires_at", t)?;
+                if t <= chrono::Utc::now() {
+                    return Err(Status::invalid_argument("expires_at must be in the future"));
+                }
+                Some(Some(t))
+            }
+        };
+        let limit = |field: &str, v: Option<u32>| -> Result<Option<Option<i32>>, Status> {
+            match v {
+                None => Ok(None),
+                Some(0) => Ok(Some(None)),
+                Some(n) => validate::positive_limit(field, Some(n)).map(Some),
+            }
+        };
+        let patch = KeyPatch {
+            name: r.name.map(|n| n.trim().to_owned()),
+            expires_at,
+            models: r.models.map(|l| validate::models(l.values)).transpose()?,
+            ip_allow: r.ip_allow.map(|l| validate::cidrs(l.values)).transpose()?,
+            rpm: limit("rpm", r.rpm)?,
+            concurrency: limit("concurrency", r.concurrency)?,
+        };
+        let updated = self.store.update_key(r.id, patch).await.map_err(status)?;
+        info!(key = r.id, version = updated.version, "key limits updated");
+        Ok(versioned(updated))
+    }
+
+    async fn summarize_usage(
+        &self,
+        request: Request<v1::SummarizeUsageRequest>,
+    ) -> Result<Response<v1::SummarizeUsageResponse>, Status> {
+        let r = request.into_inner();
+        let by = match r.by.as_str() {
+            "" | "user" => SummaryBy::User,
+            "model" => SummaryBy::Model,
+            "upstream" => SummaryBy::Upstream,
+            "day" => SummaryBy::Day,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "cannot summarize by {other:?}: use user, model, upstream or day"
+                )));
+            }
+        };
+        let filter = usage_filter(
+            r.user_id,
+            r.key_id,
+            r.upstream_id,
+            r.model,
+            r.since.as_deref(),
+            r.until.as_deref(),
+            0,
+        )?;
+        let rows = self
+            .store
+            .summarize_usage(by, &filter)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::SummarizeUsageResponse {
+            by: if r.by.is_empty() { "user".into() } else { r.by },
+            rows: rows.into_iter().map(Into::into).collect(),
         }))
     }
 }

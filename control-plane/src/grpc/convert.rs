@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use gateway_proto::v1;
 
-use crate::store::{KeyRow, PriceRow, UpstreamRow, UsageRow, UserRow};
+use crate::store::{KeyRow, PriceRow, SummaryRow, UpstreamRow, UsageRow, UserRow};
 
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -24,6 +24,9 @@ impl From<UpstreamRow> for v1::Upstream {
             health: u.health,
             created_at: time(u.created_at),
             updated_at: time(u.updated_at),
+            probe_path: u.probe_path,
+            health_error: u.health_error,
+            health_checked_at: u.health_checked_at.map(time),
         }
     }
 }
@@ -90,6 +93,21 @@ impl From<UsageRow> for v1::UsageRecord {
             duration_ms: u32::try_from(u.duration_ms).unwrap_or(0),
             node_id: u.node_id,
             created_at: time(u.started_at),
+        }
+    }
+}
+
+impl From<SummaryRow> for v1::UsageSummaryRow {
+    fn from(r: SummaryRow) -> Self {
+        Self {
+            group: r.grp,
+            requests: r.requests,
+            input_tokens: r.input_tokens,
+            cached_tokens: r.cached_tokens,
+            output_tokens: r.output_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost_micros: r.cost_micros,
+            estimated: r.estimated,
         }
     }
 }

@@ -114,6 +114,18 @@ pub(crate) fn timeout_ms(value: u32) -> Result<i32, Status> {
     Ok(value as i32)
 }
 
+/// A probe path: empty (checks off) or an absolute path.
+pub(crate) fn probe_path(value: &str) -> Result<String, Status> {
+    let value = value.trim();
+    if value.is_empty() || (value.starts_with('/') && !value.contains(char::is_whitespace)) {
+        Ok(value.to_owned())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "probe path {value:?} must start with / (e.g. /v1/models), or be empty to disable active checks"
+        )))
+    }
+}
+
 pub(crate) fn timestamp(field: &str, value: &str) -> Result<DateTime<Utc>, Status> {
     DateTime::parse_from_rfc3339(value.trim())
         .map(|t| t.with_timezone(&Utc))

@@ -1,6 +1,8 @@
 //! Gateway keys, stored by digest.
 
-use super::{KeyRow, NewKey, Store, StoreError, Versioned, bump_version, not_found};
+use sqlx::QueryBuilder;
+
+use super::{KeyPatch, KeyRow, NewKey, Store, StoreError, Versioned, bump_version, not_found};
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
 macro_rules! columns {
@@ -67,6 +69,47 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| not_found("key", id))?;
+        let version = bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Versioned {
+            value: row,
+            version,
+        })
+    }
+
+    /// Changes a key's name and limits.
+    pub async fn update_key(
+        &self,
+        id: i64,
+        patch: KeyPatch,
+    ) -> Result<Versioned<KeyRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::new("UPDATE api_keys SET name = name");
+        if let Some(name) = patch.name {
+            q.push(", name = ").push_bind(name);
+        }
+        if let Some(expires_at) = patch.expires_at {
+            q.push(", expires_at = ").push_bind(expires_at);
+        }
+        if let Some(models) = patch.models {
+            q.push(", models = ").push_bind(models);
+        }
+        if let Some(ip_allow) = patch.ip_allow {
+            q.push(", ip_allow = ").push_bind(ip_allow);
+        }
+        if let Some(rpm) = patch.rpm {
+            q.push(", rpm = ").push_bind(rpm);
+        }
+        if let Some(concurrency) = patch.concurrency {
+            q.push(", concurrency = ").push_bind(concurrency);
+        }
+        q.push(" WHERE id = ").push_bind(id);
+        q.push(" RETURNING ").push(columns!());
+        let row: KeyRow = q
+            .build_query_as()
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("key", id))?;
         let version = bump_version(&mut tx).await?;
         tx.commit().await?;
         Ok(Versioned {

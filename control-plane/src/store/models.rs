@@ -18,6 +18,9 @@ pub struct UpstreamRow {
     pub health: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub probe_path: String,
+    pub health_error: String,
+    pub health_checked_at: Option<DateTime<Utc>>,
 }
 
 /// An upstream with its encrypted API key, as the snapshot needs it.
@@ -40,6 +43,7 @@ pub struct NewUpstream {
     pub max_retries: i32,
     pub timeout_ms: i32,
     pub enabled: bool,
+    pub probe_path: String,
 }
 
 /// Changes to an upstream; `None` leaves a field as it is.
@@ -53,6 +57,58 @@ pub struct UpstreamPatch {
     pub max_retries: Option<i32>,
     pub timeout_ms: Option<i32>,
     pub enabled: Option<bool>,
+    pub probe_path: Option<String>,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub multiplier_ppm: Option<i64>,
+}
+
+/// Changes to a key; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub models: Option<Vec<String>>,
+    pub ip_allow: Option<Vec<String>>,
+    pub rpm: Option<Option<i32>>,
+    pub concurrency: Option<Option<i32>>,
+}
+
+/// How usage is grouped in a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryBy {
+    User,
+    Model,
+    Upstream,
+    Day,
+}
+
+/// One group of a usage summary.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SummaryRow {
+    pub grp: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub cached_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_micros: i64,
+    pub estimated: i64,
+}
+
+/// The result of one health probe, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthUpdate {
+    pub upstream_id: i64,
+    /// "healthy" or "unhealthy".
+    pub health: &'static str,
+    pub error: String,
+    /// Whether routing changes, so data planes need a new snapshot.
+    pub bump: bool,
 }
 
 /// A user and their balance.
@@ -137,6 +193,7 @@ pub struct UsageFilter {
     pub upstream_id: Option<i64>,
     pub model: Option<String>,
     pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
     pub limit: i64,
 }
 

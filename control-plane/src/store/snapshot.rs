@@ -15,7 +15,8 @@ impl Store {
             .await?;
         let upstreams: Vec<UpstreamSecretRow> = sqlx::query_as(
             "SELECT id, name, base_url, api_key_hint, priority, weight, max_retries, timeout_ms, \
-             enabled, health, created_at, updated_at, api_key_enc FROM upstreams ORDER BY id",
+             enabled, health, created_at, updated_at, probe_path, health_error, health_checked_at, \
+             api_key_enc FROM upstreams ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await?;

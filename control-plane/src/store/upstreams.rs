@@ -3,14 +3,15 @@
 use sqlx::QueryBuilder;
 
 use super::{
-    NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow, Versioned, bump_version, not_found,
+    HealthUpdate, NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow, UpstreamSecretRow,
+    Versioned, bump_version, not_found,
 };
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
 macro_rules! columns {
     () => {
         "id, name, base_url, api_key_hint, priority, weight, max_retries, timeout_ms, \
-                       enabled, health, created_at, updated_at"
+         enabled, health, created_at, updated_at, probe_path, health_error, health_checked_at"
     };
 }
 
@@ -23,7 +24,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row: UpstreamRow = sqlx::query_as(concat!(
             "INSERT INTO upstreams (name, base_url, api_key_enc, api_key_hint, priority, weight, \
-             max_retries, timeout_ms, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             max_retries, timeout_ms, enabled, probe_path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              RETURNING ",
             columns!()
         ))
@@ -36,6 +37,7 @@ impl Store {
         .bind(new.max_retries)
         .bind(new.timeout_ms)
         .bind(new.enabled)
+        .bind(&new.probe_path)
         .fetch_one(&mut *tx)
         .await?;
         let version = bump_version(&mut tx).await?;
@@ -103,6 +105,9 @@ impl Store {
         if let Some(enabled) = patch.enabled {
             q.push(", enabled = ").push_bind(enabled);
         }
+        if let Some(probe_path) = patch.probe_path {
+            q.push(", probe_path = ").push_bind(probe_path);
+        }
         q.push(" WHERE id = ").push_bind(id);
         q.push(" RETURNING ").push(columns!());
         let row: UpstreamRow = q
@@ -132,5 +137,57 @@ impl Store {
         let version = bump_version(&mut tx).await?;
         tx.commit().await?;
         Ok(Versioned { value: id, version })
+    }
+}
+
+impl Store {
+    /// Records probe outcomes; bumps the config version once if any changes routing.
+    pub async fn record_health(&self, updates: &[HealthUpdate]) -> Result<Option<i64>, StoreError> {
+        if updates.is_empty() {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await?;
+        for u in updates {
+            sqlx::query(
+                "UPDATE upstreams SET health = $2, health_error = $3, health_checked_at = now() \
+                 WHERE id = $1",
+            )
+            .bind(u.upstream_id)
+            .bind(u.health)
+            .bind(&u.error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let version = if updates.iter().any(|u| u.bump) {
+            Some(bump_version(&mut tx).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Enabled upstreams with active checks, with their encrypted keys.
+    pub async fn upstreams_to_probe(&self) -> Result<Vec<UpstreamSecretRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            ", api_key_enc FROM upstreams WHERE enabled AND probe_path <> '' ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// One upstream with its encrypted key.
+    pub async fn upstream_with_secret(&self, id: i64) -> Result<UpstreamSecretRow, StoreError> {
+        sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            ", api_key_enc FROM upstreams WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found("upstream", id))
     }
 }

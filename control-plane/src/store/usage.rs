@@ -2,7 +2,9 @@
 
 use sqlx::QueryBuilder;
 
-use super::{IngestOutcome, Store, StoreError, UsageFilter, UsageRow, bump_version};
+use super::{
+    IngestOutcome, Store, StoreError, SummaryBy, SummaryRow, UsageFilter, UsageRow, bump_version,
+};
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
 macro_rules! columns {
@@ -176,23 +178,54 @@ impl Store {
             columns!(),
             " FROM usage_events WHERE TRUE"
         ));
-        if let Some(user_id) = filter.user_id {
-            q.push(" AND user_id = ").push_bind(user_id);
-        }
-        if let Some(key_id) = filter.key_id {
-            q.push(" AND key_id = ").push_bind(key_id);
-        }
-        if let Some(upstream_id) = filter.upstream_id {
-            q.push(" AND upstream_id = ").push_bind(upstream_id);
-        }
-        if let Some(model) = &filter.model {
-            q.push(" AND model = ").push_bind(model.clone());
-        }
-        if let Some(since) = filter.since {
-            q.push(" AND started_at >= ").push_bind(since);
-        }
+        push_filters(&mut q, filter);
         q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
             .push_bind(filter.limit);
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Totals per user, model, upstream or UTC day, largest cost first.
+    pub async fn summarize_usage(
+        &self,
+        by: SummaryBy,
+        filter: &UsageFilter,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let group = match by {
+            SummaryBy::User => "user_id::TEXT",
+            SummaryBy::Model => "model",
+            SummaryBy::Upstream => "COALESCE(upstream_id::TEXT, '-')",
+            SummaryBy::Day => "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        };
+        let mut q = QueryBuilder::new("SELECT ");
+        q.push(group).push(
+            " AS grp, COUNT(*)::INT8 AS requests, SUM(input_tokens)::INT8 AS input_tokens, \
+             SUM(cached_tokens)::INT8 AS cached_tokens, SUM(output_tokens)::INT8 AS output_tokens, \
+             SUM(reasoning_tokens)::INT8 AS reasoning_tokens, SUM(cost_micros)::INT8 AS cost_micros, \
+             COUNT(*) FILTER (WHERE estimated)::INT8 AS estimated FROM usage_events WHERE TRUE",
+        );
+        push_filters(&mut q, filter);
+        q.push(" GROUP BY grp ORDER BY cost_micros DESC, grp");
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+}
+
+fn push_filters(q: &mut QueryBuilder<sqlx::Postgres>, filter: &UsageFilter) {
+    if let Some(user_id) = filter.user_id {
+        q.push(" AND user_id = ").push_bind(user_id);
+    }
+    if let Some(key_id) = filter.key_id {
+        q.push(" AND key_id = ").push_bind(key_id);
+    }
+    if let Some(upstream_id) = filter.upstream_id {
+        q.push(" AND upstream_id = ").push_bind(upstream_id);
+    }
+    if let Some(model) = &filter.model {
+        q.push(" AND model = ").push_bind(model.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND started_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        q.push(" AND started_at < ").push_bind(until);
     }
 }

@@ -1,6 +1,8 @@
 //! Users and their balances.
 
-use super::{Store, StoreError, UserRow, Versioned, bump_version, not_found};
+use sqlx::QueryBuilder;
+
+use super::{Store, StoreError, UserPatch, UserRow, Versioned, bump_version, not_found};
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
 macro_rules! columns {
@@ -89,6 +91,35 @@ impl Store {
         .bind(reason)
         .execute(&mut *tx)
         .await?;
+        let version = bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Versioned {
+            value: row,
+            version,
+        })
+    }
+
+    /// Renames a user or changes their price multiplier.
+    pub async fn update_user(
+        &self,
+        id: i64,
+        patch: UserPatch,
+    ) -> Result<Versioned<UserRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::new("UPDATE users SET name = name");
+        if let Some(name) = patch.name {
+            q.push(", name = ").push_bind(name);
+        }
+        if let Some(multiplier) = patch.multiplier_ppm {
+            q.push(", multiplier_ppm = ").push_bind(multiplier);
+        }
+        q.push(" WHERE id = ").push_bind(id);
+        q.push(" RETURNING ").push(columns!());
+        let row: UserRow = q
+            .build_query_as()
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("user", id))?;
         let version = bump_version(&mut tx).await?;
         tx.commit().await?;
         Ok(Versioned {

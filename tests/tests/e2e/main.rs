@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod cli;
 mod config;
+mod health;
 mod proxy;
 mod routing;
