@@ -332,10 +332,30 @@ impl Harness {
         self.control_plane = Some(self.spawn_control_plane("test-consumer").await);
     }
 
+    /// Stops the control plane and starts a new one on the same address, as a restarted
+    /// process behind a stable service address would be.
+    pub async fn restart_control_plane_in_place(&mut self) {
+        let cp = self.control_plane.take().expect("control plane running");
+        let addr = cp.addr;
+        cp.stop().await;
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("rebind the same address");
+        self.control_plane = Some(self.serve_control_plane(listener, "test-consumer").await);
+    }
+
     /// Starts one more control-plane replica on the same database and stream; the caller
     /// owns it.
     pub async fn spawn_control_plane(&self, consumer_name: &str) -> ControlPlaneHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        self.serve_control_plane(listener, consumer_name).await
+    }
+
+    async fn serve_control_plane(
+        &self,
+        listener: TcpListener,
+        consumer_name: &str,
+    ) -> ControlPlaneHandle {
         let addr = listener.local_addr().expect("grpc addr");
         let mut config = self.control_plane_config(addr);
         config.consumer_name = consumer_name.to_owned();

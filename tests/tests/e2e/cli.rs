@@ -258,6 +258,49 @@ async fn gatewayctl_json_output_carries_the_documented_fields() {
     .unwrap();
     assert_eq!(usage, serde_json::json!([]));
 
+    let extra = ctl(
+        &h,
+        &[
+            "-o",
+            "json",
+            "upstream",
+            "add",
+            "--name",
+            "extra",
+            "--base-url",
+            &base,
+            "--api-key",
+            "sk-extra-abcdefgh",
+        ],
+    )
+    .await
+    .unwrap();
+    let extra_id = extra["id"].as_i64().unwrap().to_string();
+    assert_eq!(
+        ctl(&h, &["-o", "json", "upstream", "delete", &extra_id])
+            .await
+            .unwrap()["id"],
+        extra["id"]
+    );
+    assert!(
+        ctl(&h, &["upstream", "get", &extra_id])
+            .await
+            .unwrap_err()
+            .contains("not found")
+    );
+    assert!(
+        ctl(&h, &["user", "topup", "424242", "1"])
+            .await
+            .unwrap_err()
+            .contains("not found")
+    );
+    assert!(
+        ctl(&h, &["key", "create", "--user", "424242"])
+            .await
+            .unwrap_err()
+            .contains("not found")
+    );
+
     let table = ctl_text(&h, &["upstream", "list"]).await;
     assert!(table.contains("PRIORITY (0=best)"), "{table}");
     assert!(table.contains("pool-a"));

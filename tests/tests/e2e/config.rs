@@ -261,3 +261,36 @@ async fn two_control_plane_replicas_serve_the_same_versions() {
     replica.stop().await;
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_planes_reconnect_after_a_control_plane_restart() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool-a", 0, 1).await;
+    let (user, _) = h.add_user("hank", 10_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+
+    h.restart_control_plane_in_place().await;
+    // A change made after the restart reaches the data plane over its new subscription.
+    let (key, _, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    let revoked = h
+        .admin()
+        .await
+        .revoke_key(v1::RevokeKeyRequest { id: key.id })
+        .await
+        .unwrap();
+    h.wait_applied(version_of(&revoked)).await;
+    let auth = format!("Bearer {secret}");
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            codex_request("mock-model", false, "c"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
+    h.shutdown().await;
+}

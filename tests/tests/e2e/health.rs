@@ -106,7 +106,7 @@ async fn a_failing_upstream_is_skipped_without_moving_others_and_returns_when_he
         .mock
         .recorded()
         .into_iter()
-        .find(|r| r.method == http::Method::GET)
+        .find(|r| r.method == http::Method::GET && r.path.starts_with("/pool-a/"))
         .unwrap();
     assert_eq!(probe.path, "/pool-a/v1/models");
     assert_eq!(probe.authorization(), "Bearer sk-upstream-pool-a");
