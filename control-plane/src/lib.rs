@@ -28,6 +28,8 @@ use crate::{
     usage::{ConsumerSettings, UsageConsumer},
 };
 
+const SNAPSHOT_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// A started control plane: store migrated, first snapshot built, background tasks running.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -140,6 +142,9 @@ impl ControlPlane {
         info!(addr = %listener.local_addr()?, "control plane serving gRPC");
         let cancel = self.cancel.clone();
         let result = tonic::transport::Server::builder()
+            // Snapshots are megabytes: default 64 KiB HTTP/2 windows would stall them.
+            .initial_stream_window_size(SNAPSHOT_WINDOW)
+            .initial_connection_window_size(SNAPSHOT_WINDOW)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 shutdown.await;

@@ -27,6 +27,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// Snapshots carry every key digest; 100k keys are about 6 MB, far above tonic's 4 MiB default.
 const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
+const SNAPSHOT_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Why a config stream session ended.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +153,9 @@ impl Discovery {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
+            // Snapshots are megabytes: default 64 KiB HTTP/2 windows would stall them.
+            .initial_stream_window_size(SNAPSHOT_WINDOW)
+            .initial_connection_window_size(SNAPSHOT_WINDOW)
             .connect()
             .await
             .map_err(SessionError::Connect)?;
