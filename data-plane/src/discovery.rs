@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, transport::Endpoint};
 use tracing::{info, warn};
 
-use crate::routing::{RoutingTable, SnapshotRejected};
+use crate::routing::{RoutingTable, SnapshotRejected, passive::StateRegistry};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
@@ -54,6 +54,8 @@ pub struct Discovery {
     /// Latest applied snapshot, encoded, for the writer task.
     to_persist: watch::Sender<Option<(u64, Arc<Vec<u8>>)>>,
     persisted: watch::Sender<u64>,
+    /// Each upstream's passive state, carried from one table to the next.
+    states: StateRegistry,
 }
 
 impl Discovery {
@@ -77,6 +79,7 @@ impl Discovery {
             persist,
             to_persist: watch::Sender::new(None),
             persisted: watch::Sender::new(0),
+            states: StateRegistry::default(),
         };
         discovery.restore();
         (discovery, rx)
@@ -92,7 +95,7 @@ impl Discovery {
             return;
         };
         match crate::snapshot_file::load(path) {
-            Ok(Some(snapshot)) => match RoutingTable::try_from(snapshot) {
+            Ok(Some(snapshot)) => match RoutingTable::build(snapshot, &self.states) {
                 Ok(table) => {
                     let version = table.version;
                     self.table.store(Some(Arc::new(table)));
@@ -224,9 +227,11 @@ impl Discovery {
             .persist
             .as_ref()
             .map(|_| Arc::new(snapshot.encode_to_vec()));
-        let table = RoutingTable::try_from(snapshot)?;
+        let table = RoutingTable::build(snapshot, &self.states)?;
         let version = table.version;
         let keys = table.key_count();
+        let ids: std::collections::HashSet<i64> = table.upstream_ids().collect();
+        self.states.retain(|id| ids.contains(&id));
         self.table.store(Some(Arc::new(table)));
         self.applied.send_replace(version);
         info!(target: "ConfigStream", version, keys, apply_us = started.elapsed().as_micros() as u64, "snapshot applied");

@@ -1,7 +1,16 @@
 //! The routing table: a validated snapshot turned into lookup tables for the request path,
-//! and the pick of an upstream for an affinity key (priority tiers, then the tier's ring).
+//! and the pick of an upstream for an affinity key (priority tiers, then the tier's ring,
+//! with bounded loads).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+pub mod passive;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use self::passive::{StateRegistry, UpstreamState};
 
 use gateway_proto::{
     digest::{BadDigest, KeyDigest},
@@ -20,11 +29,26 @@ pub struct Upstream {
     /// `Bearer <upstream key>`, marked sensitive so it is never logged by hyper.
     pub authorization: HeaderValue,
     pub priority: i32,
+    pub weight: u32,
     pub max_retries: u32,
     /// Connect + response head, and any silence between chunks.
     pub timeout: Duration,
+    /// As the control plane's active checks last saw it.
     pub healthy: bool,
+    /// This data plane's own view: in-flight streams, circuit, cool-down.
+    pub state: Arc<UpstreamState>,
 }
+
+impl Upstream {
+    /// Whether a request may go to this upstream now.
+    pub fn available(&self, now: Instant) -> bool {
+        self.healthy && self.state.available(now)
+    }
+}
+
+/// An upstream already above this multiple of its fair share of in-flight streams spills the
+/// user to their own next choice (consistent hashing with bounded loads).
+const LOAD_FACTOR: f64 = 1.25;
 
 /// A gateway key's identity and limits.
 #[derive(Debug, Clone)]
@@ -66,6 +90,7 @@ pub enum Affinity {
 #[derive(Debug)]
 struct Tier {
     ring: Ring,
+    members: Vec<Arc<Upstream>>,
 }
 
 /// Lookup tables for one snapshot version. Immutable; replaced whole.
@@ -115,6 +140,13 @@ impl TryFrom<v1::Snapshot> for RoutingTable {
     type Error = SnapshotRejected;
 
     fn try_from(s: v1::Snapshot) -> Result<Self, Self::Error> {
+        Self::build(s, &StateRegistry::default())
+    }
+}
+
+impl RoutingTable {
+    /// Builds the table, attaching each upstream's long-lived state from `states`.
+    pub fn build(s: v1::Snapshot, states: &StateRegistry) -> Result<Self, SnapshotRejected> {
         let mut upstreams = HashMap::with_capacity(s.upstreams.len());
         for u in s.upstreams {
             let mut authorization = HeaderValue::try_from(format!("Bearer {}", u.api_key))
@@ -128,9 +160,11 @@ impl TryFrom<v1::Snapshot> for RoutingTable {
                     base_url: u.base_url.trim_end_matches('/').to_owned(),
                     authorization,
                     priority: u.priority,
+                    weight: u.weight.max(1),
                     max_retries: u.max_retries,
                     timeout: Duration::from_millis(u64::from(u.timeout_ms.max(1))),
                     healthy: u.healthy,
+                    state: states.get(u.id),
                 }),
             );
         }
@@ -164,7 +198,12 @@ impl TryFrom<v1::Snapshot> for RoutingTable {
                 priority: r.priority,
                 source,
             })?;
-            tiers.push(Tier { ring });
+            let members = r
+                .members
+                .iter()
+                .filter_map(|m| upstreams.get(&m.upstream_id).cloned())
+                .collect();
+            tiers.push(Tier { ring, members });
         }
         if routed != upstreams.len()
             && let Some(id) = upstreams
@@ -280,6 +319,69 @@ impl RoutingTable {
                 })
                 .and_then(|id| self.upstreams.get(&id))
         })
+    }
+
+    /// The upstream for the next attempt of a request: the best tier with an available
+    /// upstream not yet `tried`, and in it the ring's first choice — unless that one already
+    /// carries more than its bounded share of in-flight streams, in which case the key's own
+    /// next choice under the cap (or, if all are over it, the first choice after all).
+    pub fn choose(
+        &self,
+        affinity_key: &[u8],
+        tried: &[i64],
+        now: Instant,
+    ) -> Option<Arc<Upstream>> {
+        let mut over_cap: Vec<i64> = Vec::new();
+        for tier in &self.tiers {
+            let hash = tier.ring.hash_key(affinity_key);
+            let eligible = |id: i64| {
+                !tried.contains(&id) && self.upstreams.get(&id).is_some_and(|u| u.available(now))
+            };
+            let (load, weights) = tier
+                .members
+                .iter()
+                .filter(|u| eligible(u.id))
+                .fold((0u64, 0u64), |(l, w), u| {
+                    (l + u64::from(u.state.in_flight()), w + u64::from(u.weight))
+                });
+            let mut fallback = None;
+            over_cap.clear();
+            while let Some(id) = tier
+                .ring
+                .pick_hashed(hash, |id| eligible(id) && !over_cap.contains(&id))
+            {
+                let upstream = self.upstreams.get(&id)?;
+                let fair = (load + 1) as f64 * f64::from(upstream.weight) / weights.max(1) as f64;
+                let cap = (LOAD_FACTOR * fair).ceil() as u64;
+                if u64::from(upstream.state.in_flight()) < cap {
+                    return Some(upstream.clone());
+                }
+                fallback.get_or_insert_with(|| upstream.clone());
+                over_cap.push(id);
+            }
+            if fallback.is_some() {
+                return fallback;
+            }
+        }
+        None
+    }
+
+    /// The shortest remaining cool-down among upstreams that are cooling down, if every
+    /// routable upstream is (a hint for the client's `Retry-After`).
+    pub fn all_cooling(&self, now: Instant) -> Option<Duration> {
+        let mut shortest: Option<Duration> = None;
+        for u in self.upstreams.values().filter(|u| u.healthy) {
+            match u.state.cooldown_left(now) {
+                Some(left) => shortest = Some(shortest.map_or(left, |s| s.min(left))),
+                None => return None,
+            }
+        }
+        shortest
+    }
+
+    /// Ids of every upstream in the table.
+    pub fn upstream_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.upstreams.keys().copied()
     }
 
     /// Number of keys.

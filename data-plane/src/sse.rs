@@ -59,6 +59,11 @@ impl SseParser {
         }
     }
 
+    /// Whether the stream so far ends exactly at an event boundary (nothing partial pending).
+    pub fn at_boundary(&self) -> bool {
+        self.line.is_empty() && !self.has_data && self.event.is_empty()
+    }
+
     fn push_line(&mut self, bytes: &[u8]) {
         if self.line.len() + bytes.len() > MAX_EVENT_BYTES {
             self.overflowed = true;

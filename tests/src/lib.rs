@@ -47,7 +47,7 @@ use tonic::{
     transport::Channel,
 };
 
-pub use mock::{Behaviour, MockUpstream, MockUsage, Recorded};
+pub use mock::{Behaviour, Fault, MockUpstream, MockUsage, Recorded};
 
 /// How long any awaited event may take before a test fails.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);

@@ -43,6 +43,25 @@ impl Default for MockUsage {
     }
 }
 
+/// A way for the mock to fail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    #[default]
+    None,
+    /// Answer this status with an error body (naming an internal URL and key, which must
+    /// never reach the client), and `Retry-After: N` when given.
+    Status(u16, Option<u32>),
+    /// Accept the request and never send a response head.
+    HangBeforeHead,
+    /// Send this many events (or, for JSON, half the body), then break the connection.
+    CutAfter(usize),
+    /// `response.created`, then `response.failed` before any output.
+    FailedBeforeOutput,
+    /// Answer normally but report no usage.
+    OmitUsage,
+}
+
 /// How the mock answers a request.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
@@ -50,8 +69,11 @@ pub struct Behaviour {
     pub usage: MockUsage,
     /// Number of `response.output_text.delta` events.
     pub deltas: usize,
-    /// When set, the stream pauses after `response.created` until notified.
+    /// When set, the stream pauses after the first output delta until notified.
     pub gate: Option<Arc<Notify>>,
+    /// Pause between events (a slow but alive stream).
+    pub gap: Option<std::time::Duration>,
+    pub fault: Fault,
 }
 
 impl Default for Behaviour {
@@ -60,9 +82,28 @@ impl Default for Behaviour {
             usage: MockUsage::default(),
             deltas: 5,
             gate: None,
+            gap: None,
+            fault: Fault::None,
         }
     }
 }
+
+impl Behaviour {
+    /// The default answer with this fault.
+    pub fn fault(fault: Fault) -> Self {
+        Self {
+            fault,
+            ..Self::default()
+        }
+    }
+}
+
+/// Body type of mock responses; an error breaks the connection mid-body.
+type MockBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("mock cut the stream")]
+struct Cut;
 
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -92,6 +133,9 @@ impl Recorded {
 struct State {
     behaviour: Behaviour,
     queued: VecDeque<Behaviour>,
+    /// Per pool (first path segment): queued answers, then a standing behaviour.
+    pool_queued: std::collections::HashMap<String, VecDeque<Behaviour>>,
+    pool_behaviour: std::collections::HashMap<String, Behaviour>,
     recorded: Vec<Recorded>,
     /// Pools whose `GET /v1/models` answers with this status instead of 200.
     failing_probes: std::collections::HashMap<String, StatusCode>,
@@ -151,6 +195,35 @@ impl MockUpstream {
             .push_back(behaviour);
     }
 
+    /// Answers every request to `pool` this way (None: back to the shared behaviour).
+    pub fn set_pool_behaviour(&self, pool: &str, behaviour: Option<Behaviour>) {
+        let mut state = self.state.lock().expect("mock state");
+        match behaviour {
+            Some(b) => state.pool_behaviour.insert(pool.to_owned(), b),
+            None => state.pool_behaviour.remove(pool),
+        };
+    }
+
+    /// Answers the next request to `pool` this way.
+    pub fn queue_for(&self, pool: &str, behaviour: Behaviour) {
+        self.state
+            .lock()
+            .expect("mock state")
+            .pool_queued
+            .entry(pool.to_owned())
+            .or_default()
+            .push_back(behaviour);
+    }
+
+    /// POSTs received by `pool`.
+    pub fn posts(&self, pool: &str) -> Vec<Recorded> {
+        let prefix = format!("/{pool}/");
+        self.recorded()
+            .into_iter()
+            .filter(|r| r.method == http::Method::POST && r.path.starts_with(&prefix))
+            .collect()
+    }
+
     /// Makes `GET {pool}/v1/models` answer `status` (None: 200 again).
     pub fn fail_probes(&self, pool: &str, status: Option<StatusCode>) {
         let mut state = self.state.lock().expect("mock state");
@@ -174,7 +247,7 @@ impl MockUpstream {
         self.state.lock().expect("mock state").recorded.clone()
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    async fn answer(&self, req: Request<Incoming>) -> Response<MockBody> {
         let (parts, body) = req.into_parts();
         let body = body
             .collect()
@@ -192,34 +265,82 @@ impl MockUpstream {
                 headers: parts.headers.clone(),
                 body: body.clone(),
             });
-            state
-                .queued
-                .pop_front()
-                .unwrap_or_else(|| state.behaviour.clone())
+            let pool = parts
+                .uri
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(b) = state
+                .pool_queued
+                .get_mut(&pool)
+                .and_then(VecDeque::pop_front)
+            {
+                b
+            } else if let Some(b) = state.pool_behaviour.get(&pool) {
+                b.clone()
+            } else {
+                state
+                    .queued
+                    .pop_front()
+                    .unwrap_or_else(|| state.behaviour.clone())
+            }
         };
         let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let model = request["model"].as_str().unwrap_or("mock-model").to_owned();
+        match behaviour.fault {
+            Fault::Status(code, retry_after) => {
+                let body = json!({"error": {
+                    "message": "pool exploded at https://internal.pool.example/v1 with key sk-internal-secret-key",
+                    "type": "server_error"}});
+                let mut response = full_response(body.to_string());
+                *response.status_mut() = StatusCode::from_u16(code).expect("status");
+                if let Some(after) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", http::HeaderValue::from(after));
+                }
+                return response;
+            }
+            Fault::HangBeforeHead => {
+                std::future::pending::<()>().await;
+            }
+            _ => {}
+        }
         if request["stream"].as_bool() == Some(true) {
             sse(model, behaviour)
         } else {
-            let body = response_object(&model, &behaviour, "completed");
-            let mut response = Response::new(
-                Full::new(Bytes::from(body.to_string()))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            );
+            let status = if behaviour.fault == Fault::FailedBeforeOutput {
+                "failed"
+            } else {
+                "completed"
+            };
+            let mut body = response_object(&model, &behaviour, status);
+            if behaviour.fault == Fault::OmitUsage {
+                body["usage"] = serde_json::Value::Null;
+            }
+            let text = body.to_string();
+            let mut response = if let Fault::CutAfter(_) = behaviour.fault {
+                let half = Bytes::from(text[..text.len() / 2].to_owned());
+                let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> =
+                    vec![Ok(Frame::data(half)), Err(Box::new(Cut))];
+                Response::new(BoxBody::new(StreamBody::new(tokio_stream::iter(frames))))
+            } else {
+                full_response(text)
+            };
             response.headers_mut().insert(
                 "content-type",
                 http::HeaderValue::from_static("application/json"),
             );
-            *response.status_mut() = StatusCode::OK;
             response
         }
     }
 }
 
 impl MockUpstream {
-    fn models(&self, parts: &http::request::Parts) -> Response<BoxBody<Bytes, Infallible>> {
+    fn models(&self, parts: &http::request::Parts) -> Response<MockBody> {
         let path = parts.uri.path().to_owned();
         let pool = path
             .trim_start_matches('/')
@@ -251,14 +372,18 @@ impl MockUpstream {
                 json!({"error": {"message": "no such path"}}),
             ),
         };
-        let mut response = Response::new(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
+        let mut response = full_response(body.to_string());
         *response.status_mut() = status;
         response
     }
+}
+
+fn full_response(text: String) -> Response<MockBody> {
+    Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    )
 }
 
 fn usage_json(u: MockUsage) -> serde_json::Value {
@@ -297,76 +422,94 @@ fn event(kind: &str, seq: &mut u64, mut data: serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
-fn sse(model: String, b: Behaviour) -> Response<BoxBody<Bytes, Infallible>> {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+fn sse(model: String, b: Behaviour) -> Response<MockBody> {
+    type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    let (tx, rx) = mpsc::channel::<Item>(16);
     tokio::spawn(async move {
         let mut seq = 0;
         let in_progress = json!({"id": "resp_mock", "object": "response", "status": "in_progress", "model": model, "output": []});
-        let send = |bytes: Bytes| {
-            let tx = tx.clone();
-            async move { tx.send(Ok(Frame::data(bytes))).await.is_ok() }
-        };
-        if !send(event(
-            "response.created",
-            &mut seq,
-            json!({"response": in_progress}),
-        ))
-        .await
-        {
-            return;
-        }
-        if let Some(gate) = &b.gate {
-            gate.notified().await;
-        }
         let item = json!({"type": "message", "id": "msg_mock", "status": "in_progress", "role": "assistant", "content": []});
         let mut events = vec![
+            event(
+                "response.created",
+                &mut seq,
+                json!({"response": in_progress}),
+            ),
             event(
                 "response.in_progress",
                 &mut seq,
                 json!({"response": in_progress}),
             ),
-            event(
+        ];
+        if b.fault == Fault::FailedBeforeOutput {
+            let failed = json!({"id": "resp_mock", "object": "response", "status": "failed", "model": model,
+                "error": {"code": "server_error", "message": "pool failed"}, "output": [], "usage": null});
+            events.push(event(
+                "response.failed",
+                &mut seq,
+                json!({"response": failed}),
+            ));
+        } else {
+            events.push(event(
                 "response.output_item.added",
                 &mut seq,
                 json!({"output_index": 0, "item": item}),
-            ),
-            event(
-                "response.content_part.added",
-                &mut seq,
-                json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": ""}}),
-            ),
-        ];
-        for i in 0..b.deltas {
+            ));
+            events.push(event("response.content_part.added", &mut seq, json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": ""}})));
+            for i in 0..b.deltas {
+                events.push(event(
+                    "response.output_text.delta",
+                    &mut seq,
+                    json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": format!("word{i} ")}),
+                ));
+            }
+            let mut done = response_object(&model, &b, "completed");
+            if b.fault == Fault::OmitUsage {
+                done["usage"] = serde_json::Value::Null;
+            }
             events.push(event(
-                "response.output_text.delta",
+                "response.output_text.done",
                 &mut seq,
-                json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": format!("word{i} ")}),
+                json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0}),
+            ));
+            events.push(event(
+                "response.content_part.done",
+                &mut seq,
+                json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0}),
+            ));
+            events.push(event(
+                "response.output_item.done",
+                &mut seq,
+                json!({"output_index": 0, "item": done["output"][0]}),
+            ));
+            events.push(event(
+                "response.completed",
+                &mut seq,
+                json!({"response": done}),
             ));
         }
-        let done = response_object(&model, &b, "completed");
-        events.push(event(
-            "response.output_text.done",
-            &mut seq,
-            json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0}),
-        ));
-        events.push(event(
-            "response.content_part.done",
-            &mut seq,
-            json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0}),
-        ));
-        events.push(event(
-            "response.output_item.done",
-            &mut seq,
-            json!({"output_index": 0, "item": done["output"][0]}),
-        ));
-        events.push(event(
-            "response.completed",
-            &mut seq,
-            json!({"response": done}),
-        ));
-        for e in events {
-            if !send(e).await {
+        let mut gated = false;
+        for (i, e) in events.into_iter().enumerate() {
+            if let Fault::CutAfter(n) = b.fault
+                && i == n
+            {
+                let _ = tx.send(Err(Box::new(Cut))).await;
                 return;
+            }
+            let is_delta =
+                String::from_utf8_lossy(&e).starts_with("event: response.output_text.delta");
+            if tx.send(Ok(Frame::data(e))).await.is_err() {
+                return;
+            }
+            if is_delta
+                && !gated
+                && let Some(gate) = &b.gate
+            {
+                gated = true;
+                gate.notified().await;
+            }
+            if let Some(gap) = b.gap {
+                tokio::time::sleep(gap).await;
             }
         }
     });

@@ -86,7 +86,7 @@ struct TypeOnly<'a> {
 }
 
 /// The usage inside a terminal Responses event's data (`{"response":{"usage":…}}`).
-pub(super) fn from_response_event(data: &[u8]) -> Option<TokenUsage> {
+pub(crate) fn from_response_event(data: &[u8]) -> Option<TokenUsage> {
     serde_json::from_slice::<ResponseEvent>(data)
         .ok()?
         .response?
@@ -95,7 +95,7 @@ pub(super) fn from_response_event(data: &[u8]) -> Option<TokenUsage> {
 }
 
 /// The usage and status of a JSON body (`{"status":…,"usage":…}`).
-pub(super) fn from_json_body(body: &[u8]) -> (Option<TokenUsage>, Option<String>) {
+pub(crate) fn from_json_body(body: &[u8]) -> (Option<TokenUsage>, Option<String>) {
     match serde_json::from_slice::<WithUsage>(body) {
         Ok(w) => (w.usage.map(Into::into), w.status),
         Err(_) => (None, None),
@@ -103,7 +103,7 @@ pub(super) fn from_json_body(body: &[u8]) -> (Option<TokenUsage>, Option<String>
 }
 
 /// The `type` of an event's data, for upstreams that omit the `event:` line.
-pub(super) fn event_type(data: &[u8]) -> Option<String> {
+pub(crate) fn event_type(data: &[u8]) -> Option<String> {
     serde_json::from_slice::<TypeOnly<'_>>(data)
         .ok()?
         .kind

@@ -1,13 +1,13 @@
 //! Metering: read usage from what the upstream sends, price it, and publish exactly one usage
 //! event per proxied request, whatever way the request ends.
 
-mod extract;
+pub(crate) mod extract;
 mod publish;
 mod tap;
 
 pub use extract::TokenUsage;
 pub use publish::{PublisherSettings, UsagePublisher, spawn_publisher};
-pub use tap::{BodyError, MeteredBody, TapKind};
+pub use tap::{BodyError, Held, MeteredBody, TapKind};
 
 use std::{sync::Arc, time::Instant};
 
@@ -113,6 +113,43 @@ impl Meter {
             started_at_ms: self.started_at_ms,
         };
         self.publisher.publish(event);
+    }
+}
+
+/// Holds a request's meter until it is handed to the response body; if the request is
+/// dropped first (the client went away during retries), it bills the cancellation once.
+#[derive(Debug)]
+pub struct MeterGuard(Option<Meter>);
+
+impl MeterGuard {
+    /// Guards `meter`.
+    pub fn new(meter: Meter) -> Self {
+        Self(Some(meter))
+    }
+
+    /// The guarded meter.
+    pub fn meter_mut(&mut self) -> Option<&mut Meter> {
+        self.0.as_mut()
+    }
+
+    /// Hands the meter on; the guard no longer bills.
+    pub fn into_inner(mut self) -> Option<Meter> {
+        self.0.take()
+    }
+
+    /// Bills now.
+    pub fn finish(mut self, outcome: Outcome, reported: Option<TokenUsage>, content_chunks: u64) {
+        if let Some(meter) = self.0.take() {
+            meter.finish(outcome, reported, content_chunks);
+        }
+    }
+}
+
+impl Drop for MeterGuard {
+    fn drop(&mut self) {
+        if let Some(meter) = self.0.take() {
+            meter.finish(Outcome::ClientCancelled, None, 0);
+        }
     }
 }
 

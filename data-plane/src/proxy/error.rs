@@ -37,6 +37,8 @@ pub enum ProxyError {
     NotReady,
     #[error("no upstream is available for this request; try again shortly")]
     NoUpstream,
+    #[error("every upstream is busy; retry after {} s", .0.as_secs().max(1))]
+    UpstreamsBusy(std::time::Duration),
 
     // The upstream's fault: 502/504.
     #[error("the upstream could not be reached")]
@@ -45,6 +47,8 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the upstream failed (status {0})")]
     UpstreamStatus(StatusCode),
+    #[error("the upstream failed the response before producing output")]
+    UpstreamFailed,
     #[error(
         "the upstream rejected the gateway's credentials; an operator must check the upstream's API key"
     )]
@@ -108,9 +112,15 @@ impl ProxyError {
                 "server_error",
                 "no_upstream_available",
             ),
-            Self::UpstreamConnect | Self::UpstreamStatus(_) | Self::UpstreamAuth => {
-                (StatusCode::BAD_GATEWAY, "server_error", "upstream_error")
-            }
+            Self::UpstreamsBusy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "upstreams_busy",
+            ),
+            Self::UpstreamConnect
+            | Self::UpstreamStatus(_)
+            | Self::UpstreamAuth
+            | Self::UpstreamFailed => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
             Self::UpstreamTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "server_error",
@@ -129,9 +139,18 @@ impl ProxyError {
         self.shape().0.is_client_error()
     }
 
+    /// How long the client should wait before retrying, when waiting helps.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::UpstreamsBusy(after) => Some(*after),
+            _ => None,
+        }
+    }
+
     /// The response the client sees.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
         let (status, kind, code) = self.shape();
+        let retry_after = self.retry_after();
         let body = ErrorBody {
             error: ErrorDetail {
                 message: self.to_string(),
@@ -148,6 +167,13 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(after) = retry_after {
+            // Whole seconds, rounded up, at least one.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         response
     }
 }

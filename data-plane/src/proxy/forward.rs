@@ -126,9 +126,11 @@ mod tests {
             base_url: "http://pool.example/openai".into(),
             authorization: HeaderValue::from_static("Bearer sk-upstream"),
             priority: 0,
+            weight: 1,
             max_retries: 0,
             timeout: Duration::from_secs(1),
             healthy: true,
+            state: Default::default(),
         }
     }
 

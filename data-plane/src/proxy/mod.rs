@@ -12,6 +12,7 @@
 
 mod auth;
 pub mod error;
+mod failover;
 mod forward;
 
 use std::{
@@ -31,24 +32,21 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use self::{
-    error::{ProxyError, scrub_upstream_message},
+    error::ProxyError,
     forward::{REQUEST_ID, UpstreamClient},
 };
 use crate::{
-    metering::{Meter, MeteredBody, Outcome, TapKind, UsagePublisher},
-    routing::{Affinity, RoutingTable, Upstream},
+    metering::{Held, Meter, MeterGuard, MeteredBody, Outcome, TapKind, UsagePublisher},
+    routing::{Affinity, RoutingTable},
 };
 
 pub use crate::metering::BodyError;
 
 /// Body of every response the proxy sends.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
-
-/// Most of an upstream error body read to learn why it failed.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pub(crate) fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes)
@@ -240,115 +238,80 @@ impl Proxy {
             &parts.headers,
             fields.prompt_cache_key.as_deref(),
         );
-        let upstream: Arc<Upstream> = table
-            .pick(affinity.as_bytes(), |u| u.healthy)
-            .ok_or(ProxyError::NoUpstream)?
-            .clone();
-
         let request_id_value =
             HeaderValue::from_str(request_id).map_err(|_| ProxyError::Internal)?;
         let stream = fields.stream.unwrap_or(false);
-        let request_bytes = body.len();
-        let upstream_request = forward::upstream_request(
-            &parts.headers,
-            parts.uri.query(),
-            &upstream,
-            endpoint.upstream_path(),
-            body.clone(),
-            &request_id_value,
-        )?;
-        let meter = Meter {
+        let price = table.price(&model);
+        drop(fields);
+        let mut meter = MeterGuard::new(Meter {
             publisher: self.shared.usage.clone(),
             request_id: request_id.to_owned(),
             key_id: key.id,
             user_id: user.id,
-            upstream_id: upstream.id,
+            upstream_id: 0,
             model,
             endpoint: endpoint.name(),
             stream,
-            price: table.price(fields.model.as_deref().unwrap_or_default()),
+            price,
             multiplier_ppm: user.multiplier_ppm,
-            request_bytes,
+            request_bytes: body.len(),
             node_id: self.shared.node_id.clone(),
             started,
             started_at_ms,
             first_byte: None,
-        };
-        drop(fields);
+        });
 
-        let response = match tokio::time::timeout(
-            upstream.timeout,
-            self.shared.client.request(upstream_request),
+        let committed = failover::run(
+            &self.shared.client,
+            &table,
+            affinity.as_bytes(),
+            |upstream| {
+                forward::upstream_request(
+                    &parts.headers,
+                    parts.uri.query(),
+                    upstream,
+                    endpoint.upstream_path(),
+                    body.clone(),
+                    &request_id_value,
+                )
+            },
+            endpoint == Endpoint::Responses,
+            request_id,
         )
-        .await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => {
-                warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, error = %err, "upstream request failed");
+        .await;
+        let committed = match committed {
+            Ok(committed) => committed,
+            Err(exhausted) => {
+                if let Some(m) = meter.meter_mut() {
+                    m.upstream_id = exhausted.upstream_id;
+                }
+                // Nothing was produced: the event records the failure at no cost.
                 meter.finish(Outcome::UpstreamError, None, 0);
-                return Err(ProxyError::UpstreamConnect);
-            }
-            Err(_) => {
-                warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, timeout_ms = upstream.timeout.as_millis() as u64, "upstream response head timed out");
-                meter.finish(Outcome::UpstreamError, None, 0);
-                return Err(ProxyError::UpstreamTimeout);
+                return Err(exhausted.error);
             }
         };
-
-        let status = response.status();
-        if !status.is_success() {
-            meter.finish(Outcome::UpstreamError, None, 0);
-            return Err(upstream_failure(response, &upstream, request_id).await);
-        }
-        let (head, incoming) = response.into_parts();
-        let kind = if is_event_stream(&head.headers) {
+        let Some(mut meter) = meter.into_inner() else {
+            return Err(ProxyError::Internal);
+        };
+        meter.upstream_id = committed.upstream.id;
+        let kind = if is_event_stream(&committed.head.headers) {
             TapKind::ResponsesSse
         } else {
             TapKind::Json
         };
-        let body = MeteredBody::new(incoming, kind, meter, upstream.timeout);
+        let held: Vec<Held> = vec![Box::new(committed.in_flight)];
+        let body = MeteredBody::new(
+            committed.body,
+            committed.prefix,
+            kind,
+            meter,
+            committed.upstream.timeout,
+            held,
+        );
         let mut response = Response::new(body.boxed_unsync());
-        *response.status_mut() = status;
-        *response.headers_mut() = forward::client_response_headers(&head.headers);
+        *response.status_mut() = committed.head.status;
+        *response.headers_mut() = forward::client_response_headers(&committed.head.headers);
         Ok(response)
-    }
-}
-
-/// Turns an upstream's non-success answer into the error the client sees: the upstream's own
-/// body never reaches the client verbatim.
-async fn upstream_failure(
-    response: Response<Incoming>,
-    upstream: &Upstream,
-    request_id: &str,
-) -> ProxyError {
-    let status = response.status();
-    let body = tokio::time::timeout(
-        upstream.timeout,
-        Limited::new(response.into_body(), MAX_ERROR_BODY).collect(),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .map(|c| c.to_bytes())
-    .unwrap_or_default();
-    match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            error!(target: "ProxyHandler", request_id, upstream = %upstream.name, status = status.as_u16(), "upstream rejected its API key");
-            ProxyError::UpstreamAuth
-        }
-        StatusCode::TOO_MANY_REQUESTS => {
-            warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, "upstream is rate limiting");
-            ProxyError::NoUpstream
-        }
-        s if s.is_server_error() => ProxyError::UpstreamStatus(s),
-        s if s.is_client_error() => ProxyError::UpstreamRejected {
-            status: s,
-            message: match scrub_upstream_message(&body) {
-                Some(m) => format!("the upstream rejected the request: {m}"),
-                None => format!("the upstream rejected the request (status {})", s.as_u16()),
-            },
-        },
-        s => ProxyError::UpstreamStatus(s),
     }
 }
 
@@ -373,7 +336,7 @@ fn affinity_key(
     }
 }
 
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use gateway_proto::{ring, v1};
 
 use super::*;
@@ -140,4 +142,48 @@ fn rejects_inconsistent_snapshots() {
         RoutingTable::try_from(bad),
         Err(SnapshotRejected::Unrouted(9))
     ));
+}
+
+#[test]
+fn choose_skips_tried_and_unavailable_and_falls_through_tiers() {
+    let t = RoutingTable::try_from(snapshot()).unwrap();
+    let now = Instant::now();
+    for i in 0..100 {
+        let key = format!("user:{i}");
+        let first = t.choose(key.as_bytes(), &[], now).unwrap();
+        assert_eq!(first.id, t.pick(key.as_bytes(), |_| true).unwrap().id);
+        let second = t.choose(key.as_bytes(), &[first.id], now).unwrap();
+        assert_eq!(second.id, 3 - first.id, "the other tier-0 upstream next");
+        let third = t.choose(key.as_bytes(), &[1, 2], now).unwrap();
+        assert_eq!(third.id, 3, "then the less preferred tier");
+        assert!(t.choose(key.as_bytes(), &[1, 2, 3], now).is_none());
+    }
+    // A cooling upstream is skipped; only its users move.
+    let cooling = t.upstream(1).unwrap();
+    cooling.state.cool_down(now, Duration::from_secs(60));
+    for i in 0..100 {
+        let key = format!("user:{i}");
+        let home = t.pick(key.as_bytes(), |_| true).unwrap().id;
+        let chosen = t.choose(key.as_bytes(), &[], now).unwrap().id;
+        assert_eq!(chosen, 2, "{key} (home {home})");
+    }
+}
+
+#[test]
+fn bounded_loads_spill_to_the_users_own_next_choice() {
+    let t = RoutingTable::try_from(snapshot()).unwrap();
+    let now = Instant::now();
+    let key = b"user:7";
+    let home = t.choose(key, &[], now).unwrap();
+    let other = t.upstream(3 - home.id).unwrap().clone();
+    // Fill the home upstream far above a fair share while the other is idle.
+    let guards: Vec<_> = (0..10).map(|_| home.state.start()).collect();
+    let chosen = t.choose(key, &[], now).unwrap();
+    assert_eq!(chosen.id, other.id, "spilled to the next choice");
+    // When everyone is loaded evenly, the home choice holds.
+    let others: Vec<_> = (0..10).map(|_| other.state.start()).collect();
+    assert_eq!(t.choose(key, &[], now).unwrap().id, home.id);
+    drop(guards);
+    drop(others);
+    assert_eq!(t.choose(key, &[], now).unwrap().id, home.id);
 }

@@ -57,6 +57,7 @@ async fn streamed_response_arrives_unbuffered_byte_exact_and_is_billed_once() {
         usage,
         deltas: 8,
         gate: Some(gate.clone()),
+        ..Behaviour::default()
     });
 
     let body = codex_request("mock-model", true, "conv-1");
@@ -81,11 +82,11 @@ async fn streamed_response_arrives_unbuffered_byte_exact_and_is_billed_once() {
     assert!(!request_id(response.headers()).is_empty());
     assert_eq!(response.headers()["content-type"], "text/event-stream");
 
-    // The first event arrives while the upstream is still holding the rest back: the gateway
+    // The first output arrives while the upstream is still holding the rest back: the gateway
     // forwards chunks as they come rather than buffering the stream.
     let mut body_stream = response.into_body();
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("response.created") {
+    while !String::from_utf8_lossy(&seen).contains("response.output_text.delta") {
         let frame = tokio::time::timeout(EVENT_DEADLINE, body_stream.frame())
             .await
             .expect("first event arrives before the upstream finishes")
