@@ -542,6 +542,30 @@ impl Harness {
         (created.key.expect("key"), created.secret, version)
     }
 
+    /// Creates users until one's ring choice among `tier` (upstream id, weight) is `home`;
+    /// returns that user with a key, and the version that carries the key.
+    pub async fn user_homed_on(&self, tier: &[(i64, u32)], home: i64) -> (v1::User, String, u64) {
+        let ring = gateway_proto::ring::Ring::new(
+            DEFAULT_RING_SEED,
+            tier.iter()
+                .map(|&(id, weight)| gateway_proto::ring::RingMember { id, weight }),
+        )
+        .expect("ring");
+        for i in 0..1000 {
+            let (user, _) = self
+                .add_user(
+                    &format!("homed-{home}-{i}-{}", uuid::Uuid::new_v4().simple()),
+                    100_000_000,
+                )
+                .await;
+            if ring.pick(format!("user:{}", user.id).as_bytes(), |_| true) == Some(home) {
+                let (_, secret, version) = self.add_key(user.id).await;
+                return (user, secret, version);
+            }
+        }
+        panic!("no user homed on upstream {home}");
+    }
+
     /// Sets a model's price (micro-units per 1M tokens).
     pub async fn set_price(&self, model: &str, input: i64, cached: i64, output: i64) -> u64 {
         let response = self

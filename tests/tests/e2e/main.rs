@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod config;
+mod failover;
 mod health;
 mod proxy;
 mod routing;
