@@ -299,6 +299,17 @@ impl RoutingTable {
         self.prices.get(model).copied().or(self.default_price)
     }
 
+    /// Models a key may use: its allow-list, or every priced model.
+    pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
+        let mut models: Vec<String> = if key.models.is_empty() {
+            self.prices.keys().cloned().collect()
+        } else {
+            key.models.clone()
+        };
+        models.sort();
+        models
+    }
+
     /// An upstream by id.
     pub fn upstream(&self, id: i64) -> Option<&Arc<Upstream>> {
         self.upstreams.get(&id)

@@ -192,6 +192,8 @@ pub struct DataPlaneOptions {
     pub control_plane_url: Option<String>,
     /// Where it keeps its last good snapshot.
     pub snapshot_path: Option<std::path::PathBuf>,
+    /// Request body limit (default 32 MiB).
+    pub max_body_bytes: Option<usize>,
 }
 
 /// A control plane running in-process.
@@ -418,7 +420,7 @@ impl Harness {
             redis_url: Secret::new(self.redis_url.clone()),
             usage_stream: self.usage_stream.clone(),
             node_id: format!("dp-{index}"),
-            max_body_bytes: 32 * 1024 * 1024,
+            max_body_bytes: options.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             shutdown_grace: DurationSecs(Duration::from_secs(5)),
             snapshot_path: options.snapshot_path,
             log_format: DpLogFormat::Text,
@@ -605,9 +607,21 @@ impl Harness {
 
     /// GETs a path from a data plane.
     pub async fn get(&self, data_plane: usize, path: &str) -> Response<Incoming> {
-        let request = Request::get(self.data_planes[data_plane].url(path))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        self.get_with(data_plane, path, &[]).await
+    }
+
+    /// GETs a path from a data plane with headers.
+    pub async fn get_with(
+        &self,
+        data_plane: usize,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response<Incoming> {
+        let mut request = Request::get(self.data_planes[data_plane].url(path));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(Full::new(Bytes::new())).expect("request");
         self.http
             .request(request)
             .await

@@ -309,6 +309,16 @@ impl MockUpstream {
             }
             _ => {}
         }
+        let path = parts.uri.path();
+        if path.ends_with("/chat/completions") || path.ends_with("/v1/completions") {
+            let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+            return chat(
+                model,
+                behaviour,
+                request["stream"].as_bool() == Some(true),
+                include_usage,
+            );
+        }
         if request["stream"].as_bool() == Some(true) {
             sse(model, behaviour)
         } else {
@@ -384,6 +394,56 @@ fn full_response(text: String) -> Response<MockBody> {
             .map_err(|never: Infallible| match never {})
             .boxed(),
     )
+}
+
+fn chat_usage_json(u: MockUsage) -> serde_json::Value {
+    json!({
+        "prompt_tokens": u.input,
+        "prompt_tokens_details": {"cached_tokens": u.cached},
+        "completion_tokens": u.output,
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+        "total_tokens": u.input + u.output,
+    })
+}
+
+/// A chat/completions answer: one JSON body, or chunks ending in `data: [DONE]` with a
+/// usage-only chunk (`choices: []`) before it only when the request asked for usage.
+fn chat(model: String, b: Behaviour, stream: bool, include_usage: bool) -> Response<MockBody> {
+    let content: String = (0..b.deltas).map(|i| format!("word{i} ")).collect();
+    if !stream {
+        let body = json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": chat_usage_json(b.usage),
+        });
+        let mut response = full_response(body.to_string());
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
+    let mut text = String::new();
+    for i in 0..b.deltas {
+        let mut chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {"content": format!("word{i} ")}, "finish_reason": null}]});
+        if include_usage {
+            chunk["usage"] = serde_json::Value::Null;
+        }
+        text.push_str(&format!("data: {chunk}\n\n"));
+    }
+    if include_usage {
+        let usage = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+            "choices": [], "usage": chat_usage_json(b.usage)});
+        text.push_str(&format!("data: {usage}\n\n"));
+    }
+    text.push_str("data: [DONE]\n\n");
+    let mut response = full_response(text);
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
 }
 
 fn usage_json(u: MockUsage) -> serde_json::Value {

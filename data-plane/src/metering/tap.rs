@@ -35,6 +35,10 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub enum TapKind {
     /// A Responses-API SSE stream; usage is in the terminal event.
     ResponsesSse,
+    /// A chat/completions SSE stream; usage is in a final chunk with `choices: []`. With
+    /// `strip_usage_chunk`, that chunk is removed from what the client sees (the gateway asked
+    /// for it, the client did not).
+    ChatSse { strip_usage_chunk: bool },
     /// A single JSON document with a top-level `usage`.
     Json,
 }
@@ -48,7 +52,10 @@ pub(super) struct IdleTimeout(Duration);
 enum Tap {
     Sse {
         parser: SseParser,
+        /// How the stream ended, from its own terminal marker.
         terminal: Option<(Outcome, Option<TokenUsage>)>,
+        /// Usage from a chat usage chunk (before `[DONE]`).
+        chat_usage: Option<TokenUsage>,
         content_chunks: u64,
         responses: bool,
     },
@@ -61,11 +68,12 @@ enum Tap {
 impl Tap {
     fn new(kind: TapKind) -> Self {
         match kind {
-            TapKind::ResponsesSse => Self::Sse {
+            TapKind::ResponsesSse | TapKind::ChatSse { .. } => Self::Sse {
                 parser: SseParser::new(),
                 terminal: None,
+                chat_usage: None,
                 content_chunks: 0,
-                responses: true,
+                responses: kind == TapKind::ResponsesSse,
             },
             TapKind::Json => Self::Json {
                 buf: Vec::new(),
@@ -79,7 +87,29 @@ impl Tap {
             Self::Sse {
                 parser,
                 terminal,
+                chat_usage,
                 content_chunks,
+                responses: false,
+            } => parser.feed(chunk, |event| {
+                if event.data == b"[DONE]" {
+                    *terminal = Some((Outcome::Completed, *chat_usage));
+                    return;
+                }
+                if memchr::memmem::find(event.data, b"\"usage\"").is_some()
+                    && let (Some(usage), _) = from_json_body(event.data)
+                {
+                    *chat_usage = Some(usage);
+                    if is_usage_only_chunk(event.data) {
+                        return;
+                    }
+                }
+                *content_chunks += 1;
+            }),
+            Self::Sse {
+                parser,
+                terminal,
+                content_chunks,
+                responses: true,
                 ..
             } => parser.feed(chunk, |event| {
                 let fallback;
@@ -156,6 +186,12 @@ impl Tap {
             } => (*outcome, *usage, *content_chunks),
             Self::Sse {
                 terminal: None,
+                chat_usage: Some(usage),
+                content_chunks,
+                ..
+            } if ended => (Outcome::Completed, Some(*usage), *content_chunks),
+            Self::Sse {
+                terminal: None,
                 content_chunks,
                 ..
             } => {
@@ -196,6 +232,8 @@ pub struct MeteredBody {
     idle: Pin<Box<Sleep>>,
     /// The terminal error event has been sent; the body is over.
     done: bool,
+    /// Removes the usage-only chunk the gateway asked for on the client's behalf.
+    strip: Option<UsageChunkFilter>,
     _held: Vec<Held>,
 }
 
@@ -227,6 +265,13 @@ impl MeteredBody {
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             done: false,
+            strip: matches!(
+                kind,
+                TapKind::ChatSse {
+                    strip_usage_chunk: true
+                }
+            )
+            .then(UsageChunkFilter::default),
             _held: held,
         }
     }
@@ -288,40 +333,60 @@ impl Body for MeteredBody {
             this.saw(&data);
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let data = data.clone();
+        loop {
+            return match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    let Some(data) = frame.data_ref().cloned() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
                     this.saw(&data);
+                    match this.strip.as_mut() {
+                        None => Poll::Ready(Some(Ok(frame))),
+                        Some(filter) => {
+                            let out = filter.pass(&data);
+                            if out.is_empty() {
+                                continue;
+                            }
+                            Poll::Ready(Some(Ok(Frame::data(out))))
+                        }
+                    }
                 }
-                let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                this.fail("the upstream stream was interrupted", err.into())
-            }
-            Poll::Ready(None) => {
-                // A Responses stream that stops without its terminal event was cut.
-                if matches!(this.tap, Tap::Sse { terminal: None, .. }) && this.tap.is_responses() {
-                    return this.fail(
-                        "the upstream stream ended before the response completed",
-                        "stream ended early".into(),
-                    );
+                Poll::Ready(Some(Err(err))) => {
+                    this.fail("the upstream stream was interrupted", err.into())
                 }
-                this.finish(true, None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
-                    let timeout = this.idle_timeout;
-                    return this.fail(
-                        "the upstream stopped sending",
-                        Box::new(IdleTimeout(timeout)),
-                    );
+                Poll::Ready(None) => {
+                    // A Responses stream that stops without its terminal event was cut.
+                    if matches!(this.tap, Tap::Sse { terminal: None, .. })
+                        && this.tap.is_responses()
+                    {
+                        return this.fail(
+                            "the upstream stream ended before the response completed",
+                            "stream ended early".into(),
+                        );
+                    }
+                    this.finish(true, None);
+                    // Whatever the filter still holds was never a complete event: pass it on.
+                    match this.strip.as_mut().map(UsageChunkFilter::rest) {
+                        Some(rest) if !rest.is_empty() => {
+                            this.done = true;
+                            Poll::Ready(Some(Ok(Frame::data(rest))))
+                        }
+                        _ => Poll::Ready(None),
+                    }
                 }
-                Poll::Pending
-            }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let timeout = this.idle_timeout;
+                        return this.fail(
+                            "the upstream stopped sending",
+                            Box::new(IdleTimeout(timeout)),
+                        );
+                    }
+                    Poll::Pending
+                }
+            };
         }
     }
 
@@ -331,6 +396,9 @@ impl Body for MeteredBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if matches!(self.tap, Tap::Sse { .. }) {
+            return SizeHint::default();
+        }
         let mut hint = self.inner.size_hint();
         let prefix: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
         if prefix > 0 {
@@ -343,8 +411,115 @@ impl Body for MeteredBody {
     }
 }
 
+/// Whether a chat/completions chunk carries only usage (`choices: []`).
+fn is_usage_only_chunk(data: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        #[serde(default)]
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Chunk>(data)
+        .is_ok_and(|c| c.usage.is_some() && c.choices.is_some_and(|c| c.is_empty()))
+}
+
+/// Passes SSE bytes through event by event, keeping each event's bytes exactly, except the
+/// usage-only chat chunk. A partial event is held until it completes.
+#[derive(Debug, Default)]
+struct UsageChunkFilter {
+    pending: Vec<u8>,
+}
+
+impl UsageChunkFilter {
+    fn pass(&mut self, data: &[u8]) -> Bytes {
+        self.pending.extend_from_slice(data);
+        let mut out = Vec::with_capacity(self.pending.len());
+        let mut start = 0;
+        while let Some(end) = event_end(&self.pending[start..]) {
+            let event = &self.pending[start..start + end];
+            if !event_data(event).is_some_and(is_usage_only_chunk) {
+                out.extend_from_slice(event);
+            }
+            start += end;
+        }
+        self.pending.drain(..start);
+        Bytes::from(out)
+    }
+
+    fn rest(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.pending))
+    }
+}
+
+/// Length of the first complete event (through its blank line), if there is one.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` payload of a single-line event.
+fn event_data(event: &[u8]) -> Option<&[u8]> {
+    let text = event
+        .strip_suffix(b"\n\n")
+        .or_else(|| event.strip_suffix(b"\r\n\r\n"))?;
+    let data = text.strip_prefix(b"data:")?;
+    Some(data.strip_prefix(b" ").unwrap_or(data))
+}
+
 impl Drop for MeteredBody {
     fn drop(&mut self) {
         self.finish(false, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_usage_only_chunk() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        for split in 1..stream.len() {
+            let (a, b) = stream.as_bytes().split_at(split);
+            let mut f = UsageChunkFilter::default();
+            let mut out = f.pass(a).to_vec();
+            out.extend_from_slice(&f.pass(b));
+            out.extend_from_slice(&f.rest());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n",
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn chat_usage_comes_from_the_usage_chunk() {
+        let mut tap = Tap::new(TapKind::ChatSse {
+            strip_usage_chunk: false,
+        });
+        tap.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+        tap.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"prompt_tokens_details\":{\"cached_tokens\":10},\"completion_tokens\":5}}\n\ndata: [DONE]\n\n");
+        let (outcome, usage, chunks) = tap.result(true);
+        assert_eq!(outcome, Outcome::Completed);
+        assert_eq!(
+            usage,
+            Some(TokenUsage {
+                input: 30,
+                cached: 10,
+                output: 5,
+                reasoning: 0
+            })
+        );
+        assert_eq!(chunks, 1);
     }
 }

@@ -24,8 +24,8 @@ pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The key and its user, if the key exists, has not expired and the user may spend.
-pub(super) fn authenticate<'t>(
+/// The key and its user, if the key exists and has not expired.
+pub(super) fn authenticate_key<'t>(
     table: &'t RoutingTable,
     headers: &HeaderMap,
     now_ms: i64,
@@ -38,6 +38,16 @@ pub(super) fn authenticate<'t>(
         return Err(ProxyError::KeyExpired);
     }
     let user = table.user(key.user_id).ok_or(ProxyError::InvalidKey)?;
+    Ok((key, user))
+}
+
+/// [`authenticate_key`], and the user may spend.
+pub(super) fn authenticate<'t>(
+    table: &'t RoutingTable,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> Result<(&'t KeyEntry, &'t UserEntry), ProxyError> {
+    let (key, user) = authenticate_key(table, headers, now_ms)?;
     if user.balance_micros <= 0 {
         return Err(ProxyError::InsufficientQuota);
     }

@@ -29,6 +29,8 @@ pub enum ProxyError {
     NotFound(String),
     #[error("method not allowed on {0}")]
     MethodNotAllowed(String),
+    #[error("WebSocket is not supported here; use HTTP with server-sent events")]
+    WebSocketUnsupported,
     #[error("{message}")]
     UpstreamRejected { status: StatusCode, message: String },
 
@@ -102,6 +104,11 @@ impl ProxyError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",
                 "method_not_allowed",
+            ),
+            Self::WebSocketUnsupported => (
+                StatusCode::UPGRADE_REQUIRED,
+                "invalid_request_error",
+                "websocket_not_supported",
             ),
             Self::UpstreamRejected { status, .. } => {
                 (*status, "invalid_request_error", "upstream_rejected")

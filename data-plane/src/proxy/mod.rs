@@ -59,6 +59,8 @@ pub(crate) fn full(bytes: Bytes) -> ProxyBody {
 enum Endpoint {
     Responses,
     ResponsesCompact,
+    ChatCompletions,
+    Completions,
 }
 
 impl Endpoint {
@@ -72,14 +74,23 @@ impl Endpoint {
             | "/responses/compact"
             | "/openai/v1/responses/compact"
             | "/backend-api/codex/responses/compact" => Some(Self::ResponsesCompact),
+            "/v1/chat/completions" => Some(Self::ChatCompletions),
+            "/v1/completions" => Some(Self::Completions),
             _ => None,
         }
+    }
+
+    /// Whether the body must reach the upstream exactly as sent.
+    fn is_responses(self) -> bool {
+        matches!(self, Self::Responses | Self::ResponsesCompact)
     }
 
     fn upstream_path(self) -> &'static str {
         match self {
             Self::Responses => "/v1/responses",
             Self::ResponsesCompact => "/v1/responses/compact",
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
         }
     }
 
@@ -87,6 +98,8 @@ impl Endpoint {
         match self {
             Self::Responses => "responses",
             Self::ResponsesCompact => "responses_compact",
+            Self::ChatCompletions => "chat_completions",
+            Self::Completions => "completions",
         }
     }
 }
@@ -100,6 +113,14 @@ struct RequestFields<'a> {
     stream: Option<bool>,
     #[serde(borrow, default)]
     prompt_cache_key: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 /// Shared state of the request path.
@@ -181,7 +202,17 @@ impl Proxy {
         let path = request.uri().path();
         match (request.method(), Endpoint::classify(path)) {
             (&Method::POST, Some(endpoint)) => self.forward(request, endpoint, request_id).await,
+            (&Method::GET, Some(endpoint))
+                if endpoint.is_responses() && is_websocket_upgrade(request.headers()) =>
+            {
+                // At once, before anything else: Codex then falls back to HTTP/SSE instead
+                // of retrying the upgrade.
+                Err(ProxyError::WebSocketUnsupported)
+            }
             (_, Some(_)) => Err(ProxyError::MethodNotAllowed(path.to_owned())),
+            (&Method::GET, None) if path == "/v1/models" || path == "/models" => {
+                self.models(request.headers())
+            }
             (&Method::GET, None) if path == "/healthz" => Ok(text(StatusCode::OK, "ok")),
             (&Method::GET, None) if path == "/readyz" => Ok(if self.is_ready() {
                 text(StatusCode::OK, "ready")
@@ -242,6 +273,16 @@ impl Proxy {
             HeaderValue::from_str(request_id).map_err(|_| ProxyError::Internal)?;
         let stream = fields.stream.unwrap_or(false);
         let price = table.price(&model);
+        // Chat and completions streams only report usage when asked to: ask on the client's
+        // behalf, and hide the extra chunk from a client that did not.
+        let (body, strip_usage_chunk) = if endpoint.is_responses() || !stream {
+            (body.clone(), false)
+        } else {
+            match fields.stream_options.as_ref().and_then(|o| o.include_usage) {
+                Some(true) => (body.clone(), false),
+                _ => (request_usage(&body, fields.stream_options.is_some())?, true),
+            }
+        };
         drop(fields);
         let mut meter = MeterGuard::new(Meter {
             publisher: self.shared.usage.clone(),
@@ -279,6 +320,7 @@ impl Proxy {
             request_id,
         )
         .await;
+        let request_bytes = body.len();
         let committed = match committed {
             Ok(committed) => committed,
             Err(exhausted) => {
@@ -294,11 +336,15 @@ impl Proxy {
             return Err(ProxyError::Internal);
         };
         meter.upstream_id = committed.upstream.id;
-        let kind = if is_event_stream(&committed.head.headers) {
-            TapKind::ResponsesSse
-        } else {
-            TapKind::Json
+        let kind = match (
+            is_event_stream(&committed.head.headers),
+            endpoint.is_responses(),
+        ) {
+            (true, true) => TapKind::ResponsesSse,
+            (true, false) => TapKind::ChatSse { strip_usage_chunk },
+            (false, _) => TapKind::Json,
         };
+        meter.request_bytes = request_bytes;
         let held: Vec<Held> = vec![Box::new(committed.in_flight)];
         let body = MeteredBody::new(
             committed.body,
@@ -311,8 +357,76 @@ impl Proxy {
         let mut response = Response::new(body.boxed_unsync());
         *response.status_mut() = committed.head.status;
         *response.headers_mut() = forward::client_response_headers(&committed.head.headers);
+        if kind != TapKind::Json {
+            // A stream may lose a chunk (the usage chunk) or gain one (a terminal error event):
+            // its length is whatever it turns out to be.
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         Ok(response)
     }
+}
+
+impl Proxy {
+    /// `GET /v1/models`: what the presented key may use, from the snapshot.
+    fn models(&self, headers: &HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+        let table = self.shared.table.load_full().ok_or(ProxyError::NotReady)?;
+        let (key, _) = auth::authenticate_key(&table, headers, now_ms())?;
+        let data: Vec<serde_json::Value> = table
+            .models_for(key)
+            .into_iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "codex-gateway"}))
+            .collect();
+        let body = serde_json::json!({"object": "list", "data": data});
+        let mut response = Response::new(full(Bytes::from(body.to_string())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+}
+
+/// The body with `stream_options.include_usage = true`. The common case (no `stream_options`)
+/// inserts the member after the opening brace and leaves every other byte alone.
+fn request_usage(body: &Bytes, has_stream_options: bool) -> Result<Bytes, ProxyError> {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    if !has_stream_options
+        && let Some(open) = body.iter().position(|b| !b.is_ascii_whitespace())
+        && body[open] == b'{'
+    {
+        let mut out = Vec::with_capacity(body.len() + MEMBER.len());
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(MEMBER);
+        out.extend_from_slice(&body[open + 1..]);
+        return Ok(Bytes::from(out));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let options = value
+        .as_object_mut()
+        .ok_or_else(|| ProxyError::BadRequest("the request body must be a JSON object".into()))?
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::json!({}));
+    match options.as_object_mut() {
+        Some(o) => {
+            o.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+        None => {
+            return Err(ProxyError::BadRequest(
+                "`stream_options` must be an object".into(),
+            ));
+        }
+    }
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|_| ProxyError::Internal)
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// The key that keeps a client on one upstream: the user, or the user and session.
@@ -395,6 +509,23 @@ mod tests {
             );
         }
         assert_eq!(Endpoint::classify("/v1/models"), None);
+    }
+
+    #[test]
+    fn usage_is_requested_without_touching_other_bytes() {
+        let body = Bytes::from_static(b" {\"model\":\"m\",\n \"stream\":true}");
+        let out = request_usage(&body, false).unwrap();
+        assert_eq!(
+            &out[..],
+            b" {\"stream_options\":{\"include_usage\":true},\"model\":\"m\",\n \"stream\":true}"
+        );
+        let with_options = Bytes::from_static(
+            b"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_obfuscation\":false}}",
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&request_usage(&with_options, true).unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["include_obfuscation"], false);
     }
 
     #[test]

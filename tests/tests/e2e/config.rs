@@ -175,6 +175,7 @@ async fn a_data_plane_restarted_while_the_control_plane_is_down_serves_from_disk
     h.start_data_plane_opts(DataPlaneOptions {
         control_plane_url: Some(cp_url.clone()),
         snapshot_path: Some(path.clone()),
+        ..DataPlaneOptions::default()
     })
     .await;
     h.wait_applied(version).await;
@@ -186,6 +187,7 @@ async fn a_data_plane_restarted_while_the_control_plane_is_down_serves_from_disk
     h.start_data_plane_opts(DataPlaneOptions {
         control_plane_url: Some(cp_url),
         snapshot_path: Some(path),
+        ..DataPlaneOptions::default()
     })
     .await;
     // Ready at once, from the file, with no control plane to talk to.
