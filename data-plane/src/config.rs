@@ -41,6 +41,15 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Seconds a client may take to send its whole request body (408 after).
+    #[arg(long, env = "CLIENT_BODY_TIMEOUT_SECS", default_value = "60", value_parser = parse_secs)]
+    pub client_body_timeout: DurationSecs,
+
+    /// Load balancers whose `X-Forwarded-For` is believed for key IP allow-lists
+    /// (comma-separated CIDRs). Other peers are taken at their address.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// How long open streams may run on after a shutdown signal, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_grace: DurationSecs,

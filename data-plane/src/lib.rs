@@ -27,7 +27,7 @@ pub use config::Config;
 use crate::{
     discovery::Discovery,
     metering::{PublisherSettings, spawn_publisher},
-    proxy::Proxy,
+    proxy::{Proxy, ProxySettings},
 };
 
 /// How long a client may take to send its request head.
@@ -58,9 +58,17 @@ impl DataPlane {
             },
             publisher_cancel.clone(),
         );
-        let node_id: Arc<str> = Arc::from(config.node_id.as_str());
-        let proxy = Proxy::new(table.clone(), usage, node_id, config.max_body_bytes)
-            .context("building the upstream HTTP client")?;
+        let proxy = Proxy::new(
+            table.clone(),
+            usage,
+            ProxySettings {
+                node_id: Arc::from(config.node_id.as_str()),
+                max_body_bytes: config.max_body_bytes,
+                body_timeout: config.client_body_timeout.0,
+                trusted_proxies: config.trusted_proxies.clone(),
+            },
+        )
+        .context("building the upstream HTTP client")?;
         let (discovery, applied) = Discovery::new(
             config.control_plane_url.clone(),
             config.data_plane_token.clone(),

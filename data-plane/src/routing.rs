@@ -59,7 +59,8 @@ pub struct KeyEntry {
     pub expires_at_ms: i64,
     /// Empty = every model.
     pub models: Vec<String>,
-    pub ip_allow: Vec<String>,
+    /// Empty = every client address.
+    pub ip_allow: Vec<ipnet::IpNet>,
     pub rpm: u32,
     pub concurrency: u32,
 }
@@ -132,6 +133,8 @@ pub enum SnapshotRejected {
     BadApiKey(i64),
     #[error("upstream {0} is in no ring")]
     Unrouted(i64),
+    #[error("key {key} has an invalid IP allow-list entry {entry:?}")]
+    BadCidr { key: i64, entry: String },
     #[error("snapshot version {got} is not newer than the applied version {applied}")]
     Stale { got: u64, applied: u64 },
 }
@@ -245,7 +248,18 @@ impl RoutingTable {
                     user_id: k.user_id,
                     expires_at_ms: k.expires_at_ms,
                     models: k.models,
-                    ip_allow: k.ip_allow,
+                    ip_allow: k
+                        .ip_allow
+                        .iter()
+                        .map(|e| {
+                            crate::proxy::limits::parse_net(e).ok_or_else(|| {
+                                SnapshotRejected::BadCidr {
+                                    key: k.id,
+                                    entry: e.clone(),
+                                }
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
                     rpm: k.rpm,
                     concurrency: k.concurrency,
                 },

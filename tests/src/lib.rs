@@ -194,6 +194,10 @@ pub struct DataPlaneOptions {
     pub snapshot_path: Option<std::path::PathBuf>,
     /// Request body limit (default 32 MiB).
     pub max_body_bytes: Option<usize>,
+    /// Time allowed for a request body (default 30 s).
+    pub body_timeout: Option<Duration>,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A control plane running in-process.
@@ -422,6 +426,10 @@ impl Harness {
             node_id: format!("dp-{index}"),
             max_body_bytes: options.max_body_bytes.unwrap_or(32 * 1024 * 1024),
             shutdown_grace: DurationSecs(Duration::from_secs(5)),
+            client_body_timeout: DurationSecs(
+                options.body_timeout.unwrap_or(Duration::from_secs(30)),
+            ),
+            trusted_proxies: options.trusted_proxies.clone(),
             snapshot_path: options.snapshot_path,
             log_format: DpLogFormat::Text,
         };

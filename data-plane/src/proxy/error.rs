@@ -21,6 +21,17 @@ pub enum ProxyError {
     ModelNotAllowed(String),
     #[error("your balance is exhausted; top up to continue")]
     InsufficientQuota,
+    #[error("this API key may not be used from {0}")]
+    IpNotAllowed(std::net::IpAddr),
+    #[error("rate limit of {rpm} requests per minute reached; retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        rpm: u32,
+        retry_after: std::time::Duration,
+    },
+    #[error("this API key already has {0} requests in progress, its limit")]
+    ConcurrencyLimited(u32),
+    #[error("the request body was not received in time")]
+    BodyTimeout,
     #[error("request body is larger than the {0}-byte limit")]
     BodyTooLarge(usize),
     #[error("{0}")]
@@ -84,6 +95,26 @@ impl ProxyError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "insufficient_quota",
                 "insufficient_quota",
+            ),
+            Self::IpNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "ip_not_allowed",
+            ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+            ),
+            Self::ConcurrencyLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "concurrency_limit_exceeded",
+            ),
+            Self::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
             ),
             Self::BodyTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -150,6 +181,8 @@ impl ProxyError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::UpstreamsBusy(after) => Some(*after),
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::ConcurrencyLimited(_) => Some(std::time::Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -14,6 +14,7 @@ mod auth;
 pub mod error;
 mod failover;
 mod forward;
+pub(crate) mod limits;
 
 use std::{
     borrow::Cow,
@@ -23,7 +24,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwapOption;
@@ -131,7 +132,23 @@ struct Shared {
     usage: UsagePublisher,
     node_id: Arc<str>,
     max_body_bytes: usize,
+    body_timeout: Duration,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    key_limits: limits::KeyLimits,
     draining: AtomicBool,
+}
+
+/// How the proxy treats clients.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Name of this node in usage events.
+    pub node_id: Arc<str>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request body.
+    pub body_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The proxy service; cheap to clone per connection.
@@ -145,16 +162,18 @@ impl Proxy {
     pub fn new(
         table: Arc<ArcSwapOption<RoutingTable>>,
         usage: UsagePublisher,
-        node_id: Arc<str>,
-        max_body_bytes: usize,
+        settings: ProxySettings,
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             shared: Arc::new(Shared {
                 table,
                 client: forward::client()?,
                 usage,
-                node_id,
-                max_body_bytes,
+                node_id: settings.node_id,
+                max_body_bytes: settings.max_body_bytes,
+                body_timeout: settings.body_timeout,
+                trusted_proxies: settings.trusted_proxies,
+                key_limits: limits::KeyLimits::default(),
                 draining: AtomicBool::new(false),
             }),
         })
@@ -174,10 +193,10 @@ impl Proxy {
     pub async fn handle(
         self,
         request: Request<Incoming>,
-        _peer: SocketAddr,
+        peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = uuid::Uuid::now_v7().to_string();
-        let mut response = match self.route(request, &request_id).await {
+        let mut response = match self.route(request, peer, &request_id).await {
             Ok(response) => response,
             Err(err) => {
                 if err.is_client_fault() {
@@ -197,11 +216,14 @@ impl Proxy {
     async fn route(
         &self,
         request: Request<Incoming>,
+        peer: SocketAddr,
         request_id: &str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path = request.uri().path();
         match (request.method(), Endpoint::classify(path)) {
-            (&Method::POST, Some(endpoint)) => self.forward(request, endpoint, request_id).await,
+            (&Method::POST, Some(endpoint)) => {
+                self.forward(request, peer, endpoint, request_id).await
+            }
             (&Method::GET, Some(endpoint))
                 if endpoint.is_responses() && is_websocket_upgrade(request.headers()) =>
             {
@@ -226,6 +248,7 @@ impl Proxy {
     async fn forward(
         &self,
         request: Request<Incoming>,
+        peer: SocketAddr,
         endpoint: Endpoint,
         request_id: &str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -234,22 +257,28 @@ impl Proxy {
         let table = self.shared.table.load_full().ok_or(ProxyError::NotReady)?;
         let (parts, body) = request.into_parts();
         let (key, user) = auth::authenticate(&table, &parts.headers, started_at_ms)?;
+        let client_ip = limits::client_ip(peer.ip(), &parts.headers, &self.shared.trusted_proxies);
+        limits::check_ip(key, client_ip)?;
+        let key_slot = self.shared.key_limits.admit(key, started)?;
 
         let limit = self.shared.max_body_bytes;
         if content_length(&parts.headers).is_some_and(|n| n > limit as u64) {
             return Err(ProxyError::BodyTooLarge(limit));
         }
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|err| {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    ProxyError::BodyTooLarge(limit)
-                } else {
-                    ProxyError::BadRequest("the request body could not be read".into())
-                }
-            })?
-            .to_bytes();
+        let body = tokio::time::timeout(
+            self.shared.body_timeout,
+            Limited::new(body, limit).collect(),
+        )
+        .await
+        .map_err(|_| ProxyError::BodyTimeout)?
+        .map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                ProxyError::BodyTooLarge(limit)
+            } else {
+                ProxyError::BadRequest("the request body could not be read".into())
+            }
+        })?
+        .to_bytes();
         let fields: RequestFields<'_> = serde_json::from_slice(&body).map_err(|err| {
             ProxyError::BadRequest(format!(
                 "the request body is not a valid JSON object: {err}"
@@ -345,7 +374,10 @@ impl Proxy {
             (false, _) => TapKind::Json,
         };
         meter.request_bytes = request_bytes;
-        let held: Vec<Held> = vec![Box::new(committed.in_flight)];
+        let mut held: Vec<Held> = vec![Box::new(committed.in_flight)];
+        if let Some(slot) = key_slot {
+            held.push(Box::new(slot));
+        }
         let body = MeteredBody::new(
             committed.body,
             committed.prefix,

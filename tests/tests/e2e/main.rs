@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod failover;
 mod health;
+mod limits;
 mod proxy;
 mod routes;
 mod routing;

@@ -38,16 +38,28 @@ const COST: i64 = 740;
 async fn chat_stream_usage_is_requested_billed_and_hidden_from_the_client() {
     let mut h = Harness::start(1).await;
     let (_, auth) = setup(&mut h).await;
-    h.mock.set_behaviour(Behaviour { usage: USAGE, deltas: 3, ..Behaviour::default() });
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        deltas: 3,
+        ..Behaviour::default()
+    });
     let body = r#"{"model":"gpt-5","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let response = h.post(0, "/v1/chat/completions", &[("authorization", &auth)], body).await;
+    let response = h
+        .post(0, "/v1/chat/completions", &[("authorization", &auth)], body)
+        .await;
     assert_eq!(response.status(), 200);
     let text = String::from_utf8_lossy(&body_bytes(response).await).into_owned();
     assert_eq!(text.matches("word").count(), 3);
-    assert!(!text.contains("prompt_tokens"), "the usage chunk is hidden: {text}");
+    assert!(
+        !text.contains("prompt_tokens"),
+        "the usage chunk is hidden: {text}"
+    );
     assert!(text.trim_end().ends_with("data: [DONE]"));
     let sent = h.mock.recorded()[0].json();
-    assert_eq!(sent["stream_options"]["include_usage"], true, "requested upstream");
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "requested upstream"
+    );
     assert_eq!(ledger(&mut h).await, (1000, 400, 50, 20, COST));
     h.shutdown().await;
 }
@@ -56,13 +68,23 @@ async fn chat_stream_usage_is_requested_billed_and_hidden_from_the_client() {
 async fn chat_stream_that_asked_for_usage_is_untouched() {
     let mut h = Harness::start(1).await;
     let (_, auth) = setup(&mut h).await;
-    h.mock.set_behaviour(Behaviour { usage: USAGE, ..Behaviour::default() });
-    let body = r#"{"model":"gpt-5","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
-    let response = h.post(0, "/v1/chat/completions", &[("authorization", &auth)], body).await;
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
+    let body =
+        r#"{"model":"gpt-5","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let response = h
+        .post(0, "/v1/chat/completions", &[("authorization", &auth)], body)
+        .await;
     assert_eq!(response.status(), 200);
     let text = String::from_utf8_lossy(&body_bytes(response).await).into_owned();
     assert!(text.contains("\"prompt_tokens\":1000"), "{text}");
-    assert_eq!(h.mock.recorded()[0].body, body.as_bytes(), "forwarded byte-for-byte");
+    assert_eq!(
+        h.mock.recorded()[0].body,
+        body.as_bytes(),
+        "forwarded byte-for-byte"
+    );
     assert_eq!(ledger(&mut h).await.4, COST);
     h.shutdown().await;
 }
@@ -71,13 +93,20 @@ async fn chat_stream_that_asked_for_usage_is_untouched() {
 async fn chat_json_and_completions_streams_are_billed() {
     let mut h = Harness::start(1).await;
     let (_, auth) = setup(&mut h).await;
-    h.mock.set_behaviour(Behaviour { usage: USAGE, ..Behaviour::default() });
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
     let body = r#"{"model":"gpt-5","messages":[{"role":"user","content":"hi"}]}"#;
-    let response = h.post(0, "/v1/chat/completions", &[("authorization", &auth)], body).await;
+    let response = h
+        .post(0, "/v1/chat/completions", &[("authorization", &auth)], body)
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(body_json(response).await["usage"]["completion_tokens"], 50);
     let body = r#"{"model":"gpt-5","stream":true,"prompt":"say"}"#;
-    let response = h.post(0, "/v1/completions", &[("authorization", &auth)], body).await;
+    let response = h
+        .post(0, "/v1/completions", &[("authorization", &auth)], body)
+        .await;
     assert_eq!(response.status(), 200);
     let text = String::from_utf8_lossy(&body_bytes(response).await).into_owned();
     assert!(!text.contains("prompt_tokens"));
@@ -86,15 +115,19 @@ async fn chat_json_and_completions_streams_are_billed() {
     assert_eq!(recorded[1].path, "/pool-a/v1/completions");
     h.wait_ingested(2).await;
     let pool = h.db.pool().await;
-    let costs: Vec<(String, i64, bool)> =
-        sqlx::query_as("SELECT endpoint, cost_micros, stream FROM usage_events ORDER BY started_at")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let costs: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT endpoint, cost_micros, stream FROM usage_events ORDER BY started_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     assert_eq!(
         costs,
-        vec![("chat_completions".into(), COST, false), ("completions".into(), COST, true)]
+        vec![
+            ("chat_completions".into(), COST, false),
+            ("completions".into(), COST, true)
+        ]
     );
     h.shutdown().await;
 }
@@ -105,7 +138,9 @@ async fn models_come_from_the_snapshot_and_websockets_get_426() {
     let (user_id, auth) = setup(&mut h).await;
     let version = h.set_price("gpt-5-mini", 1, 1, 1).await;
     h.wait_applied(version).await;
-    let response = h.get_with(0, "/v1/models", &[("authorization", &auth)]).await;
+    let response = h
+        .get_with(0, "/v1/models", &[("authorization", &auth)])
+        .await;
     assert_eq!(response.status(), 200);
     let ids: Vec<String> = body_json(response).await["data"]
         .as_array()
@@ -126,16 +161,25 @@ async fn models_come_from_the_snapshot_and_websockets_get_426() {
         .unwrap();
     h.wait_applied(gateway_tests::version_of(&created)).await;
     let limited = format!("Bearer {}", created.into_inner().secret);
-    let response = h.get_with(0, "/v1/models", &[("authorization", &limited)]).await;
+    let response = h
+        .get_with(0, "/v1/models", &[("authorization", &limited)])
+        .await;
     assert_eq!(body_json(response).await["data"][0]["id"], "gpt-5-mini");
     assert_eq!(h.get(0, "/v1/models").await.status(), 401);
 
     let response = h
-        .get_with(0, "/v1/responses", &[("upgrade", "websocket"), ("connection", "upgrade")])
+        .get_with(
+            0,
+            "/v1/responses",
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
+        )
         .await;
     assert_eq!(response.status(), 426);
     assert!(response.headers().get("x-request-id").is_some());
-    assert_eq!(body_json(response).await["error"]["code"], "websocket_not_supported");
+    assert_eq!(
+        body_json(response).await["error"]["code"],
+        "websocket_not_supported"
+    );
     assert_eq!(h.get(0, "/v1/responses").await.status(), 405);
     h.shutdown().await;
 }
@@ -149,23 +193,42 @@ async fn bodies_above_the_limit_get_413_whether_or_not_they_declare_a_length() {
     })
     .await;
     let (_, auth) = setup(&mut h).await;
-    let big = format!(r#"{{"model":"gpt-5","input":"{}"}}"#, "x".repeat(100 * 1024));
-    let response = h.post(0, "/v1/responses", &[("authorization", &auth)], big.clone()).await;
+    let big = format!(
+        r#"{{"model":"gpt-5","input":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    let response = h
+        .post(0, "/v1/responses", &[("authorization", &auth)], big.clone())
+        .await;
     assert_eq!(response.status(), 413);
-    assert_eq!(body_json(response).await["error"]["code"], "request_too_large");
+    assert_eq!(
+        body_json(response).await["error"]["code"],
+        "request_too_large"
+    );
 
     // Chunked, with no Content-Length: the limit still holds while reading.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >(4);
     let url = h.data_planes[0].url("/v1/responses");
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::StreamBody<tokio_stream::wrappers::ReceiverStream<_>>>();
+        .build_http::<http_body_util::StreamBody<tokio_stream::wrappers::ReceiverStream<_>>>(
+    );
     let request = http::Request::post(url)
         .header("authorization", &auth)
-        .body(http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .body(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .unwrap();
     let sending = tokio::spawn(async move {
         for chunk in big.as_bytes().chunks(16 * 1024) {
-            if tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(chunk)))).await.is_err() {
+            if tx
+                .send(Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(
+                    chunk,
+                ))))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
