@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, transport::Endpoint};
 use tracing::{info, warn};
 
-use crate::routing::{RoutingTable, SnapshotRejected, passive::StateRegistry};
+use crate::{
+    metrics::Metrics,
+    routing::{RoutingTable, SnapshotRejected, passive::StateRegistry},
+};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
@@ -56,6 +59,7 @@ pub struct Discovery {
     persisted: watch::Sender<u64>,
     /// Each upstream's passive state, carried from one table to the next.
     states: StateRegistry,
+    metrics: Arc<Metrics>,
 }
 
 impl Discovery {
@@ -68,6 +72,7 @@ impl Discovery {
         node_id: String,
         table: Arc<ArcSwapOption<RoutingTable>>,
         persist: Option<PathBuf>,
+        metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<u64>) {
         let (applied, rx) = watch::channel(0);
         let discovery = Self {
@@ -80,6 +85,7 @@ impl Discovery {
             to_persist: watch::Sender::new(None),
             persisted: watch::Sender::new(0),
             states: StateRegistry::default(),
+            metrics,
         };
         discovery.restore();
         (discovery, rx)
@@ -194,6 +200,7 @@ impl Discovery {
             let reply = match self.apply(snapshot) {
                 Ok(()) => Kind::Ack(Ack { version }),
                 Err(err) => {
+                    self.metrics.snapshots_rejected.inc();
                     warn!(target: "ConfigStream", version, error = %err, "snapshot rejected; keeping the last good one");
                     Kind::Nack(Nack {
                         version,
@@ -223,6 +230,7 @@ impl Discovery {
             });
         }
         let started = std::time::Instant::now();
+        let built_at_ms = snapshot.built_at_ms;
         let encoded = self
             .persist
             .as_ref()
@@ -234,6 +242,12 @@ impl Discovery {
         self.states.retain(|id| ids.contains(&id));
         self.table.store(Some(Arc::new(table)));
         self.applied.send_replace(version);
+        self.metrics
+            .snapshot_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.metrics
+            .snapshot_built_seconds
+            .set(built_at_ms as f64 / 1000.0);
         info!(target: "ConfigStream", version, keys, apply_us = started.elapsed().as_micros() as u64, "snapshot applied");
         if let Some(encoded) = encoded {
             self.to_persist.send_replace(Some((version, encoded)));

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod discovery;
 pub mod metering;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod snapshot_file;
@@ -27,6 +28,7 @@ pub use config::Config;
 use crate::{
     discovery::Discovery,
     metering::{PublisherSettings, spawn_publisher},
+    metrics::Metrics,
     proxy::{Proxy, ProxySettings},
 };
 
@@ -50,6 +52,7 @@ impl DataPlane {
     /// Starts following the control plane and the usage publisher.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let table = Arc::new(ArcSwapOption::empty());
+        let metrics = Arc::new(Metrics::new());
         let publisher_cancel = CancellationToken::new();
         let (usage, publisher) = spawn_publisher(
             PublisherSettings {
@@ -57,6 +60,7 @@ impl DataPlane {
                 stream: config.usage_stream.clone(),
             },
             publisher_cancel.clone(),
+            metrics.clone(),
         );
         let proxy = Proxy::new(
             table.clone(),
@@ -66,6 +70,7 @@ impl DataPlane {
                 max_body_bytes: config.max_body_bytes,
                 body_timeout: config.client_body_timeout.0,
                 trusted_proxies: config.trusted_proxies.clone(),
+                metrics: metrics.clone(),
             },
         )
         .context("building the upstream HTTP client")?;
@@ -75,6 +80,7 @@ impl DataPlane {
             config.node_id.clone(),
             table,
             config.snapshot_path.clone(),
+            metrics,
         );
         let persisted = discovery.persisted_version();
         let discovery_cancel = CancellationToken::new();

@@ -404,6 +404,11 @@ impl RoutingTable {
         shortest
     }
 
+    /// Every upstream in the table.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> + '_ {
+        self.upstreams.values()
+    }
+
     /// Ids of every upstream in the table.
     pub fn upstream_ids(&self) -> impl Iterator<Item = i64> + '_ {
         self.upstreams.keys().copied()

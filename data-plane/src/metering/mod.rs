@@ -13,7 +13,10 @@ use std::{sync::Arc, time::Instant};
 
 use gateway_proto::v1::UsageEvent;
 
-use crate::routing::Price;
+use crate::{
+    metrics::{EndpointLabels, StatusLabels, TokenLabels},
+    routing::Price,
+};
 
 /// Output tokens assumed per content chunk when the upstream reports no usage.
 const ESTIMATED_TOKENS_PER_CHUNK: u64 = 25;
@@ -88,6 +91,7 @@ impl Meter {
         let cost_micros = self
             .price
             .map_or(0, |p| cost_micros(&usage, &p, self.multiplier_ppm));
+        self.record_metrics(outcome, &usage);
         let ttfb_ms = self
             .first_byte
             .map_or(0, |t| t.duration_since(self.started).as_millis());
@@ -113,6 +117,43 @@ impl Meter {
             started_at_ms: self.started_at_ms,
         };
         self.publisher.publish(event);
+    }
+}
+
+impl Meter {
+    fn record_metrics(&self, outcome: Outcome, usage: &TokenUsage) {
+        let m = self.publisher.metrics();
+        let endpoint = EndpointLabels {
+            endpoint: self.endpoint,
+        };
+        m.request_duration
+            .get_or_create(&endpoint)
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(first) = self.first_byte {
+            m.ttfb
+                .get_or_create(&endpoint)
+                .observe(first.duration_since(self.started).as_secs_f64());
+        }
+        m.usage_events
+            .get_or_create(&StatusLabels {
+                status: outcome.as_str(),
+            })
+            .inc();
+        for (token_type, n) in [
+            ("input", usage.input - usage.cached.min(usage.input)),
+            ("cached_input", usage.cached),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ] {
+            if n > 0 {
+                m.tokens
+                    .get_or_create(&TokenLabels {
+                        token_type,
+                        model: self.model.clone(),
+                    })
+                    .inc_by(n);
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! batches to the Redis stream with pipelined `XADD`. A failed batch is kept and retried with
 //! backoff; shutdown closes the queue and flushes what is in it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
 use prost::Message;
@@ -10,6 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
+
+use crate::metrics::Metrics;
 
 const QUEUE_CAPACITY: usize = 65_536;
 const BATCH: usize = 256;
@@ -29,12 +31,23 @@ pub struct PublisherSettings {
 #[derive(Debug, Clone)]
 pub struct UsagePublisher {
     tx: mpsc::Sender<UsageEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl UsagePublisher {
+    /// The metrics events are counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Queues an event for delivery.
     pub fn publish(&self, event: UsageEvent) {
-        if let Err(err) = self.tx.try_send(event) {
+        let sent = self.tx.try_send(event);
+        self.metrics
+            .usage_queue_depth
+            .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
+        if let Err(err) = sent {
+            self.metrics.usage_unqueued.inc();
             let (reason, event) = match err {
                 mpsc::error::TrySendError::Full(e) => ("usage queue full", e),
                 mpsc::error::TrySendError::Closed(e) => ("usage queue closed", e),
@@ -57,16 +70,18 @@ impl UsagePublisher {
 pub fn spawn_publisher(
     settings: PublisherSettings,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) -> (UsagePublisher, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(run(settings, rx, shutdown));
-    (UsagePublisher { tx }, task)
+    let task = tokio::spawn(run(settings, rx, shutdown, metrics.clone()));
+    (UsagePublisher { tx, metrics }, task)
 }
 
 async fn run(
     settings: PublisherSettings,
     mut rx: mpsc::Receiver<UsageEvent>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     let mut conn: Option<ConnectionManager> = None;
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
@@ -98,10 +113,13 @@ async fn run(
             match send(&settings, &mut conn, &batch).await {
                 Ok(()) => {
                     debug!(target: "ProxyHandler", events = batch.len(), "usage batch published");
+                    metrics.usage_published.inc_by(batch.len() as u64);
+                    metrics.usage_queue_depth.set(rx.len() as i64);
                     batch.clear();
                     break;
                 }
                 Err(err) => {
+                    metrics.usage_publish_errors.inc();
                     conn = None;
                     if closing_since.is_some_and(|t| t.elapsed() > SHUTDOWN_RETRY_BUDGET) {
                         for e in batch.drain(..) {

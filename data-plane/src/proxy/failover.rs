@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     metering::extract::event_type,
+    metrics::{AttemptLabels, Metrics, RetryLabels},
     routing::{RoutingTable, Upstream, passive::InFlight},
     sse::SseParser,
 };
@@ -116,6 +117,7 @@ pub(super) struct Exhausted {
 /// Tries upstreams in the key's order until one gives an answer worth forwarding.
 pub(super) async fn run(
     client: &UpstreamClient,
+    metrics: &Metrics,
     table: &RoutingTable,
     affinity_key: &[u8],
     build: impl Fn(&Upstream) -> Result<Request<Full<Bytes>>, ProxyError>,
@@ -139,7 +141,20 @@ pub(super) async fn run(
                 error,
                 upstream_id: upstream.id,
             })?;
-            match attempt(client, &upstream, request, prefetch_sse).await {
+            let outcome = attempt(client, &upstream, request, prefetch_sse).await;
+            let label = match &outcome {
+                Attempt::Commit(..) => "ok",
+                Attempt::Reject(_) => "rejected",
+                Attempt::Retry(f) => f.label(),
+            };
+            metrics
+                .upstream_attempts
+                .get_or_create(&AttemptLabels {
+                    upstream: upstream.name.clone(),
+                    outcome: label,
+                })
+                .inc();
+            match outcome {
                 Attempt::Commit(head, body, prefix) => {
                     upstream.state.success();
                     return Ok(Committed {
@@ -159,6 +174,12 @@ pub(super) async fn run(
                 }
                 Attempt::Retry(failure) => {
                     drop(in_flight);
+                    metrics
+                        .retries
+                        .get_or_create(&RetryLabels {
+                            reason: failure.label(),
+                        })
+                        .inc();
                     let now = Instant::now();
                     warn!(target: "ProxyHandler", request_id, upstream = %upstream.name, attempt = attempts, failure = failure.label(), "upstream attempt failed");
                     let wait = match &failure {

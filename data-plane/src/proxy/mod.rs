@@ -41,6 +41,7 @@ use self::{
 };
 use crate::{
     metering::{Held, Meter, MeterGuard, MeteredBody, Outcome, TapKind, UsagePublisher},
+    metrics::{Metrics, RequestLabels},
     routing::{Affinity, RoutingTable},
 };
 
@@ -135,6 +136,7 @@ struct Shared {
     body_timeout: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
     key_limits: limits::KeyLimits,
+    metrics: Arc<Metrics>,
     draining: AtomicBool,
 }
 
@@ -149,6 +151,8 @@ pub struct ProxySettings {
     pub body_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is believed (load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where requests are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The proxy service; cheap to clone per connection.
@@ -174,6 +178,7 @@ impl Proxy {
                 body_timeout: settings.body_timeout,
                 trusted_proxies: settings.trusted_proxies,
                 key_limits: limits::KeyLimits::default(),
+                metrics: settings.metrics,
                 draining: AtomicBool::new(false),
             }),
         })
@@ -196,6 +201,7 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = uuid::Uuid::now_v7().to_string();
+        let route = route_label(request.uri().path());
         let mut response = match self.route(request, peer, &request_id).await {
             Ok(response) => response,
             Err(err) => {
@@ -210,6 +216,14 @@ impl Proxy {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
+        self.shared
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                status: response.status().as_u16(),
+            })
+            .inc();
         Ok(response)
     }
 
@@ -236,6 +250,18 @@ impl Proxy {
                 self.models(request.headers())
             }
             (&Method::GET, None) if path == "/healthz" => Ok(text(StatusCode::OK, "ok")),
+            (&Method::GET, None) if path == "/metrics" => {
+                let table = self.shared.table.load_full();
+                let body = self.shared.metrics.render(table.as_deref());
+                let mut response = Response::new(full(Bytes::from(body)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(response)
+            }
             (&Method::GET, None) if path == "/readyz" => Ok(if self.is_ready() {
                 text(StatusCode::OK, "ready")
             } else {
@@ -333,6 +359,7 @@ impl Proxy {
 
         let committed = failover::run(
             &self.shared.client,
+            &self.shared.metrics,
             &table,
             affinity.as_bytes(),
             |upstream| {
@@ -452,6 +479,20 @@ fn request_usage(body: &Bytes, has_stream_options: bool) -> Result<Bytes, ProxyE
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|_| ProxyError::Internal)
+}
+
+/// The `route` label of a path (bounded: unknown paths share one label).
+fn route_label(path: &str) -> &'static str {
+    match Endpoint::classify(path) {
+        Some(e) => e.name(),
+        None => match path {
+            "/v1/models" | "/models" => "models",
+            "/healthz" => "healthz",
+            "/readyz" => "readyz",
+            "/metrics" => "metrics",
+            _ => "other",
+        },
+    }
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {

@@ -239,3 +239,52 @@ async fn bodies_above_the_limit_get_413_whether_or_not_they_declare_a_length() {
     assert!(h.mock.recorded().is_empty());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let mut h = Harness::start(1).await;
+    let (_, auth) = setup(&mut h).await;
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
+    h.mock.queue_for(
+        "pool-a",
+        Behaviour::fault(gateway_tests::Fault::Status(503, None)),
+    );
+    let body = r#"{"model":"gpt-5","stream":true,"input":"hi"}"#;
+    let response = h
+        .post(0, "/v1/responses", &[("authorization", &auth)], body)
+        .await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", "Bearer cgw-nope")],
+            body,
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+
+    let response = h.get(0, "/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8_lossy(&body_bytes(response).await).into_owned();
+    let has = |needle: &str| assert!(text.contains(needle), "missing {needle} in\n{text}");
+    has(r#"codex_gateway_requests_total{route="responses",status="200"} 1"#);
+    has(r#"codex_gateway_requests_total{route="responses",status="401"} 1"#);
+    has(r#"codex_gateway_upstream_attempts_total{upstream="pool-a",outcome="server_error"} 1"#);
+    has(r#"codex_gateway_upstream_attempts_total{upstream="pool-a",outcome="ok"} 1"#);
+    has(r#"codex_gateway_retries_total{reason="server_error"} 1"#);
+    has(r#"gen_ai_client_token_usage_total{token_type="input",model="gpt-5"} 600"#);
+    has(r#"gen_ai_client_token_usage_total{token_type="cached_input",model="gpt-5"} 400"#);
+    has(r#"gen_ai_client_token_usage_total{token_type="output",model="gpt-5"} 50"#);
+    has(r#"codex_gateway_usage_events_total{status="completed"} 1"#);
+    has(r#"codex_gateway_ttfb_seconds_count{endpoint="responses"} 1"#);
+    has(r#"codex_gateway_upstream_in_flight{upstream="pool-a"} 0"#);
+    has(r#"codex_gateway_upstream_available{upstream="pool-a"} 1"#);
+    let version = *h.data_planes[0].applied.borrow();
+    has(&format!("codex_gateway_snapshot_version {version}"));
+    h.shutdown().await;
+}
