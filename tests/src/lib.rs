@@ -173,6 +173,13 @@ impl DataPlaneHandle {
             .expect("data plane running");
     }
 
+    /// Sends the shutdown signal without waiting (SIGTERM).
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// SIGTERM-equivalent: drain and stop.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -12,3 +12,4 @@ mod limits;
 mod proxy;
 mod routes;
 mod routing;
+mod shutdown;

@@ -1,0 +1,188 @@
+//! Graceful shutdown of a data plane, session affinity, and robustness against malformed
+//! input.
+
+use std::{collections::HashSet, sync::Arc};
+
+use control_plane::config::Affinity;
+use gateway_proto::ring::{Ring, RingMember};
+use gateway_tests::{Behaviour, Harness, body_bytes, codex_request};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_open_streams_finish_and_flushes_their_usage() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool-a", 0, 1).await;
+    let (user, _) = h.add_user("mia", 10_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    h.mock.queue(Behaviour {
+        gate: Some(gate.clone()),
+        ..Behaviour::default()
+    });
+    let auth = format!("Bearer {secret}");
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            codex_request("mock-model", true, "c"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("word0") {
+        let frame = body.frame().await.expect("open").expect("frame");
+        if let Some(data) = frame.data_ref() {
+            seen.extend_from_slice(data);
+        }
+    }
+
+    // SIGTERM while the stream is open: it is allowed to finish.
+    let mut dp = h.data_planes.remove(0);
+    let addr = dp.addr;
+    dp.signal_shutdown();
+    // The listener closes: new connections are refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(refused, "the data plane stops accepting");
+    gate.notify_one();
+    seen.extend_from_slice(&body.collect().await.expect("stream finishes").to_bytes());
+    assert!(String::from_utf8_lossy(&seen).contains("response.completed"));
+    dp.stop().await;
+    // Its usage was flushed before exit and reaches the ledger.
+    h.wait_ingested(1).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_session_affinity_keeps_each_session_on_its_own_upstream() {
+    let mut h = Harness::start_with(1, Affinity::UserSession).await;
+    let (a, _) = h.add_upstream("pool-a", 0, 1).await;
+    let (b, _) = h.add_upstream("pool-b", 0, 1).await;
+    let (user, _) = h.add_user("noah", 100_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    let ring = Ring::new(
+        control_plane::config::DEFAULT_RING_SEED,
+        [
+            RingMember {
+                id: a.id,
+                weight: 1,
+            },
+            RingMember {
+                id: b.id,
+                weight: 1,
+            },
+        ],
+    )
+    .unwrap();
+    let auth = format!("Bearer {secret}");
+    let mut used = HashSet::new();
+    for i in 0..20 {
+        let session = format!("session-{i}");
+        let expected = ring
+            .pick(
+                format!("user:{}|session:{session}", user.id).as_bytes(),
+                |_| true,
+            )
+            .unwrap();
+        let expected = if expected == a.id { "pool-a" } else { "pool-b" };
+        for header in ["session_id", "session-id"] {
+            let before = h.mock.recorded().len();
+            let response = h
+                .post(
+                    0,
+                    "/v1/responses",
+                    &[("authorization", &auth), (header, &session)],
+                    codex_request("mock-model", false, "other"),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            body_bytes(response).await;
+            let got = h.mock.recorded()[before]
+                .path
+                .split('/')
+                .nth(1)
+                .unwrap()
+                .to_owned();
+            assert_eq!(got, expected, "session {session} via {header}");
+            used.insert(got);
+        }
+    }
+    assert_eq!(
+        used.len(),
+        2,
+        "different sessions of one user spread over upstreams"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_truncated_requests_do_not_hurt_the_data_plane() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool-a", 0, 1).await;
+    let (user, _) = h.add_user("olga", 10_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    let auth = format!("Bearer {secret}");
+
+    // A body cut short by a client that goes away.
+    let mut conn = tokio::net::TcpStream::connect(h.data_planes[0].addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{{\"model\":\"mock"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest).await;
+
+    // Garbage that is not HTTP at all.
+    let mut conn = tokio::net::TcpStream::connect(h.data_planes[0].addr)
+        .await
+        .unwrap();
+    conn.write_all(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest).await;
+
+    // A JSON body sent with the wrong content type is still read as JSON.
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth), ("content-type", "text/plain")],
+            codex_request("mock-model", false, "c"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
+    // Non-UTF-8 bytes where JSON is expected.
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            vec![0xff, 0xfe, 0x00],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        h.mock.recorded().len(),
+        1,
+        "only the well-formed request reached the upstream"
+    );
+    assert_eq!(h.get(0, "/healthz").await.status(), 200);
+    h.shutdown().await;
+}
