@@ -15,6 +15,9 @@ use crate::metrics::Metrics;
 
 const QUEUE_CAPACITY: usize = 65_536;
 const BATCH: usize = 256;
+/// How long the first event of a batch waits for company: under load this turns one write
+/// to Redis per event into one per batch; idle, it delays an event by at most this much.
+const LINGER: Duration = Duration::from_millis(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// After shutdown, how long a failing Redis may hold up exit before unsent events are logged.
@@ -100,6 +103,12 @@ async fn run(
             match first {
                 Some(e) => batch.push(e),
                 None => return,
+            }
+            if closing_since.is_none() && batch.len() < BATCH && rx.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = shutdown.cancelled() => {}
+                }
             }
             while batch.len() < BATCH {
                 match rx.try_recv() {

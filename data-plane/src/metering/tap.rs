@@ -234,8 +234,20 @@ pub struct MeteredBody {
     done: bool,
     /// Removes the usage-only chunk the gateway asked for on the client's behalf.
     strip: Option<UsageChunkFilter>,
+    /// What the upstream said right after the frames merged into the last one sent.
+    stash: Option<Stashed>,
     _held: Vec<Held>,
 }
+
+/// An upstream outcome seen while merging frames, handled on the next poll.
+enum Stashed {
+    End,
+    Error(hyper::Error),
+    Trailers(Frame<Bytes>),
+}
+
+/// Most bytes merged into one frame.
+const MAX_COALESCED: usize = 64 * 1024;
 
 impl std::fmt::Debug for MeteredBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -257,9 +269,15 @@ impl MeteredBody {
         idle_timeout: Duration,
         held: Vec<Held>,
     ) -> Self {
+        // The prefix went out in one burst anyway: one write for all of it.
+        let prefix: VecDeque<Bytes> = if prefix.len() > 1 {
+            VecDeque::from([Bytes::from(prefix.concat())])
+        } else {
+            prefix.into()
+        };
         Self {
             inner,
-            prefix: prefix.into(),
+            prefix,
             tap: Tap::new(kind),
             meter: Some(meter),
             idle_timeout,
@@ -272,6 +290,7 @@ impl MeteredBody {
                 }
             )
             .then(UsageChunkFilter::default),
+            stash: None,
             _held: held,
         }
     }
@@ -280,6 +299,69 @@ impl MeteredBody {
         if let Some(meter) = self.meter.take() {
             let (outcome, usage, chunks) = self.tap.result(ended);
             meter.finish(forced.unwrap_or(outcome), usage, chunks);
+        }
+    }
+
+    /// Merges frames that are already available after `first` into one write. Never waits:
+    /// what is not there yet is not held back. (hyper's client body hands over one chunk per
+    /// poll, so with it this mostly passes single frames through.)
+    fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
+        let mut merged: Option<Vec<u8>> = None;
+        loop {
+            let len = merged.as_ref().map_or(first.len(), Vec::len);
+            if len >= MAX_COALESCED {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(more) => merged
+                        .get_or_insert_with(|| first.to_vec())
+                        .extend_from_slice(&more),
+                    Err(trailers) => {
+                        self.stash = Some(Stashed::Trailers(trailers));
+                        break;
+                    }
+                },
+                Poll::Ready(Some(Err(err))) => {
+                    self.stash = Some(Stashed::Error(err));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.stash = Some(Stashed::End);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        merged.map_or(first, Bytes::from)
+    }
+
+    /// Handles what the upstream said after the bytes already sent.
+    fn resume(&mut self, stash: Stashed) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match stash {
+            Stashed::End => self.end(),
+            Stashed::Error(err) => self.fail("the upstream stream was interrupted", err.into()),
+            Stashed::Trailers(frame) => Poll::Ready(Some(Ok(frame))),
+        }
+    }
+
+    /// The upstream body ended.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // A Responses stream that stops without its terminal event was cut.
+        if matches!(self.tap, Tap::Sse { terminal: None, .. }) && self.tap.is_responses() {
+            return self.fail(
+                "the upstream stream ended before the response completed",
+                "stream ended early".into(),
+            );
+        }
+        self.finish(true, None);
+        // Whatever the filter still holds was never a complete event: pass it on.
+        match self.strip.as_mut().map(UsageChunkFilter::rest) {
+            Some(rest) if !rest.is_empty() => {
+                self.done = true;
+                Poll::Ready(Some(Ok(Frame::data(rest))))
+            }
+            _ => Poll::Ready(None),
         }
     }
 
@@ -333,49 +415,36 @@ impl Body for MeteredBody {
             this.saw(&data);
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        if let Some(stash) = this.stash.take() {
+            return this.resume(stash);
+        }
         loop {
             return match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
-                    let Some(data) = frame.data_ref().cloned() else {
-                        return Poll::Ready(Some(Ok(frame)));
+                    let data = match frame.into_data() {
+                        Ok(data) => this.coalesce(data, cx),
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     };
                     this.saw(&data);
-                    match this.strip.as_mut() {
-                        None => Poll::Ready(Some(Ok(frame))),
-                        Some(filter) => {
-                            let out = filter.pass(&data);
-                            if out.is_empty() {
-                                continue;
-                            }
-                            Poll::Ready(Some(Ok(Frame::data(out))))
-                        }
+                    let out = match this.strip.as_mut() {
+                        None => data,
+                        Some(filter) => filter.pass(&data),
+                    };
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    // Everything was filtered out: what the upstream said next, or more data.
+                    match this.stash.take() {
+                        Some(stash) => this.resume(stash),
+                        None => continue,
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
                     this.fail("the upstream stream was interrupted", err.into())
                 }
-                Poll::Ready(None) => {
-                    // A Responses stream that stops without its terminal event was cut.
-                    if matches!(this.tap, Tap::Sse { terminal: None, .. })
-                        && this.tap.is_responses()
-                    {
-                        return this.fail(
-                            "the upstream stream ended before the response completed",
-                            "stream ended early".into(),
-                        );
-                    }
-                    this.finish(true, None);
-                    // Whatever the filter still holds was never a complete event: pass it on.
-                    match this.strip.as_mut().map(UsageChunkFilter::rest) {
-                        Some(rest) if !rest.is_empty() => {
-                            this.done = true;
-                            Poll::Ready(Some(Ok(Frame::data(rest))))
-                        }
-                        _ => Poll::Ready(None),
-                    }
-                }
+                Poll::Ready(None) => this.end(),
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         let timeout = this.idle_timeout;
@@ -392,7 +461,11 @@ impl Body for MeteredBody {
 
     fn is_end_stream(&self) -> bool {
         // Until the end has been observed (and metered), there is more to poll.
-        self.done || (self.meter.is_none() && self.prefix.is_empty() && self.inner.is_end_stream())
+        self.done
+            || (self.meter.is_none()
+                && self.prefix.is_empty()
+                && self.stash.is_none()
+                && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
