@@ -519,3 +519,51 @@ async fn silence_after_output_longer_than_the_timeout_ends_with_a_terminal_error
     gate.notify_one();
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_open_the_circuit_so_later_requests_skip_the_upstream() {
+    let mut h = Harness::start(1).await;
+    let (_, _, auth) = two_pools(&mut h).await;
+    h.mock
+        .set_pool_behaviour("pool-a", Some(Behaviour::fault(Fault::Status(502, None))));
+    // Three requests, two attempts each on pool-a: the fifth failure opens its circuit.
+    for _ in 0..3 {
+        let response = h
+            .post(
+                0,
+                "/v1/responses",
+                &[("authorization", &auth)],
+                codex_request("mock-model", false, "c"),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        body_bytes(response).await;
+    }
+    let before = h.mock.posts("pool-a").len();
+    assert_eq!(
+        before, 5,
+        "the circuit opened on the fifth consecutive failure"
+    );
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            codex_request("mock-model", false, "c"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
+    assert_eq!(
+        h.mock.posts("pool-a").len(),
+        before,
+        "an open circuit is skipped"
+    );
+    let metrics =
+        String::from_utf8_lossy(&body_bytes(h.get(0, "/metrics").await).await).into_owned();
+    assert!(
+        metrics.contains(r#"codex_gateway_upstream_available{upstream="pool-a"} 0"#),
+        "{metrics}"
+    );
+    h.shutdown().await;
+}

@@ -288,3 +288,25 @@ async fn metrics_move_with_traffic() {
     has(&format!("codex_gateway_snapshot_version {version}"));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_is_forwarded_byte_for_byte_from_every_alias() {
+    let mut h = Harness::start(1).await;
+    let (_, auth) = setup(&mut h).await;
+    let body = "{\"model\":\"gpt-5\", \"input\": []}\n";
+    for path in [
+        "/v1/responses/compact",
+        "/backend-api/codex/responses/compact",
+        "/openai/v1/responses",
+    ] {
+        let response = h.post(0, path, &[("authorization", &auth)], body).await;
+        assert_eq!(response.status(), 200, "{path}");
+        body_bytes(response).await;
+    }
+    let recorded = h.mock.recorded();
+    assert_eq!(recorded[0].path, "/pool-a/v1/responses/compact");
+    assert_eq!(recorded[1].path, "/pool-a/v1/responses/compact");
+    assert_eq!(recorded[2].path, "/pool-a/v1/responses");
+    assert!(recorded.iter().all(|r| r.body == body.as_bytes()));
+    h.shutdown().await;
+}
