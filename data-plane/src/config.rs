@@ -41,6 +41,11 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Seconds a client may take to send a request head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "CLIENT_HEADER_TIMEOUT_SECS", default_value = "30", value_parser = parse_secs)]
+    pub client_header_timeout: DurationSecs,
+
     /// Seconds a client may take to send its whole request body (408 after).
     #[arg(long, env = "CLIENT_BODY_TIMEOUT_SECS", default_value = "60", value_parser = parse_secs)]
     pub client_body_timeout: DurationSecs,

@@ -32,9 +32,6 @@ use crate::{
     proxy::{Proxy, ProxySettings},
 };
 
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A started data plane: config stream and usage publisher running, not yet serving.
 #[derive(Debug)]
 pub struct DataPlane {
@@ -118,7 +115,7 @@ impl DataPlane {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(self.config.client_header_timeout.0);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -136,10 +133,19 @@ impl DataPlane {
                     let service = hyper::service::service_fn(move |request| {
                         proxy.clone().handle(request, peer)
                     });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let first_byte = self.config.client_header_timeout.0;
                     tokio::spawn(async move {
-                        if let Err(err) = connection.await {
+                        // hyper's head timeout starts at the first byte: a client that connects
+                        // and sends nothing is dropped here instead of holding a socket forever.
+                        let mut probe = [0u8; 1];
+                        if tokio::time::timeout(first_byte, stream.peek(&mut probe)).await.is_err() {
+                            debug!(peer = %peer, "client sent nothing; closing");
+                            return;
+                        }
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(err) = watcher.watch(connection.into_owned()).await {
                             debug!(error = %err, "connection ended with an error");
                         }
                     });

@@ -203,6 +203,8 @@ pub struct DataPlaneOptions {
     pub max_body_bytes: Option<usize>,
     /// Time allowed for a request body (default 30 s).
     pub body_timeout: Option<Duration>,
+    /// Time allowed for a request head and idle keep-alive (default 30 s).
+    pub header_timeout: Option<Duration>,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -435,6 +437,9 @@ impl Harness {
             shutdown_grace: DurationSecs(Duration::from_secs(5)),
             client_body_timeout: DurationSecs(
                 options.body_timeout.unwrap_or(Duration::from_secs(30)),
+            ),
+            client_header_timeout: DurationSecs(
+                options.header_timeout.unwrap_or(Duration::from_secs(30)),
             ),
             trusted_proxies: options.trusted_proxies.clone(),
             snapshot_path: options.snapshot_path,

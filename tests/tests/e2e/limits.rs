@@ -216,3 +216,30 @@ async fn a_client_that_stalls_its_body_gets_408() {
     assert!(h.mock.recorded().is_empty());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_idle_clients_are_disconnected_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::start(0).await;
+    h.start_data_plane_opts(DataPlaneOptions {
+        header_timeout: Some(Duration::from_millis(500)),
+        ..DataPlaneOptions::default()
+    })
+    .await;
+    let addr = h.data_planes[0].addr;
+    // A head that never completes, and a connection that never sends anything.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for (name, conn) in [("slow", &mut slow), ("idle", &mut idle)] {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+        assert!(
+            closed.is_ok(),
+            "the data plane closed the {name} connection"
+        );
+    }
+    h.shutdown().await;
+}
