@@ -1,5 +1,5 @@
 //! Active health checks (`HealthCheck` in logs): one replica at a time — the holder of a
-//! Postgres advisory lock — probes every enabled upstream periodically with jitter, by default
+//! Postgres advisory lock (on SQLite, the one process) — probes every enabled upstream periodically with jitter, by default
 //! `GET {base_url}/v1/models` with the upstream's key (no billable completion). N consecutive
 //! failures mark an upstream unhealthy and M successes healthy again; only a change that
 //! affects routing bumps the config version, so data planes skip (never remove) it.
@@ -20,18 +20,14 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use rand::Rng;
-use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
     crypto::Cipher,
-    store::{HealthUpdate, Store, UpstreamSecretRow},
+    store::{HealthUpdate, Leadership, Store, UpstreamSecretRow},
 };
-
-/// Advisory lock id of the health-check leader ("cgwhealt").
-const LEADER_LOCK: i64 = 0x6367_7768_6561_6c74;
 
 /// How health checks run.
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +165,7 @@ impl HealthChecker {
         }
         let mut streaks: HashMap<i64, Streak> = HashMap::new();
         while !cancel.is_cancelled() {
-            match self.try_lead().await {
+            match self.store.try_lead().await {
                 Ok(Some(conn)) => {
                     info!(target: "HealthCheck", "leading health checks");
                     self.leader.send_replace(true);
@@ -185,19 +181,9 @@ impl HealthChecker {
         }
     }
 
-    /// A dedicated connection holding the leader lock, if it was free.
-    async fn try_lead(&self) -> Result<Option<PgConnection>, sqlx::Error> {
-        let mut conn = self.store.pool().acquire().await?.detach();
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        Ok(locked.then_some(conn))
-    }
-
     async fn lead(
         &self,
-        mut conn: PgConnection,
+        mut conn: Leadership,
         streaks: &mut HashMap<i64, Streak>,
         cancel: &CancellationToken,
     ) {
@@ -207,12 +193,12 @@ impl HealthChecker {
             }
             self.pause(cancel).await;
             if cancel.is_cancelled() {
-                let _ = conn.close().await;
+                conn.release().await;
                 return;
             }
-            // Losing the connection releases the lock: another replica may lead now.
-            if let Err(err) = conn.ping().await {
-                warn!(target: "HealthCheck", error = %err, "lost the leader lock connection");
+            // Losing the lock connection releases the lock: another replica may lead now.
+            if !conn.holds().await {
+                warn!(target: "HealthCheck", "lost the leader lock connection");
                 return;
             }
         }

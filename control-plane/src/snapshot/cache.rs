@@ -1,11 +1,10 @@
-//! Keeps the latest snapshot in a `watch` channel: rebuilt from the tables whenever any replica
-//! bumps the config version (Postgres `LISTEN`), with a periodic version check as a safety net
-//! for notifications lost while the listener reconnected.
+//! Keeps the latest snapshot in a `watch` channel: rebuilt from the tables whenever the config
+//! version moves (any replica, through Postgres `LISTEN`; in-process on SQLite), with a
+//! periodic version check as a safety net for notifications lost while reconnecting.
 
 use std::{sync::Arc, time::Duration};
 
 use gateway_proto::v1::Snapshot;
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -13,7 +12,7 @@ use tracing::{info, warn};
 use super::{BuildSettings, build};
 use crate::{
     crypto::Cipher,
-    store::{CONFIG_CHANNEL, Store},
+    store::{Changes, Store},
 };
 
 /// Receiver of the latest published snapshot.
@@ -78,7 +77,7 @@ impl SnapshotCache {
         let mut tick = tokio::time::interval(SAFETY_NET_PERIOD);
         loop {
             if listener.is_none() {
-                listener = match self.listen().await {
+                listener = match self.store.changes().await {
                     Ok(l) => Some(l),
                     Err(err) => {
                         warn!(target: "ConfigStream", error = %err, "cannot listen for config changes; polling");
@@ -92,9 +91,6 @@ impl SnapshotCache {
                     if let Err(err) = notified {
                         warn!(target: "ConfigStream", error = %err, "config listener failed; reconnecting");
                         listener = None;
-                    } else if let Some(l) = listener.as_mut() {
-                        // Coalesce a burst of changes into one rebuild.
-                        while let Some(_n) = l.next_buffered() {}
                     }
                 }
                 _ = tick.tick() => {}
@@ -104,17 +100,11 @@ impl SnapshotCache {
             }
         }
     }
-
-    async fn listen(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(self.store.pool()).await?;
-        listener.listen(CONFIG_CHANNEL).await?;
-        Ok(listener)
-    }
 }
 
-async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+async fn recv(listener: &mut Option<Changes>) -> Result<(), crate::store::StoreError> {
     match listener {
-        Some(l) => l.recv().await.map(|_| ()),
+        Some(l) => l.next().await,
         None => std::future::pending().await,
     }
 }

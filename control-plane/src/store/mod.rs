@@ -1,24 +1,18 @@
-//! The only place with SQL: Postgres access for upstreams, users, keys, prices, usage and the
-//! config version. Every mutation that data planes must see bumps the config version in the
-//! same transaction and notifies `CONFIG_CHANNEL`, so every replica rebuilds its snapshot.
+//! The only place with SQL: upstreams, users, keys, prices, usage and the config version, on
+//! Postgres (production, several replicas) or SQLite (standalone, one process). Both run the
+//! same contract suite. Every mutation that data planes must see bumps the config version in
+//! the same transaction and tells every snapshot builder so.
 
-mod keys;
 mod models;
-mod prices;
-mod snapshot;
-mod upstreams;
-mod usage;
-mod users;
+pub mod postgres;
+pub mod sqlite;
 
 pub use models::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
-use sqlx::{
-    PgPool, Postgres, Transaction,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
-
-/// Postgres channel that carries config-version bumps.
-pub const CONFIG_CHANNEL: &str = "codex_gateway_config";
+use sqlx::{Connection, PgConnection, postgres::PgListener};
+use tokio::sync::watch;
 
 /// A store failure, by whose fault it was.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +31,7 @@ pub enum StoreError {
     /// The database refused the change (a check constraint).
     #[error("{0}")]
     Invalid(String),
-    /// Postgres is unreachable or failed.
+    /// The database is unreachable or failed.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     /// Migrations could not be applied.
@@ -80,55 +74,168 @@ pub struct Versioned<T> {
     pub version: i64,
 }
 
-/// Handle to the Postgres store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: PgPool,
-}
-
-impl Store {
-    /// Connects and applies pending migrations.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = url.parse()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    /// The pool, for LISTEN connections.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The current config version.
-    pub async fn config_version(&self) -> Result<i64, StoreError> {
-        let version = sqlx::query_scalar("SELECT version FROM config_state")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(version)
-    }
-}
-
-/// Bumps the config version inside `tx` and queues the notification for commit time.
-async fn bump_version(tx: &mut Transaction<'_, Postgres>) -> Result<i64, StoreError> {
-    let version: i64 =
-        sqlx::query_scalar("UPDATE config_state SET version = version + 1 RETURNING version")
-            .fetch_one(&mut **tx)
-            .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CONFIG_CHANNEL)
-        .bind(version.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(version)
-}
 
 fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
     StoreError::NotFound {
         kind,
         id: id.to_string(),
     }
+}
+
+/// The store, on either backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Connects by URL scheme (`postgres://…` or `sqlite://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect(url).await?))
+        } else {
+            Ok(Self::Postgres(PgStore::connect(url).await?))
+        }
+    }
+
+    /// A feed of config changes made through this store (and, on Postgres, any replica).
+    pub async fn changes(&self) -> Result<Changes, StoreError> {
+        match self {
+            Self::Postgres(s) => Ok(Changes::Postgres(Box::new(s.listen().await?))),
+            Self::Sqlite(s) => Ok(Changes::Local(s.subscribe())),
+        }
+    }
+
+    /// Health-check leadership if no other replica holds it.
+    pub async fn try_lead(&self) -> Result<Option<Leadership>, StoreError> {
+        match self {
+            Self::Postgres(s) => Ok(s.try_lead().await?.map(Leadership::Postgres)),
+            // One process owns a SQLite database: it always leads.
+            Self::Sqlite(_) => Ok(Some(Leadership::Local)),
+        }
+    }
+}
+
+/// Config-change notifications.
+#[derive(Debug)]
+pub enum Changes {
+    Postgres(Box<PgListener>),
+    Local(watch::Receiver<i64>),
+}
+
+impl Changes {
+    /// Waits for the next change; a burst of changes is reported once.
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(l) => {
+                l.recv().await?;
+                while l.next_buffered().is_some() {}
+                Ok(())
+            }
+            Self::Local(rx) => {
+                if rx.changed().await.is_err() {
+                    // The store is gone: nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Health-check leadership; dropping it gives leadership up.
+#[derive(Debug)]
+pub enum Leadership {
+    Postgres(PgConnection),
+    Local,
+}
+
+impl Leadership {
+    /// Whether leadership still holds (on Postgres: the lock connection is alive).
+    pub async fn holds(&mut self) -> bool {
+        match self {
+            Self::Postgres(conn) => conn.ping().await.is_ok(),
+            Self::Local => true,
+        }
+    }
+
+    /// Gives leadership up.
+    pub async fn release(self) {
+        if let Self::Postgres(conn) = self {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Forwards each method to the backend.
+macro_rules! delegate {
+    ($( $(#[$m:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$m])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    match self {
+                        Self::Postgres(s) => s.$name($($arg),*).await,
+                        Self::Sqlite(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    /// The current config version.
+    fn config_version(&self) -> i64;
+    /// Creates an upstream.
+    fn create_upstream(&self, new: NewUpstream) -> Versioned<UpstreamRow>;
+    /// One upstream.
+    fn get_upstream(&self, id: i64) -> UpstreamRow;
+    /// All upstreams, best tier first.
+    fn list_upstreams(&self) -> Vec<UpstreamRow>;
+    /// Applies the fields set in `patch`.
+    fn update_upstream(&self, id: i64, patch: UpstreamPatch) -> Versioned<UpstreamRow>;
+    /// Deletes an upstream. Usage rows keep its id.
+    fn delete_upstream(&self, id: i64) -> Versioned<i64>;
+    /// Records probe outcomes; bumps the config version once if any changes routing.
+    fn record_health(&self, updates: &[HealthUpdate]) -> Option<i64>;
+    /// Enabled upstreams with active checks, with their encrypted keys.
+    fn upstreams_to_probe(&self) -> Vec<UpstreamSecretRow>;
+    /// One upstream with its encrypted key.
+    fn upstream_with_secret(&self, id: i64) -> UpstreamSecretRow;
+    /// Creates a user; a non-zero initial balance is recorded as an adjustment.
+    fn create_user(&self, name: &str, balance_micros: i64, multiplier_ppm: i64) -> Versioned<UserRow>;
+    /// One user.
+    fn get_user(&self, id: i64) -> UserRow;
+    /// All users.
+    fn list_users(&self) -> Vec<UserRow>;
+    /// Credits (or, negative, debits) a balance and records why.
+    fn adjust_balance(&self, user_id: i64, amount_micros: i64, reason: &str) -> Versioned<UserRow>;
+    /// Renames a user or changes their price multiplier.
+    fn update_user(&self, id: i64, patch: UserPatch) -> Versioned<UserRow>;
+    /// Creates a key for an existing user.
+    fn create_key(&self, new: NewKey) -> Versioned<KeyRow>;
+    /// Keys, optionally of one user.
+    fn list_keys(&self, user_id: Option<i64>) -> Vec<KeyRow>;
+    /// Revokes a key; revoking twice keeps the first revocation time.
+    fn revoke_key(&self, id: i64) -> Versioned<KeyRow>;
+    /// Changes a key's name and limits.
+    fn update_key(&self, id: i64, patch: KeyPatch) -> Versioned<KeyRow>;
+    /// Sets (inserts or replaces) the price of a model.
+    fn set_price(&self, price: PriceRow) -> Versioned<PriceRow>;
+    /// All prices.
+    fn list_prices(&self) -> Vec<PriceRow>;
+    /// Writes a batch of events and debits each user by the cost of the events that were new,
+    /// in one transaction; events already in the ledger are skipped. A balance crossing from
+    /// positive to zero or below bumps the config version.
+    fn ingest_usage(&self, rows: &[UsageRow]) -> IngestOutcome;
+    /// Keeps a stream entry that cannot be ingested, with the reason.
+    fn dead_letter(&self, stream_id: &str, payload: Option<&[u8]>, error: &str) -> ();
+    /// Usage events, newest first.
+    fn list_usage(&self, filter: &UsageFilter) -> Vec<UsageRow>;
+    /// Totals per user, model, upstream or UTC day, largest cost first.
+    fn summarize_usage(&self, by: SummaryBy, filter: &UsageFilter) -> Vec<SummaryRow>;
+    /// The config version and every row it covers, read in one consistent view.
+    fn snapshot_state(&self) -> SnapshotState;
 }

@@ -2,7 +2,7 @@
 
 use sqlx::QueryBuilder;
 
-use super::{Store, StoreError, UserPatch, UserRow, Versioned, bump_version, not_found};
+use super::{PgStore, StoreError, UserPatch, UserRow, Versioned, bump_version, not_found};
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
 macro_rules! columns {
@@ -11,7 +11,7 @@ macro_rules! columns {
     };
 }
 
-impl Store {
+impl PgStore {
     /// Creates a user; a non-zero initial balance is recorded as an adjustment.
     pub async fn create_user(
         &self,

@@ -2,7 +2,7 @@
 
 use sqlx::QueryBuilder;
 
-use super::{KeyPatch, KeyRow, NewKey, Store, StoreError, Versioned, bump_version, not_found};
+use super::{KeyPatch, KeyRow, NewKey, PgStore, StoreError, Versioned, bump_version, not_found};
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
 macro_rules! columns {
@@ -12,7 +12,7 @@ macro_rules! columns {
     };
 }
 
-impl Store {
+impl PgStore {
     /// Creates a key for an existing user.
     pub async fn create_key(&self, new: NewKey) -> Result<Versioned<KeyRow>, StoreError> {
         let mut tx = self.pool.begin().await?;

@@ -3,7 +3,7 @@
 use sqlx::QueryBuilder;
 
 use super::{
-    HealthUpdate, NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow, UpstreamSecretRow,
+    HealthUpdate, NewUpstream, PgStore, StoreError, UpstreamPatch, UpstreamRow, UpstreamSecretRow,
     Versioned, bump_version, not_found,
 };
 
@@ -15,7 +15,7 @@ macro_rules! columns {
     };
 }
 
-impl Store {
+impl PgStore {
     /// Creates an upstream.
     pub async fn create_upstream(
         &self,
@@ -140,7 +140,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl PgStore {
     /// Records probe outcomes; bumps the config version once if any changes routing.
     pub async fn record_health(&self, updates: &[HealthUpdate]) -> Result<Option<i64>, StoreError> {
         if updates.is_empty() {

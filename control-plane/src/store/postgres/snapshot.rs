@@ -1,8 +1,8 @@
 //! Reads everything a snapshot is built from in one consistent view.
 
-use super::{KeyRow, PriceRow, SnapshotState, Store, StoreError, UpstreamSecretRow, UserRow};
+use super::{KeyRow, PgStore, PriceRow, SnapshotState, StoreError, UpstreamSecretRow, UserRow};
 
-impl Store {
+impl PgStore {
     /// The config version and every row it covers, read in one repeatable-read transaction,
     /// so the version always describes exactly the rows returned with it.
     pub async fn snapshot_state(&self) -> Result<SnapshotState, StoreError> {

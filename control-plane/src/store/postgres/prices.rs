@@ -1,8 +1,8 @@
 //! Model prices.
 
-use super::{PriceRow, Store, StoreError, Versioned, bump_version};
+use super::{PgStore, PriceRow, StoreError, Versioned, bump_version};
 
-impl Store {
+impl PgStore {
     /// Sets (inserts or replaces) the price of a model.
     pub async fn set_price(&self, price: PriceRow) -> Result<Versioned<PriceRow>, StoreError> {
         let mut tx = self.pool.begin().await?;

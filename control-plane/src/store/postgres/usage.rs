@@ -3,7 +3,7 @@
 use sqlx::QueryBuilder;
 
 use super::{
-    IngestOutcome, Store, StoreError, SummaryBy, SummaryRow, UsageFilter, UsageRow, bump_version,
+    IngestOutcome, PgStore, StoreError, SummaryBy, SummaryRow, UsageFilter, UsageRow, bump_version,
 };
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
@@ -67,7 +67,7 @@ impl Columns {
     }
 }
 
-impl Store {
+impl PgStore {
     /// Writes a batch of events and debits each user by the cost of the events that were new,
     /// in one transaction. Events already in the ledger are skipped, so redelivery is harmless.
     /// When a user's balance crosses from positive to zero or below, the config version is
