@@ -15,9 +15,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Secret,
 
-    /// Redis URL of the usage stream.
+    /// Redis URL of the usage stream. Without it, usage arrives only over the `ReportUsage`
+    /// RPC (standalone).
     #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Secret,
+    pub redis_url: Option<Secret>,
 
     /// Token that admin callers (gatewayctl) present as `Bearer`.
     #[arg(long, env = "ADMIN_TOKEN", value_parser = parse_token)]

@@ -37,7 +37,7 @@ pub struct ControlPlane {
     store: Store,
     cipher: Cipher,
     cache: Arc<SnapshotCache>,
-    ingested: watch::Receiver<u64>,
+    ingested: Arc<watch::Sender<u64>>,
     health_leader: watch::Receiver<bool>,
     prober: SharedProber,
     tasks: TaskTracker,
@@ -68,16 +68,20 @@ impl ControlPlane {
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         tasks.spawn(cache.clone().run(cancel.clone()));
-        let (consumer, ingested) = UsageConsumer::new(
-            store.clone(),
-            ConsumerSettings {
-                redis_url: config.redis_url.expose().to_owned(),
-                stream: config.usage_stream.clone(),
-                group: config.usage_group.clone(),
-                consumer: config.consumer_name.clone(),
-            },
-        );
-        tasks.spawn(consumer.run(cancel.clone()));
+        let ingested = Arc::new(watch::Sender::new(0));
+        if let Some(redis_url) = &config.redis_url {
+            let consumer = UsageConsumer::new(
+                store.clone(),
+                ConsumerSettings {
+                    redis_url: redis_url.expose().to_owned(),
+                    stream: config.usage_stream.clone(),
+                    group: config.usage_group.clone(),
+                    consumer: config.consumer_name.clone(),
+                },
+                ingested.clone(),
+            );
+            tasks.spawn(consumer.run(cancel.clone()));
+        }
         let prober = Arc::new(
             Prober::new(Duration::from_millis(config.health_timeout_ms))
                 .context("building the health-check HTTP client")?,
@@ -109,7 +113,7 @@ impl ControlPlane {
 
     /// Count of usage events written to the ledger by this process.
     pub fn ingested(&self) -> watch::Receiver<u64> {
-        self.ingested.clone()
+        self.ingested.subscribe()
     }
 
     /// Whether this replica currently runs the health checks.
@@ -134,7 +138,12 @@ impl ControlPlane {
     ) -> anyhow::Result<()> {
         let routes = grpc::routes(
             grpc::Admin::new(self.store.clone(), self.cipher.clone(), self.prober.clone()),
-            grpc::Discovery::new(self.cache.subscribe(), self.cancel.clone()),
+            grpc::Discovery::new(
+                self.cache.subscribe(),
+                self.cancel.clone(),
+                self.store.clone(),
+                self.ingested.clone(),
+            ),
             self.config.admin_token.clone(),
             self.config.data_plane_token.clone(),
         )

@@ -2,7 +2,7 @@
 //! writes each batch and its balance debits in one Postgres transaction keyed by event id,
 //! and acknowledges only after commit. Entries left pending by a dead consumer are claimed.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::DateTime;
 use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
@@ -40,7 +40,7 @@ pub struct ConsumerSettings {
 pub struct UsageConsumer {
     store: Store,
     settings: ConsumerSettings,
-    ingested: watch::Sender<u64>,
+    ingested: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,16 +53,16 @@ enum ConsumeError {
 
 impl UsageConsumer {
     /// A consumer; `ingested` counts events newly written to the ledger.
-    pub fn new(store: Store, settings: ConsumerSettings) -> (Self, watch::Receiver<u64>) {
-        let (ingested, rx) = watch::channel(0);
-        (
-            Self {
-                store,
-                settings,
-                ingested,
-            },
-            rx,
-        )
+    pub fn new(
+        store: Store,
+        settings: ConsumerSettings,
+        ingested: Arc<watch::Sender<u64>>,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            ingested,
+        }
     }
 
     /// Consumes until `cancel`; a batch in progress is finished first.
@@ -227,6 +227,11 @@ async fn pause(cancel: &CancellationToken, d: Duration) {
 /// A stream payload → a ledger row, refusing what cannot be billed correctly.
 fn decode(payload: &[u8]) -> Result<UsageRow, String> {
     let e = UsageEvent::decode(payload).map_err(|err| format!("not a usage event: {err}"))?;
+    row_from_event(e)
+}
+
+/// A usage event → a ledger row, refusing what cannot be billed correctly.
+pub fn row_from_event(e: UsageEvent) -> Result<UsageRow, String> {
     let tokens = |v: u64, what: &str| i64::try_from(v).map_err(|_| format!("{what} out of range"));
     Ok(UsageRow {
         id: Uuid::parse_str(&e.id).map_err(|err| format!("bad event id {:?}: {err}", e.id))?,

@@ -25,9 +25,10 @@ pub struct Config {
     #[arg(long, env = "DATA_PLANE_TOKEN")]
     pub data_plane_token: Secret,
 
-    /// Redis URL of the usage stream.
+    /// Redis URL of the usage stream. Without it, usage goes to the control plane's
+    /// `ReportUsage` RPC (standalone).
     #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Secret,
+    pub redis_url: Option<Secret>,
 
     /// Redis stream usage events are published to.
     #[arg(long, env = "USAGE_STREAM", default_value = DEFAULT_USAGE_STREAM)]

@@ -52,9 +52,15 @@ impl DataPlane {
         let metrics = Arc::new(Metrics::new());
         let publisher_cancel = CancellationToken::new();
         let (usage, publisher) = spawn_publisher(
-            PublisherSettings {
-                redis_url: config.redis_url.expose().to_owned(),
-                stream: config.usage_stream.clone(),
+            match &config.redis_url {
+                Some(url) => PublisherSettings::Redis {
+                    url: url.expose().to_owned(),
+                    stream: config.usage_stream.clone(),
+                },
+                None => PublisherSettings::ControlPlane {
+                    url: config.control_plane_url.clone(),
+                    token: config.data_plane_token.clone(),
+                },
             },
             publisher_cancel.clone(),
             metrics.clone(),

@@ -350,17 +350,36 @@ impl RoutingTable {
     /// upstream not yet `tried`, and in it the ring's first choice — unless that one already
     /// carries more than its bounded share of in-flight streams, in which case the key's own
     /// next choice under the cap (or, if all are over it, the first choice after all).
+    ///
+    /// If active health checks have marked every upstream unhealthy, they are ignored (panic
+    /// mode): a probe that fails everywhere — a pool without `/v1/models`, say — must not take
+    /// the whole gateway down. Circuits and cool-downs still apply.
     pub fn choose(
         &self,
         affinity_key: &[u8],
         tried: &[i64],
         now: Instant,
     ) -> Option<Arc<Upstream>> {
+        self.choose_with(affinity_key, tried, |u| u.available(now))
+            .or_else(|| {
+                if self.upstreams.values().any(|u| u.healthy) {
+                    return None;
+                }
+                self.choose_with(affinity_key, tried, |u| u.state.available(now))
+            })
+    }
+
+    fn choose_with(
+        &self,
+        affinity_key: &[u8],
+        tried: &[i64],
+        available: impl Fn(&Upstream) -> bool,
+    ) -> Option<Arc<Upstream>> {
         let mut over_cap: Vec<i64> = Vec::new();
         for tier in &self.tiers {
             let hash = tier.ring.hash_key(affinity_key);
             let eligible = |id: i64| {
-                !tried.contains(&id) && self.upstreams.get(&id).is_some_and(|u| u.available(now))
+                !tried.contains(&id) && self.upstreams.get(&id).is_some_and(|u| available(u))
             };
             let (load, weights) = tier
                 .members

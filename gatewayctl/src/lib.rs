@@ -2,6 +2,7 @@
 //! `-o json` prints exactly one JSON document (an object for one item, an array for a list).
 
 pub mod money;
+pub mod standalone;
 mod table;
 
 use std::io::Write;
@@ -82,6 +83,9 @@ pub enum Command {
     /// The usage ledger.
     #[command(subcommand)]
     Usage(UsageCmd),
+    /// Run a complete single-node gateway: control plane on embedded SQLite, data plane on
+    /// 127.0.0.1:12321, admin API on 127.0.0.1:50051, no Postgres or Redis needed.
+    Standalone(standalone::StandaloneArgs),
 }
 
 /// Upstream commands.
@@ -401,8 +405,25 @@ async fn connect(cli: &Cli) -> Result<Client, CliError> {
     ))
 }
 
-/// Runs one command, writing its output to `out`.
+/// Runs one command, writing its output to `out`. `standalone` runs until `shutdown`.
+pub async fn run_until(
+    cli: Cli,
+    out: &mut dyn Write,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), CliError> {
+    match cli.command {
+        Command::Standalone(args) => standalone::run(args, cli.token, out, shutdown).await,
+        _ => run(cli, out).await,
+    }
+}
+
+/// Runs one admin command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    if matches!(cli.command, Command::Standalone(_)) {
+        return Err(CliError::Usage(
+            "standalone runs until stopped: use run_until".into(),
+        ));
+    }
     let mut client = connect(&cli).await?;
     let json = cli.format == Output::Json;
     match cli.command {
@@ -411,6 +432,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Key(cmd) => key(&mut client, cmd, json, out).await,
         Command::Price(cmd) => price(&mut client, cmd, json, out).await,
         Command::Usage(cmd) => usage(&mut client, cmd, json, out).await,
+        Command::Standalone(_) => Ok(()),
     }
 }
 

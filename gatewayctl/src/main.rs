@@ -5,11 +5,19 @@ use std::{io::Write, process::ExitCode};
 use clap::Parser;
 use gatewayctl::Cli;
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut stdout = std::io::stdout().lock();
-    match gatewayctl::run(cli, &mut stdout).await {
+    if matches!(cli.command, gatewayctl::Command::Standalone(_)) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let mut stdout = std::io::stdout();
+    match gatewayctl::run_until(cli, &mut stdout, shutdown_signal()).await {
         Ok(()) => {
             let _ = stdout.flush();
             ExitCode::SUCCESS
@@ -18,6 +26,22 @@ async fn main() -> ExitCode {
             let _ = stdout.flush();
             eprintln!("error: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
         }
     }
 }

@@ -324,7 +324,7 @@ impl Harness {
     pub fn control_plane_config(&self, grpc_addr: SocketAddr) -> control_plane::Config {
         control_plane::Config {
             database_url: Secret::new(self.db.url.clone()),
-            redis_url: Secret::new(self.redis_url.clone()),
+            redis_url: Some(Secret::new(self.redis_url.clone())),
             admin_token: self.admin_token.clone(),
             data_plane_token: self.data_plane_token.clone(),
             encryption_key: self.encryption_key.clone(),
@@ -430,7 +430,7 @@ impl Harness {
             listen_addr: addr,
             control_plane_url,
             data_plane_token: self.data_plane_token.clone(),
-            redis_url: Secret::new(self.redis_url.clone()),
+            redis_url: Some(Secret::new(self.redis_url.clone())),
             usage_stream: self.usage_stream.clone(),
             node_id: format!("dp-{index}"),
             max_body_bytes: options.max_body_bytes.unwrap_or(32 * 1024 * 1024),

@@ -74,7 +74,6 @@ pub struct Versioned<T> {
     pub version: i64,
 }
 
-
 fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
     StoreError::NotFound {
         kind,

@@ -1,14 +1,20 @@
 //! Delivery of usage events: a bounded in-memory queue drained by one task that writes
-//! batches to the Redis stream with pipelined `XADD`. A failed batch is kept and retried with
-//! backoff; shutdown closes the queue and flushes what is in it.
+//! batches to the Redis stream with pipelined `XADD` — or, without Redis (standalone), to the
+//! control plane's `ReportUsage` RPC. A failed batch is kept and retried with backoff;
+//! shutdown closes the queue and flushes what is in it.
 
 use std::{sync::Arc, time::Duration};
 
-use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
+use gateway_proto::{
+    USAGE_EVENT_FIELD,
+    auth::Secret,
+    v1::{ReportUsageRequest, UsageEvent, config_discovery_client::ConfigDiscoveryClient},
+};
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, error, warn};
 
 use crate::metrics::Metrics;
@@ -25,9 +31,30 @@ const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
 
 /// Where events go.
 #[derive(Debug, Clone)]
-pub struct PublisherSettings {
-    pub redis_url: String,
-    pub stream: String,
+pub enum PublisherSettings {
+    /// `XADD` to a Redis stream, read by the control plane's consumer group.
+    Redis { url: String, stream: String },
+    /// The control plane's `ReportUsage` RPC, with the data-plane token.
+    ControlPlane { url: String, token: Secret },
+}
+
+/// A live connection to wherever events go.
+enum Sink {
+    Redis(ConnectionManager),
+    ControlPlane(ConfigDiscoveryClient<Channel>),
+}
+
+/// Why a batch was not delivered.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("control plane: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("control plane: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("DATA_PLANE_TOKEN cannot be sent as gRPC metadata")]
+    Token,
 }
 
 /// Handle the request path uses to hand over events; never blocks.
@@ -86,7 +113,7 @@ async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
-    let mut conn: Option<ConnectionManager> = None;
+    let mut conn: Option<Sink> = None;
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
     let mut closing_since: Option<tokio::time::Instant> = None;
     loop {
@@ -151,30 +178,63 @@ async fn run(
     }
 }
 
-async fn send(
-    settings: &PublisherSettings,
-    conn: &mut Option<ConnectionManager>,
-    batch: &[UsageEvent],
-) -> redis::RedisResult<()> {
-    let c = match conn {
-        Some(c) => c,
-        None => {
-            let client = redis::Client::open(settings.redis_url.as_str())?;
+async fn connect(settings: &PublisherSettings) -> Result<Sink, SendError> {
+    match settings {
+        PublisherSettings::Redis { url, .. } => {
+            let client = redis::Client::open(url.as_str())?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(2)))
                 .set_number_of_retries(1);
-            conn.insert(client.get_connection_manager_with_config(config).await?)
+            Ok(Sink::Redis(
+                client.get_connection_manager_with_config(config).await?,
+            ))
         }
-    };
-    let mut pipe = redis::pipe();
-    for event in batch {
-        pipe.cmd("XADD")
-            .arg(&settings.stream)
-            .arg("*")
-            .arg(USAGE_EVENT_FIELD)
-            .arg(event.encode_to_vec())
-            .ignore();
+        PublisherSettings::ControlPlane { url, .. } => {
+            let channel = Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await?;
+            Ok(Sink::ControlPlane(ConfigDiscoveryClient::new(channel)))
+        }
     }
-    pipe.query_async::<()>(c).await
+}
+
+async fn send(
+    settings: &PublisherSettings,
+    conn: &mut Option<Sink>,
+    batch: &[UsageEvent],
+) -> Result<(), SendError> {
+    let sink = match conn {
+        Some(sink) => sink,
+        None => conn.insert(connect(settings).await?),
+    };
+    match (sink, settings) {
+        (Sink::Redis(c), PublisherSettings::Redis { stream, .. }) => {
+            let mut pipe = redis::pipe();
+            for event in batch {
+                pipe.cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg(USAGE_EVENT_FIELD)
+                    .arg(event.encode_to_vec())
+                    .ignore();
+            }
+            Ok(pipe.query_async::<()>(c).await?)
+        }
+        (Sink::ControlPlane(client), PublisherSettings::ControlPlane { token, .. }) => {
+            let mut request = tonic::Request::new(ReportUsageRequest {
+                events: batch.to_vec(),
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                token.bearer().map_err(|_| SendError::Token)?,
+            );
+            client.report_usage(request).await?;
+            Ok(())
+        }
+        // A sink always matches the settings it was made from.
+        _ => Err(SendError::Token),
+    }
 }

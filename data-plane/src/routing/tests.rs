@@ -187,3 +187,21 @@ fn bounded_loads_spill_to_the_users_own_next_choice() {
     drop(others);
     assert_eq!(t.choose(key, &[], now).unwrap().id, home.id);
 }
+
+#[test]
+fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
+    let mut s = snapshot();
+    for u in &mut s.upstreams {
+        u.healthy = false;
+    }
+    let t = RoutingTable::try_from(s).unwrap();
+    let now = Instant::now();
+    let home = t.pick(b"user:1", |_| true).unwrap().id;
+    assert_eq!(t.choose(b"user:1", &[], now).unwrap().id, home, "panic mode keeps routing");
+    // A healthy upstream anywhere ends panic mode: only it is used.
+    let mut s = snapshot();
+    s.upstreams[0].healthy = false;
+    s.upstreams[1].healthy = false;
+    let t = RoutingTable::try_from(s).unwrap();
+    assert_eq!(t.choose(b"user:1", &[], now).unwrap().id, 3);
+}
