@@ -42,21 +42,25 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if let Some(db) = err.as_database_error() {
-            match db.code().as_deref() {
-                Some("23505") => {
-                    return Self::Conflict(match db.constraint() {
-                        Some("upstreams_name_key") => {
+            // Postgres names the constraint; SQLite says "UNIQUE constraint failed: users.name".
+            let what = db
+                .constraint()
+                .map(str::to_owned)
+                .unwrap_or_else(|| db.message().to_owned());
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => {
+                    return Self::Conflict(
+                        if what.contains("upstreams_name") || what.contains("upstreams.name") {
                             "an upstream with that name already exists".into()
-                        }
-                        Some("users_name_key") => "a user with that name already exists".into(),
-                        _ => "that value already exists".into(),
-                    });
+                        } else if what.contains("users_name") || what.contains("users.name") {
+                            "a user with that name already exists".into()
+                        } else {
+                            "that value already exists".into()
+                        },
+                    );
                 }
-                Some("23514") => {
-                    return Self::Invalid(format!(
-                        "value out of range ({})",
-                        db.constraint().unwrap_or("check")
-                    ));
+                sqlx::error::ErrorKind::CheckViolation => {
+                    return Self::Invalid(format!("value out of range ({what})"));
                 }
                 _ => {}
             }

@@ -197,7 +197,11 @@ fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
     let t = RoutingTable::try_from(s).unwrap();
     let now = Instant::now();
     let home = t.pick(b"user:1", |_| true).unwrap().id;
-    assert_eq!(t.choose(b"user:1", &[], now).unwrap().id, home, "panic mode keeps routing");
+    assert_eq!(
+        t.choose(b"user:1", &[], now).unwrap().id,
+        home,
+        "panic mode keeps routing"
+    );
     // A healthy upstream anywhere ends panic mode: only it is used.
     let mut s = snapshot();
     s.upstreams[0].healthy = false;

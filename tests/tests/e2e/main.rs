@@ -13,3 +13,4 @@ mod proxy;
 mod routes;
 mod routing;
 mod shutdown;
+mod store_contract;
