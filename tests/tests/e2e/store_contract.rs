@@ -320,11 +320,7 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store) {
     };
     let rows = store.list_usage(&rich_only).await.unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(
-        rows[0].started_at >= rows[1].started_at,
-        true,
-        "newest first"
-    );
+    assert!(rows[0].started_at >= rows[1].started_at, "newest first");
     let future = UsageFilter {
         since: Some(Utc::now() + ChronoDuration::hours(1)),
         limit: 100,
