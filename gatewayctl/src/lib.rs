@@ -408,7 +408,7 @@ async fn connect(cli: &Cli) -> Result<Client, CliError> {
 /// Runs one command, writing its output to `out`. `standalone` runs until `shutdown`.
 pub async fn run_until(
     cli: Cli,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), CliError> {
     match cli.command {
@@ -418,7 +418,7 @@ pub async fn run_until(
 }
 
 /// Runs one admin command, writing its output to `out`.
-pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     if matches!(cli.command, Command::Standalone(_)) {
         return Err(CliError::Usage(
             "standalone runs until stopped: use run_until".into(),
@@ -436,7 +436,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     }
 }
 
-fn print_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), CliError> {
+fn print_json(out: &mut (dyn Write + Send), value: &impl Serialize) -> Result<(), CliError> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(())
@@ -451,7 +451,7 @@ async fn upstream(
     client: &mut Client,
     cmd: UpstreamCmd,
     json: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let one = match cmd {
         UpstreamCmd::Add(a) => {
@@ -617,7 +617,7 @@ async fn user(
     client: &mut Client,
     cmd: UserCmd,
     json: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let one = match cmd {
         UserCmd::Create {
@@ -748,7 +748,7 @@ async fn key(
     client: &mut Client,
     cmd: KeyCmd,
     json: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match cmd {
         KeyCmd::Create {
@@ -861,7 +861,7 @@ async fn price(
     client: &mut Client,
     cmd: PriceCmd,
     json: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let prices = match cmd {
         PriceCmd::Set {
@@ -913,7 +913,7 @@ async fn usage(
     client: &mut Client,
     cmd: UsageCmd,
     json: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let (user, key, upstream, model, since, limit) = match cmd {
         UsageCmd::List {
@@ -1009,7 +1009,7 @@ async fn usage_summary(
     by: SummaryBy,
     (user, key, upstream, model, since, until): SummaryFilters,
     json: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let by = match by {
         SummaryBy::User => "user",

@@ -84,7 +84,7 @@ fn random_token() -> String {
 pub async fn run(
     args: StandaloneArgs,
     admin_token: Option<Secret>,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CliError> {
     let dir = match (&args.data_dir, &args.home) {

@@ -10,6 +10,7 @@ mod failover;
 mod health;
 mod limits;
 mod proxy;
+mod quickstart;
 mod routes;
 mod routing;
 mod shutdown;
