@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "SNAPSHOT_PATH")]
     pub snapshot_path: Option<PathBuf>,
 
+    /// File where usage events wait when the sink (Redis, or the control plane) does not
+    /// answer; replayed in order once it does. Keep it on disk that survives a restart.
+    #[arg(long, env = "SPOOL_PATH", default_value = "data-plane-usage.spool")]
+    pub spool_path: PathBuf,
+
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

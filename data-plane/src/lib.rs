@@ -27,6 +27,7 @@ pub use config::Config;
 
 use crate::{
     discovery::Discovery,
+    metering::spool::Spool,
     metering::{PublisherSettings, spawn_publisher},
     metrics::Metrics,
     proxy::{Proxy, ProxySettings},
@@ -64,6 +65,9 @@ impl DataPlane {
             },
             publisher_cancel.clone(),
             metrics.clone(),
+            Some(Spool::open(&config.spool_path).with_context(|| {
+                format!("opening the usage spool {}", config.spool_path.display())
+            })?),
         );
         let proxy = Proxy::new(
             table.clone(),

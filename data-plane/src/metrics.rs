@@ -88,6 +88,8 @@ pub struct Metrics {
     pub usage_published: Counter,
     pub usage_publish_errors: Counter,
     pub usage_unqueued: Counter,
+    pub usage_spool_depth: Gauge,
+    pub usage_spool_corrupt: Counter,
     pub snapshot_version: Gauge,
     pub snapshot_built_seconds: Gauge<f64, AtomicU64>,
     pub snapshots_rejected: Counter,
@@ -117,6 +119,8 @@ impl Metrics {
             usage_published: Counter::default(),
             usage_publish_errors: Counter::default(),
             usage_unqueued: Counter::default(),
+            usage_spool_depth: Gauge::default(),
+            usage_spool_corrupt: Counter::default(),
             snapshot_version: Gauge::default(),
             snapshot_built_seconds: Gauge::default(),
             snapshots_rejected: Counter::default(),
@@ -178,6 +182,16 @@ impl Metrics {
             "codex_gateway_usage_unqueued",
             "Usage events that could not be queued (logged with their ids)",
             m.usage_unqueued.clone(),
+        );
+        r.register(
+            "codex_gateway_usage_spool_depth",
+            "Usage events waiting in the local spool for the sink to answer",
+            m.usage_spool_depth.clone(),
+        );
+        r.register(
+            "codex_gateway_usage_spool_corrupt",
+            "Spool records skipped as corrupt (a torn write)",
+            m.usage_spool_corrupt.clone(),
         );
         r.register(
             "codex_gateway_snapshot_version",

@@ -156,6 +156,7 @@ pub async fn run(
         trusted_proxies: Vec::new(),
         shutdown_grace: DurationSecs(Duration::from_secs(30)),
         snapshot_path: Some(dir.join("snapshot.pb")),
+        spool_path: dir.join("usage.spool"),
         log_format: DpLog::Text,
     })
     .await

@@ -147,6 +147,7 @@ pub struct DataPlaneHandle {
     pub applied: watch::Receiver<u64>,
     /// Version written to its snapshot file.
     pub persisted: watch::Receiver<u64>,
+    owned_spool: Option<std::path::PathBuf>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -189,6 +190,9 @@ impl DataPlaneHandle {
             .await
             .expect("join")
             .expect("data plane stops cleanly");
+        if let Some(path) = self.owned_spool.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -207,6 +211,8 @@ pub struct DataPlaneOptions {
     pub header_timeout: Option<Duration>,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Usage spool file (default: a fresh temporary file).
+    pub spool_path: Option<std::path::PathBuf>,
 }
 
 /// A control plane running in-process.
@@ -420,6 +426,15 @@ impl Harness {
 
     /// Starts one more data plane with these options.
     pub async fn start_data_plane_opts(&mut self, options: DataPlaneOptions) -> usize {
+        // A spool of the test's own, removed when the data plane stops, unless one is given.
+        let (spool_path, owned_spool) = match options.spool_path.clone() {
+            Some(path) => (path, None),
+            None => {
+                let path = std::env::temp_dir()
+                    .join(format!("cgw-spool-{}.spool", uuid::Uuid::new_v4().simple()));
+                (path.clone(), Some(path))
+            }
+        };
         let control_plane_url = options
             .control_plane_url
             .unwrap_or_else(|| format!("http://{}", self.control_plane().addr));
@@ -443,6 +458,7 @@ impl Harness {
             ),
             trusted_proxies: options.trusted_proxies.clone(),
             snapshot_path: options.snapshot_path,
+            spool_path: spool_path.clone(),
             log_format: DpLogFormat::Text,
         };
         let dp = DataPlane::start(config).await.expect("data plane starts");
@@ -456,6 +472,7 @@ impl Harness {
             addr,
             applied,
             persisted,
+            owned_spool,
             shutdown: Some(tx),
             task,
         });

@@ -3,6 +3,7 @@
 
 pub(crate) mod extract;
 mod publish;
+pub mod spool;
 mod tap;
 
 pub use extract::TokenUsage;

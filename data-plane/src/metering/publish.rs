@@ -1,9 +1,14 @@
 //! Delivery of usage events: a bounded in-memory queue drained by one task that writes
 //! batches to the Redis stream with pipelined `XADD` — or, without Redis (standalone), to the
-//! control plane's `ReportUsage` RPC. A failed batch is kept and retried with backoff;
-//! shutdown closes the queue and flushes what is in it.
+//! control plane's `ReportUsage` RPC. When the sink fails, batches go to the spool (a local,
+//! fsynced file) and are replayed in order, with their ids, once it answers; without a spool
+//! they are retried from memory. Shutdown closes the queue and flushes what is in it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    io,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use gateway_proto::{
     USAGE_EVENT_FIELD,
@@ -15,8 +20,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
+use super::spool::Spool;
 use crate::metrics::Metrics;
 
 const QUEUE_CAPACITY: usize = 65_536;
@@ -101,9 +107,10 @@ pub fn spawn_publisher(
     settings: PublisherSettings,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    spool: Option<Spool>,
 ) -> (UsagePublisher, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(run(settings, rx, shutdown, metrics.clone()));
+    let task = tokio::spawn(run(settings, rx, shutdown, metrics.clone(), spool));
     (UsagePublisher { tx, metrics }, task)
 }
 
@@ -112,67 +119,190 @@ async fn run(
     mut rx: mpsc::Receiver<UsageEvent>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+    spool: Option<Spool>,
 ) {
+    let spool = spool.map(|s| Arc::new(Mutex::new(s)));
     let mut conn: Option<Sink> = None;
-    let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
     let mut closing_since: Option<tokio::time::Instant> = None;
+    let mut backoff = RETRY_MIN;
+    let depth = spool.as_ref().map_or(0, |s| lock(s).depth());
+    metrics.usage_spool_depth.set(depth as i64);
+    if depth > 0 {
+        warn!(target: "ProxyHandler", events = depth, "usage spool holds events from before; replaying");
+    }
     loop {
-        if batch.is_empty() {
-            let first = tokio::select! {
-                event = rx.recv() => event,
-                () = shutdown.cancelled(), if closing_since.is_none() => {
-                    // Stop accepting, then drain what is already queued.
-                    rx.close();
-                    closing_since = Some(tokio::time::Instant::now());
-                    continue;
-                }
-            };
-            match first {
-                Some(e) => batch.push(e),
-                None => return,
-            }
-            if closing_since.is_none() && batch.len() < BATCH && rx.is_empty() {
-                tokio::select! {
-                    () = tokio::time::sleep(LINGER) => {}
-                    () = shutdown.cancelled() => {}
-                }
-            }
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
+        // Spooled events go first, so the sink sees events in the order they were produced.
+        if let Some(s) = spool.as_ref().filter(|s| lock(s).depth() > 0) {
+            match replay(&settings, &mut conn, s, &metrics).await {
+                Ok(()) => backoff = RETRY_MIN,
+                Err(err) => {
+                    conn = None;
+                    debug!(target: "ProxyHandler", error = %err, "usage sink still unavailable; spool kept");
                 }
             }
         }
-        let mut backoff = RETRY_MIN;
-        loop {
-            match send(&settings, &mut conn, &batch).await {
-                Ok(()) => {
-                    debug!(target: "ProxyHandler", events = batch.len(), "usage batch published");
-                    metrics.usage_published.inc_by(batch.len() as u64);
-                    metrics.usage_queue_depth.set(rx.len() as i64);
-                    batch.clear();
-                    break;
+        let spooling = spool.as_ref().is_some_and(|s| lock(s).depth() > 0);
+        let first = tokio::select! {
+            event = rx.recv() => event,
+            () = shutdown.cancelled(), if closing_since.is_none() => {
+                // Stop accepting, then drain what is already queued.
+                rx.close();
+                closing_since = Some(tokio::time::Instant::now());
+                continue;
+            }
+            () = tokio::time::sleep(backoff), if spooling => {
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let Some(first) = first else {
+            return;
+        };
+        let mut batch = vec![first];
+        if closing_since.is_none() && rx.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(LINGER) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        metrics.usage_queue_depth.set(rx.len() as i64);
+        if let Some(s) = spool.as_ref().filter(|_| spooling) {
+            spool_batch(s, batch, &metrics).await;
+            continue;
+        }
+        match send(&settings, &mut conn, &batch).await {
+            Ok(()) => {
+                debug!(target: "ProxyHandler", events = batch.len(), "usage batch published");
+                metrics.usage_published.inc_by(batch.len() as u64);
+            }
+            Err(err) => {
+                metrics.usage_publish_errors.inc();
+                conn = None;
+                warn!(target: "ProxyHandler", error = %err, events = batch.len(), "publishing usage failed");
+                if let Some(s) = &spool {
+                    spool_batch(s, batch, &metrics).await;
+                } else {
+                    retry_in_memory(
+                        &settings,
+                        &mut conn,
+                        batch,
+                        &shutdown,
+                        &mut closing_since,
+                        &mut rx,
+                        &metrics,
+                    )
+                    .await;
                 }
-                Err(err) => {
-                    metrics.usage_publish_errors.inc();
-                    conn = None;
-                    if closing_since.is_some_and(|t| t.elapsed() > SHUTDOWN_RETRY_BUDGET) {
-                        for e in batch.drain(..) {
-                            error!(target: "ProxyHandler", event_id = %e.id, request_id = %e.request_id, user_id = e.user_id, cost_micros = e.cost_micros, "usage event unpublished at shutdown");
-                        }
-                        break;
-                    }
-                    warn!(target: "ProxyHandler", error = %err, events = batch.len(), "publishing usage failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled(), if closing_since.is_none() => {
-                            rx.close();
-                            closing_since = Some(tokio::time::Instant::now());
-                        }
-                    }
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
+            }
+        }
+    }
+}
+
+type SharedSpool = Arc<Mutex<Spool>>;
+
+fn lock(spool: &SharedSpool) -> MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs spool I/O (which fsyncs) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    spool: &SharedSpool,
+    f: impl FnOnce(&mut Spool) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || f(&mut lock(&spool)))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// Appends a batch to the spool. If even the spool fails, the events are logged whole:
+/// never dropped silently.
+async fn spool_batch(spool: &SharedSpool, batch: Vec<UsageEvent>, metrics: &Metrics) {
+    let events = Arc::new(batch);
+    let to_write = events.clone();
+    let result = blocking(spool, move |s| s.append(&to_write)).await;
+    metrics.usage_spool_depth.set(lock(spool).depth() as i64);
+    if let Err(err) = result {
+        for e in events.iter() {
+            error!(target: "ProxyHandler", error = %err, event_id = %e.id, request_id = %e.request_id, user_id = e.user_id, cost_micros = e.cost_micros, "usage event could not be spooled");
+        }
+    }
+}
+
+/// Sends everything in the spool, in order, then empties it. A failure part-way leaves the
+/// spool as it was: events already delivered are delivered again later, and the ledger ignores
+/// the repeats by id.
+async fn replay(
+    settings: &PublisherSettings,
+    conn: &mut Option<Sink>,
+    spool: &SharedSpool,
+    metrics: &Metrics,
+) -> Result<(), SendError> {
+    let replayed = match blocking(spool, |s| s.read()).await {
+        Ok(r) => r,
+        Err(err) => {
+            error!(target: "ProxyHandler", error = %err, "cannot read the usage spool");
+            return Ok(());
+        }
+    };
+    if replayed.corrupt > 0 {
+        metrics.usage_spool_corrupt.inc_by(replayed.corrupt);
+        error!(target: "ProxyHandler", records = replayed.corrupt, "corrupt tail of the usage spool skipped");
+    }
+    for chunk in replayed.events.chunks(BATCH) {
+        send(settings, conn, chunk).await?;
+        metrics.usage_published.inc_by(chunk.len() as u64);
+    }
+    if let Err(err) = blocking(spool, |s| s.clear()).await {
+        error!(target: "ProxyHandler", error = %err, "cannot empty the usage spool; its events will be sent again (the ledger ignores repeats)");
+    }
+    metrics.usage_spool_depth.set(lock(spool).depth() as i64);
+    info!(target: "ProxyHandler", events = replayed.events.len(), "usage spool replayed");
+    Ok(())
+}
+
+/// Without a spool, a failed batch is retried from memory (bounded by the shutdown budget).
+#[allow(clippy::too_many_arguments)]
+async fn retry_in_memory(
+    settings: &PublisherSettings,
+    conn: &mut Option<Sink>,
+    batch: Vec<UsageEvent>,
+    shutdown: &CancellationToken,
+    closing_since: &mut Option<tokio::time::Instant>,
+    rx: &mut mpsc::Receiver<UsageEvent>,
+    metrics: &Metrics,
+) {
+    let mut backoff = RETRY_MIN;
+    loop {
+        if closing_since.is_some_and(|t| t.elapsed() > SHUTDOWN_RETRY_BUDGET) {
+            for e in &batch {
+                error!(target: "ProxyHandler", event_id = %e.id, request_id = %e.request_id, user_id = e.user_id, cost_micros = e.cost_micros, "usage event unpublished at shutdown");
+            }
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled(), if closing_since.is_none() => {
+                rx.close();
+                *closing_since = Some(tokio::time::Instant::now());
+            }
+        }
+        backoff = (backoff * 2).min(RETRY_MAX);
+        match send(settings, conn, &batch).await {
+            Ok(()) => {
+                metrics.usage_published.inc_by(batch.len() as u64);
+                return;
+            }
+            Err(err) => {
+                metrics.usage_publish_errors.inc();
+                *conn = None;
+                warn!(target: "ProxyHandler", error = %err, events = batch.len(), "publishing usage failed; retrying");
             }
         }
     }

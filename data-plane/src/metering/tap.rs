@@ -142,6 +142,17 @@ impl Tap {
         }
     }
 
+    /// Whether the stream's own end marker (terminal event or `[DONE]`) has been seen.
+    fn has_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Sse {
+                terminal: Some(_),
+                ..
+            }
+        )
+    }
+
     fn is_responses(&self) -> bool {
         matches!(
             self,
@@ -223,7 +234,8 @@ pub type Held = Box<dyn Any + Send>;
 
 /// An upstream body on its way to the client, metered.
 pub struct MeteredBody {
-    inner: Incoming,
+    /// The upstream body; taken by the drain task when the client leaves early.
+    inner: Option<Incoming>,
     /// Frames read ahead of the response head (see the proxy's prefetch), sent first.
     prefix: VecDeque<Bytes>,
     tap: Tap,
@@ -276,7 +288,7 @@ impl MeteredBody {
             prefix.into()
         };
         Self {
-            inner,
+            inner: Some(inner),
             prefix,
             tap: Tap::new(kind),
             meter: Some(meter),
@@ -312,7 +324,10 @@ impl MeteredBody {
             if len >= MAX_COALESCED {
                 break;
             }
-            match Pin::new(&mut self.inner).poll_frame(cx) {
+            let Some(inner) = self.inner.as_mut() else {
+                break;
+            };
+            match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(more) => merged
                         .get_or_insert_with(|| first.to_vec())
@@ -419,7 +434,10 @@ impl Body for MeteredBody {
             return this.resume(stash);
         }
         loop {
-            return match Pin::new(&mut this.inner).poll_frame(cx) {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            return match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
@@ -465,14 +483,18 @@ impl Body for MeteredBody {
             || (self.meter.is_none()
                 && self.prefix.is_empty()
                 && self.stash.is_none()
-                && self.inner.is_end_stream())
+                && self.inner.as_ref().is_none_or(Incoming::is_end_stream))
     }
 
     fn size_hint(&self) -> SizeHint {
         if matches!(self.tap, Tap::Sse { .. }) {
             return SizeHint::default();
         }
-        let mut hint = self.inner.size_hint();
+        let mut hint = self
+            .inner
+            .as_ref()
+            .map(Incoming::size_hint)
+            .unwrap_or_default();
         let prefix: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
         if prefix > 0 {
             hint.set_lower(hint.lower() + prefix);
@@ -546,8 +568,66 @@ fn event_data(event: &[u8]) -> Option<&[u8]> {
 
 impl Drop for MeteredBody {
     fn drop(&mut self) {
-        self.finish(false, None);
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
+        let upstream_done =
+            self.inner.as_ref().is_none_or(Incoming::is_end_stream) && self.prefix.is_empty();
+        if upstream_done || self.tap.has_terminal() {
+            // Everything was read (hyper drops a length-delimited body after its last byte
+            // without polling for the end), or the client closed after the terminal event, as
+            // Codex does: a success.
+            let (outcome, usage, chunks) = self.tap.result(true);
+            meter.finish(outcome, usage, chunks);
+            return;
+        }
+        // The client left before the end. The upstream keeps working (and billing) for a
+        // while: read on, bounded, for the real usage instead of an estimate.
+        let (Some(inner), Ok(runtime)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            let (_, usage, chunks) = self.tap.result(false);
+            meter.finish(Outcome::ClientCancelled, usage, chunks);
+            return;
+        };
+        let tap = std::mem::replace(&mut self.tap, Tap::new(TapKind::Json));
+        let held = std::mem::take(&mut self._held);
+        runtime.spawn(drain(inner, tap, meter, self.idle_timeout, held));
     }
+}
+
+/// How long, and how much, is read from the upstream after the client has gone.
+const DRAIN_TIME: Duration = Duration::from_secs(60);
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads the rest of an abandoned response for its usage, then bills it as cancelled by the
+/// client: with the upstream's own numbers when they arrive, estimated from what was seen
+/// otherwise. `held` (in-flight counts) is released when this ends.
+async fn drain(mut inner: Incoming, mut tap: Tap, meter: Meter, idle: Duration, held: Vec<Held>) {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut read = 0;
+    while !tap.has_terminal() && read < DRAIN_BYTES {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(idle.min(left), inner.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    read += data.len();
+                    tap.feed(data);
+                }
+            }
+            Ok(None) => {
+                // A JSON body is complete now.
+                break;
+            }
+            Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    let (_, usage, chunks) = tap.result(true);
+    meter.finish(Outcome::ClientCancelled, usage, chunks);
+    drop(held);
 }
 
 #[cfg(test)]
