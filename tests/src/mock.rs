@@ -338,7 +338,7 @@ impl MockUpstream {
                     vec![Ok(Frame::data(half)), Err(Box::new(Cut))];
                 Response::new(BoxBody::new(StreamBody::new(tokio_stream::iter(frames))))
             } else {
-                full_response(text)
+                gated_halves(text, behaviour.gate.clone())
             };
             response.headers_mut().insert(
                 "content-type",
@@ -408,37 +408,81 @@ fn chat_usage_json(u: MockUsage) -> serde_json::Value {
 
 /// A chat/completions answer: one JSON body, or chunks ending in `data: [DONE]` with a
 /// usage-only chunk (`choices: []`) before it only when the request asked for usage.
+/// A JSON body in two halves; with a gate, the second half waits until it opens.
+fn gated_halves(text: String, gate: Option<Arc<Notify>>) -> Response<MockBody> {
+    let Some(gate) = gate else {
+        return full_response(text);
+    };
+    type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    let (tx, rx) = mpsc::channel::<Item>(2);
+    tokio::spawn(async move {
+        let mid = text.len() / 2;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from(text[..mid].to_owned()))))
+            .await;
+        gate.notified().await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from(text[mid..].to_owned()))))
+            .await;
+    });
+    Response::new(BoxBody::new(StreamBody::new(ReceiverStream::new(rx))))
+}
+
 fn chat(model: String, b: Behaviour, stream: bool, include_usage: bool) -> Response<MockBody> {
     let content: String = (0..b.deltas).map(|i| format!("word{i} ")).collect();
+    let usage = if b.fault == Fault::OmitUsage {
+        serde_json::Value::Null
+    } else {
+        chat_usage_json(b.usage)
+    };
     if !stream {
         let body = json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": chat_usage_json(b.usage),
+            "usage": usage,
         });
-        let mut response = full_response(body.to_string());
+        let mut response = gated_halves(body.to_string(), b.gate.clone());
         response.headers_mut().insert(
             "content-type",
             http::HeaderValue::from_static("application/json"),
         );
         return response;
     }
-    let mut text = String::new();
+    let mut chunks = Vec::new();
     for i in 0..b.deltas {
         let mut chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
             "choices": [{"index": 0, "delta": {"content": format!("word{i} ")}, "finish_reason": null}]});
         if include_usage {
             chunk["usage"] = serde_json::Value::Null;
         }
-        text.push_str(&format!("data: {chunk}\n\n"));
+        chunks.push(format!("data: {chunk}\n\n"));
     }
-    if include_usage {
+    if include_usage && !usage.is_null() {
         let usage = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-            "choices": [], "usage": chat_usage_json(b.usage)});
-        text.push_str(&format!("data: {usage}\n\n"));
+            "choices": [], "usage": usage});
+        chunks.push(format!("data: {usage}\n\n"));
     }
-    text.push_str("data: [DONE]\n\n");
-    let mut response = full_response(text);
+    chunks.push("data: [DONE]\n\n".to_owned());
+    type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    let (tx, rx) = mpsc::channel::<Item>(4);
+    let gate = b.gate.clone();
+    let gap = b.gap;
+    tokio::spawn(async move {
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
+                return;
+            }
+            if let Some(gap) = gap {
+                tokio::time::sleep(gap).await;
+            }
+            if i == 0
+                && let Some(gate) = &gate
+            {
+                gate.notified().await;
+            }
+        }
+    });
+    let mut response = Response::new(BoxBody::new(StreamBody::new(ReceiverStream::new(rx))));
     response.headers_mut().insert(
         "content-type",
         http::HeaderValue::from_static("text/event-stream"),

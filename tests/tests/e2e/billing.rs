@@ -1,0 +1,299 @@
+//! The billing conformance matrix: {responses, chat/completions, completions} × {stream, JSON}
+//! × {usage reported, usage missing, client leaves before the first byte, client leaves
+//! mid-stream, client leaves right after the terminal event} → exactly one ledger event each,
+//! with the expected token split, cost, status and flags. Each case runs as its own user.
+
+use std::{sync::Arc, time::Duration};
+
+use gateway_tests::{Behaviour, Fault, Harness, MockUsage};
+use http_body_util::BodyExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Responses,
+    Chat,
+    Completions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Reported,
+    Missing,
+    LeaveBeforeFirstByte,
+    LeaveMidStream,
+    LeaveAfterTerminal,
+}
+
+const USAGE: MockUsage = MockUsage {
+    input: 1200,
+    cached: 1000,
+    output: 300,
+    reasoning: 120,
+};
+/// Prices (µ per 1M): input 1.00, cached 0.10, output 2.00 currency units.
+const PRICE: (i64, i64, i64) = (1_000_000, 100_000, 2_000_000);
+
+fn cost(input: i64, cached: i64, output: i64) -> i64 {
+    let per_million = (input - cached) * PRICE.0 + cached * PRICE.1 + output * PRICE.2;
+    (per_million + 500_000) / 1_000_000
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    status: String,
+    input_tokens: i64,
+    cached_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cost_micros: i64,
+    estimated: bool,
+    stream: bool,
+    endpoint: String,
+}
+
+fn request(api: Api, stream: bool) -> (&'static str, String) {
+    match api {
+        Api::Responses => (
+            "/v1/responses",
+            format!(r#"{{"model":"gpt-5","stream":{stream},"input":"hi"}}"#),
+        ),
+        Api::Chat => (
+            "/v1/chat/completions",
+            format!(
+                r#"{{"model":"gpt-5","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ),
+        ),
+        Api::Completions => (
+            "/v1/completions",
+            format!(r#"{{"model":"gpt-5","stream":{stream},"prompt":"hi"}}"#),
+        ),
+    }
+}
+
+/// Reads the body until `marker` appears (or the end), then drops it.
+async fn read_until(body: hyper::body::Incoming, marker: &str) -> String {
+    let mut body = body;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    seen.extend_from_slice(data);
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+async fn matrix(api: Api, stream: bool) {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool", 0, 1).await;
+    h.set_price("gpt-5", PRICE.0, PRICE.1, PRICE.2).await;
+    let cases = [
+        Case::Reported,
+        Case::Missing,
+        Case::LeaveBeforeFirstByte,
+        Case::LeaveMidStream,
+        Case::LeaveAfterTerminal,
+    ];
+    let pool = h.db.pool().await;
+    for (n, case) in cases.into_iter().enumerate() {
+        let (user, _) = h.add_user(&format!("{case:?}"), 1_000_000_000).await;
+        let (_, secret, version) = h.add_key(user.id).await;
+        h.wait_applied(version).await;
+        let auth = format!("Bearer {secret}");
+        let (path, body) = request(api, stream);
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let behaviour = match case {
+            Case::Reported | Case::LeaveAfterTerminal => Behaviour {
+                usage: USAGE,
+                deltas: 4,
+                ..Behaviour::default()
+            },
+            Case::Missing => Behaviour {
+                deltas: 4,
+                fault: Fault::OmitUsage,
+                ..Behaviour::default()
+            },
+            Case::LeaveBeforeFirstByte => Behaviour::fault(Fault::HangBeforeHead),
+            // A long stream the client abandons after its first output: the gateway keeps
+            // reading the upstream for the real usage.
+            Case::LeaveMidStream if stream => Behaviour {
+                usage: USAGE,
+                deltas: 100,
+                gap: Some(Duration::from_millis(5)),
+                ..Behaviour::default()
+            },
+            Case::LeaveMidStream => Behaviour {
+                usage: USAGE,
+                gate: Some(gate.clone()),
+                ..Behaviour::default()
+            },
+        };
+        h.mock.queue_for("pool", behaviour);
+        match case {
+            Case::LeaveBeforeFirstByte => {
+                let sent = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    h.post(0, path, &[("authorization", &auth)], body.clone()),
+                )
+                .await;
+                assert!(sent.is_err(), "the upstream hangs: nothing arrives");
+            }
+            Case::LeaveMidStream => {
+                let response = h
+                    .post(0, path, &[("authorization", &auth)], body.clone())
+                    .await;
+                assert_eq!(response.status(), 200);
+                let marker = if stream { "word0" } else { "" };
+                let seen = read_until(response.into_body(), marker).await;
+                assert!(!seen.contains("response.completed"));
+                gate.notify_one();
+            }
+            Case::LeaveAfterTerminal if stream => {
+                let response = h
+                    .post(0, path, &[("authorization", &auth)], body.clone())
+                    .await;
+                let marker = if api == Api::Responses {
+                    "response.completed"
+                } else {
+                    "[DONE]"
+                };
+                let seen = read_until(response.into_body(), marker).await;
+                assert!(seen.contains(marker), "{seen}");
+            }
+            _ => {
+                let response = h
+                    .post(0, path, &[("authorization", &auth)], body.clone())
+                    .await;
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.unwrap();
+            }
+        }
+        h.wait_ingested(n as u64 + 1).await;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT status, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
+             estimated, stream, endpoint FROM usage_events WHERE user_id = $1",
+        )
+        .bind(user.id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows.len(),
+            1,
+            "{api:?} stream={stream} {case:?}: exactly one event"
+        );
+        let row = &rows[0];
+        let ctx = format!("{api:?} stream={stream} {case:?}: {row:?}");
+        assert_eq!(row.stream, stream, "{ctx}");
+        assert_eq!(
+            row.endpoint,
+            match api {
+                Api::Responses => "responses",
+                Api::Chat => "chat_completions",
+                Api::Completions => "completions",
+            },
+            "{ctx}"
+        );
+        let forwarded = h
+            .mock
+            .recorded()
+            .last()
+            .map(|r| r.body.len() as i64)
+            .unwrap_or(0);
+        match case {
+            Case::Reported | Case::LeaveAfterTerminal => {
+                assert_eq!(row.status, "completed", "{ctx}");
+                assert_eq!(
+                    (
+                        row.input_tokens,
+                        row.cached_tokens,
+                        row.output_tokens,
+                        row.reasoning_tokens
+                    ),
+                    (1200, 1000, 300, 120),
+                    "{ctx}"
+                );
+                assert_eq!(row.cost_micros, cost(1200, 1000, 300), "{ctx}");
+                assert!(!row.estimated, "{ctx}");
+            }
+            Case::Missing => {
+                assert_eq!(row.status, "completed", "{ctx}");
+                assert!(row.estimated, "{ctx}");
+                let chunks = if stream { 4 } else { 1 };
+                let (input, output) = (forwarded / 4, chunks * 25);
+                assert_eq!(
+                    (row.input_tokens, row.cached_tokens, row.output_tokens),
+                    (input, 0, output),
+                    "{ctx}"
+                );
+                assert_eq!(row.cost_micros, cost(input, 0, output), "{ctx}");
+            }
+            Case::LeaveBeforeFirstByte => {
+                assert_eq!(row.status, "client_cancelled", "{ctx}");
+                assert_eq!(
+                    (row.input_tokens, row.output_tokens, row.cost_micros),
+                    (0, 0, 0),
+                    "nothing produced, nothing billed: {ctx}"
+                );
+                assert!(!row.estimated, "{ctx}");
+            }
+            Case::LeaveMidStream => {
+                // The gateway read on after the client left and billed the upstream's own
+                // numbers, not an estimate.
+                assert_eq!(row.status, "client_cancelled", "{ctx}");
+                assert_eq!(
+                    (row.input_tokens, row.cached_tokens, row.output_tokens),
+                    (1200, 1000, 300),
+                    "{ctx}"
+                );
+                assert_eq!(row.cost_micros, cost(1200, 1000, 300), "{ctx}");
+                assert!(!row.estimated, "{ctx}");
+            }
+        }
+    }
+    // Every balance dropped by exactly its events' cost.
+    let mismatched: Vec<(i64,)> = sqlx::query_as(
+        "SELECT u.id FROM users u LEFT JOIN (SELECT user_id, SUM(cost_micros) AS spent FROM usage_events GROUP BY user_id) e \
+         ON e.user_id = u.id WHERE u.balance_micros <> 1000000000 - COALESCE(e.spent, 0)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(mismatched.is_empty(), "balances off for {mismatched:?}");
+    pool.close().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_responses_stream() {
+    matrix(Api::Responses, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_responses_json() {
+    matrix(Api::Responses, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_chat_stream() {
+    matrix(Api::Chat, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_chat_json() {
+    matrix(Api::Chat, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_completions_stream() {
+    matrix(Api::Completions, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_completions_json() {
+    matrix(Api::Completions, false).await;
+}
