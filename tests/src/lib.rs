@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fake_control_plane;
+pub mod faults;
 pub mod mock;
 
 use std::{net::SocketAddr, time::Duration};
@@ -265,11 +266,13 @@ pub struct Harness {
 }
 
 /// How a harness starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HarnessOptions {
     pub data_planes: usize,
     pub affinity: Affinity,
     pub health_interval_ms: u64,
+    /// Redis to use instead of TEST_REDIS_URL.
+    pub redis_url: Option<String>,
 }
 
 impl Default for HarnessOptions {
@@ -278,6 +281,7 @@ impl Default for HarnessOptions {
             data_planes: 1,
             affinity: Affinity::User,
             health_interval_ms: 0,
+            redis_url: None,
         }
     }
 }
@@ -304,10 +308,11 @@ impl Harness {
             data_planes,
             affinity,
             health_interval_ms,
+            redis_url: private_redis,
         } = options;
         let mut h = Self {
             db: TestDb::create().await,
-            redis_url: redis_url(),
+            redis_url: private_redis.unwrap_or_else(redis_url),
             usage_stream: format!("cgw-test:{}:usage", uuid::Uuid::new_v4().simple()),
             admin_token: Secret::new(format!("admin-{}", uuid::Uuid::new_v4().simple())),
             data_plane_token: Secret::new(format!("dp-{}", uuid::Uuid::new_v4().simple())),

@@ -8,6 +8,7 @@ mod billing;
 mod cli;
 mod config;
 mod failover;
+mod faults;
 mod health;
 mod limits;
 mod proxy;
