@@ -297,3 +297,43 @@ async fn matrix_completions_stream() {
 async fn matrix_completions_json() {
     matrix(Api::Completions, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_balance_is_refused_by_every_data_plane_within_a_second() {
+    let mut h = Harness::start(2).await;
+    h.add_upstream("pool", 0, 1).await;
+    h.set_price("gpt-5", PRICE.0, PRICE.1, PRICE.2).await;
+    // 500 µ left; one request costs 900 µ.
+    let (user, _) = h.add_user("last-coin", 500).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
+    let auth = format!("Bearer {secret}");
+    let (path, body) = request(Api::Responses, false);
+    let response = h
+        .post(0, path, &[("authorization", &auth)], body.clone())
+        .await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let finished = std::time::Instant::now();
+
+    // The ledger takes the balance below zero and bumps the version; both data planes apply
+    // it and refuse the user.
+    h.wait_ingested(1).await;
+    let before = *h.data_planes[1].applied.borrow();
+    h.wait_applied(before + 1).await;
+    let elapsed = finished.elapsed();
+    for dp in 0..2 {
+        let response = h
+            .post(dp, path, &[("authorization", &auth)], body.clone())
+            .await;
+        assert_eq!(response.status(), 429, "data plane {dp}");
+        assert!(response.headers().get("retry-after").is_none());
+    }
+    eprintln!("request end → exhausted user refused by every data plane: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    h.shutdown().await;
+}
