@@ -15,6 +15,7 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use gateway_proto::v1::config_discovery_client::ConfigDiscoveryClient;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -78,6 +79,13 @@ impl DataPlane {
                 body_timeout: config.client_body_timeout.0,
                 trusted_proxies: config.trusted_proxies.clone(),
                 metrics: metrics.clone(),
+                control_plane: ConfigDiscoveryClient::new(
+                    tonic::transport::Endpoint::from_shared(config.control_plane_url.clone())
+                        .context("CONTROL_PLANE_URL is not a valid URL")?
+                        .connect_timeout(std::time::Duration::from_secs(5))
+                        .connect_lazy(),
+                ),
+                data_plane_token: config.data_plane_token.clone(),
             },
         )
         .context("building the upstream HTTP client")?;

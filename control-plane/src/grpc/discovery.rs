@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use gateway_proto::v1::{
-    DiscoveryRequest, ReportUsageRequest, ReportUsageResponse, Snapshot,
-    config_discovery_server::ConfigDiscovery, discovery_request::Kind,
+    DiscoveryRequest, KeyUsageRequest, KeyUsageResponse, ReportUsageRequest, ReportUsageResponse,
+    Snapshot, config_discovery_server::ConfigDiscovery, discovery_request::Kind,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -15,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::{snapshot::SnapshotRx, store::Store, usage::row_from_event};
+use crate::{
+    snapshot::SnapshotRx,
+    store::{Store, UsageFilter},
+    usage::row_from_event,
+};
 
 /// Implementation of `ConfigDiscovery`.
 #[derive(Debug, Clone)]
@@ -49,6 +53,35 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send
 #[tonic::async_trait]
 impl ConfigDiscovery for Discovery {
     type StreamConfigStream = SnapshotStream;
+
+    async fn key_usage(
+        &self,
+        request: Request<KeyUsageRequest>,
+    ) -> Result<Response<KeyUsageResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 20,
+            n => n.min(100),
+        };
+        let unavailable = |e: crate::store::StoreError| {
+            warn!(error = %e, "key usage query failed");
+            Status::unavailable("the ledger is unavailable; retry")
+        };
+        let user = self.store.get_user(r.user_id).await.map_err(unavailable)?;
+        let events = self
+            .store
+            .list_usage(&UsageFilter {
+                key_id: Some(r.key_id),
+                limit: i64::from(limit),
+                ..UsageFilter::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(KeyUsageResponse {
+            balance_micros: user.balance_micros,
+            events: events.into_iter().map(Into::into).collect(),
+        }))
+    }
 
     async fn report_usage(
         &self,

@@ -50,6 +50,8 @@ pub enum ProxyError {
     NotReady,
     #[error("no upstream is available for this request; try again shortly")]
     NoUpstream,
+    #[error("usage is unavailable right now; try again shortly")]
+    LedgerUnavailable,
     #[error("every upstream is busy; retry after {} s", .0.as_secs().max(1))]
     UpstreamsBusy(std::time::Duration),
 
@@ -149,6 +151,11 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 "no_upstream_available",
+            ),
+            Self::LedgerUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "ledger_unavailable",
             ),
             Self::UpstreamsBusy(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -35,6 +35,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
+use gateway_proto::v1::config_discovery_client::ConfigDiscoveryClient;
+
 use self::{
     error::ProxyError,
     forward::{REQUEST_ID, UpstreamClient},
@@ -137,6 +139,8 @@ struct Shared {
     trusted_proxies: Vec<ipnet::IpNet>,
     key_limits: limits::KeyLimits,
     metrics: Arc<Metrics>,
+    control_plane: ConfigDiscoveryClient<tonic::transport::Channel>,
+    data_plane_token: gateway_proto::auth::Secret,
     draining: AtomicBool,
 }
 
@@ -153,6 +157,10 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where requests are counted.
     pub metrics: Arc<Metrics>,
+    /// The control plane, for `GET /v1/usage` (connected on first use).
+    pub control_plane: ConfigDiscoveryClient<tonic::transport::Channel>,
+    /// The data-plane token for it.
+    pub data_plane_token: gateway_proto::auth::Secret,
 }
 
 /// The proxy service; cheap to clone per connection.
@@ -179,6 +187,8 @@ impl Proxy {
                 trusted_proxies: settings.trusted_proxies,
                 key_limits: limits::KeyLimits::default(),
                 metrics: settings.metrics,
+                control_plane: settings.control_plane,
+                data_plane_token: settings.data_plane_token,
                 draining: AtomicBool::new(false),
             }),
         })
@@ -248,6 +258,15 @@ impl Proxy {
             (_, Some(_)) => Err(ProxyError::MethodNotAllowed(path.to_owned())),
             (&Method::GET, None) if path == "/v1/models" || path == "/models" => {
                 self.models(request.headers())
+            }
+            (&Method::GET, None) if path == "/v1/usage" => {
+                let limit = request
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("limit=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                self.usage(request.headers(), limit).await
             }
             (&Method::GET, None) if path == "/healthz" => Ok(text(StatusCode::OK, "ok")),
             (&Method::GET, None) if path == "/metrics" => {
@@ -445,6 +464,52 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// `GET /v1/usage`: the key's own recent usage and its user's balance, from the ledger.
+    async fn usage(
+        &self,
+        headers: &HeaderMap,
+        limit: u32,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let table = self.shared.table.load_full().ok_or(ProxyError::NotReady)?;
+        let (key, user) = auth::authenticate_key(&table, headers, now_ms())?;
+        let mut request = tonic::Request::new(gateway_proto::v1::KeyUsageRequest {
+            key_id: key.id,
+            user_id: user.id,
+            limit,
+        });
+        let token = self
+            .shared
+            .data_plane_token
+            .bearer()
+            .map_err(|_| ProxyError::Internal)?;
+        request.metadata_mut().insert("authorization", token);
+        request.set_timeout(Duration::from_secs(5));
+        let usage = self
+            .shared
+            .control_plane
+            .clone()
+            .key_usage(request)
+            .await
+            .map_err(|status| {
+                warn!(target: "ProxyHandler", error = %status, "key usage query failed");
+                ProxyError::LedgerUnavailable
+            })?
+            .into_inner();
+        let body = serde_json::json!({
+            "object": "list",
+            "balance_micros": usage.balance_micros,
+            "data": usage.events,
+        });
+        let mut response = Response::new(full(Bytes::from(body.to_string())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+}
+
 /// The body with `stream_options.include_usage = true`. The common case (no `stream_options`)
 /// inserts the member after the opening brace and leaves every other byte alone.
 fn request_usage(body: &Bytes, has_stream_options: bool) -> Result<Bytes, ProxyError> {
@@ -487,6 +552,7 @@ fn route_label(path: &str) -> &'static str {
         Some(e) => e.name(),
         None => match path {
             "/v1/models" | "/models" => "models",
+            "/v1/usage" => "usage",
             "/healthz" => "healthz",
             "/readyz" => "readyz",
             "/metrics" => "metrics",

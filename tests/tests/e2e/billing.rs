@@ -337,3 +337,47 @@ async fn an_exhausted_balance_is_refused_by_every_data_plane_within_a_second() {
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sees_its_own_usage_and_balance() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool", 0, 1).await;
+    h.set_price("gpt-5", PRICE.0, PRICE.1, PRICE.2).await;
+    let (user, _) = h.add_user("curious", 10_000).await;
+    let (_, mine, _) = h.add_key(user.id).await;
+    let (_, other, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
+    let (path, body) = request(Api::Responses, false);
+    for key in [&mine, &mine, &other] {
+        let response = h
+            .post(
+                0,
+                path,
+                &[("authorization", &format!("Bearer {key}"))],
+                body.clone(),
+            )
+            .await;
+        response.into_body().collect().await.unwrap();
+    }
+    h.wait_ingested(3).await;
+    let response = h
+        .get_with(
+            0,
+            "/v1/usage?limit=10",
+            &[("authorization", &format!("Bearer {mine}"))],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let json = gateway_tests::body_json(response).await;
+    assert_eq!(json["balance_micros"], 10_000 - 3 * cost(1200, 1000, 300));
+    let events = json["data"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "only this key's events");
+    assert_eq!(events[0]["cost_micros"], cost(1200, 1000, 300));
+    assert_eq!(events[0]["model"], "gpt-5");
+    assert_eq!(h.get(0, "/v1/usage").await.status(), 401);
+    h.shutdown().await;
+}
