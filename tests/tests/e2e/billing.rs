@@ -243,8 +243,16 @@ async fn matrix(api: Api, stream: bool) {
             }
             Case::LeaveMidStream => {
                 // The gateway read on after the client left and billed the upstream's own
-                // numbers, not an estimate.
-                assert_eq!(row.status, "client_cancelled", "{ctx}");
+                // numbers, not an estimate. (A JSON body's second half may already be written
+                // into the closed socket before the gateway notices; then it is complete.)
+                if stream {
+                    assert_eq!(row.status, "client_cancelled", "{ctx}");
+                } else {
+                    assert!(
+                        ["client_cancelled", "completed"].contains(&row.status.as_str()),
+                        "{ctx}"
+                    );
+                }
                 assert_eq!(
                     (row.input_tokens, row.cached_tokens, row.output_tokens),
                     (1200, 1000, 300),
