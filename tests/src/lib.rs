@@ -519,8 +519,13 @@ impl Harness {
 
     /// Waits until the ledger has ingested at least `n` events.
     pub async fn wait_ingested(&mut self, n: u64) {
+        self.wait_ingested_within(n, EVENT_DEADLINE).await;
+    }
+
+    /// [`Harness::wait_ingested`] with a deadline of its own.
+    pub async fn wait_ingested_within(&mut self, n: u64, deadline: Duration) {
         let cp = self.control_plane.as_mut().expect("control plane running");
-        tokio::time::timeout(EVENT_DEADLINE, cp.ingested.wait_for(|v| *v >= n))
+        tokio::time::timeout(deadline, cp.ingested.wait_for(|v| *v >= n))
             .await
             .expect("usage ingested in time")
             .expect("consumer running");
