@@ -50,6 +50,11 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_NAME", default_value = "control-plane")]
     pub consumer_name: String,
 
+    /// Seconds between housekeeping rounds of the usage consumer: claiming entries of dead
+    /// consumers and trimming the stream below what every group acknowledged.
+    #[arg(long, env = "USAGE_HOUSEKEEPING_SECS", default_value_t = 30)]
+    pub usage_housekeeping_secs: u64,
+
     /// What keeps a client on the same upstream: the user, or the user and session.
     #[arg(long, env = "AFFINITY", value_enum, default_value_t = Affinity::User)]
     pub affinity: Affinity,

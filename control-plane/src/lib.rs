@@ -77,6 +77,7 @@ impl ControlPlane {
                     stream: config.usage_stream.clone(),
                     group: config.usage_group.clone(),
                     consumer: config.consumer_name.clone(),
+                    housekeeping: Duration::from_secs(config.usage_housekeeping_secs.max(1)),
                 },
                 ingested.clone(),
             );

@@ -1,8 +1,15 @@
 //! The usage consumer: reads usage events from the Redis stream through a consumer group,
 //! writes each batch and its balance debits in one Postgres transaction keyed by event id,
 //! and acknowledges only after commit. Entries left pending by a dead consumer are claimed.
+//! A batch the database refuses is split to find the entries at fault; one refused
+//! `MAX_ATTEMPTS` times goes to the dead-letter table with its error instead of looping. The
+//! stream is trimmed only below what every consumer group has acknowledged.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use chrono::DateTime;
 use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
@@ -17,13 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use crate::store::{Store, UsageRow};
+use crate::store::{IngestOutcome, Store, UsageRow};
 
 const BATCH: usize = 500;
 const BLOCK: Duration = Duration::from_millis(1000);
 /// Entries pending this long with another consumer are presumed orphaned and claimed.
 const CLAIM_IDLE: Duration = Duration::from_secs(60);
-const CLAIM_EVERY: Duration = Duration::from_secs(30);
+/// Default period of housekeeping: claiming orphans, trimming the stream.
+pub const DEFAULT_HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// Refusals of one entry before it is dead-lettered.
+const MAX_ATTEMPTS: u32 = 5;
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Where the consumer reads from.
@@ -33,6 +43,8 @@ pub struct ConsumerSettings {
     pub stream: String,
     pub group: String,
     pub consumer: String,
+    /// How often orphans are claimed and the stream is trimmed.
+    pub housekeeping: Duration,
 }
 
 /// The usage consumer task.
@@ -41,6 +53,8 @@ pub struct UsageConsumer {
     store: Store,
     settings: ConsumerSettings,
     ingested: Arc<watch::Sender<u64>>,
+    /// Refusals per stream entry, for entries the database refuses on their own.
+    refusals: Mutex<HashMap<String, u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +63,14 @@ enum ConsumeError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("the ledger refused {0} entries; they stay pending")]
+    Refused(usize),
+}
+
+/// `ms-seq` → (ms, seq).
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 impl UsageConsumer {
@@ -62,6 +84,7 @@ impl UsageConsumer {
             store,
             settings,
             ingested,
+            refusals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,8 +106,17 @@ impl UsageConsumer {
                     }
                 },
             };
-            if last_claim.elapsed() >= CLAIM_EVERY {
+            if last_claim.elapsed() >= self.settings.housekeeping {
                 last_claim = tokio::time::Instant::now();
+                match self.trim(c).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        debug!(target: "UsageConsumer", trimmed = n, "usage stream trimmed below what every group acknowledged")
+                    }
+                    Err(err) => {
+                        warn!(target: "UsageConsumer", error = %err, "trimming the usage stream failed")
+                    }
+                }
                 match self.claim_orphans(c).await {
                     Ok(0) => {}
                     Ok(n) => {
@@ -185,10 +217,14 @@ impl UsageConsumer {
         entries: &[StreamId],
     ) -> Result<(), ConsumeError> {
         let mut rows = Vec::with_capacity(entries.len());
+        let mut row_ids: Vec<&str> = Vec::with_capacity(entries.len());
         for entry in entries {
             let payload: Option<Vec<u8>> = entry.get(USAGE_EVENT_FIELD);
             match payload.as_deref().map(decode) {
-                Some(Ok(row)) => rows.push(row),
+                Some(Ok(row)) => {
+                    rows.push(row);
+                    row_ids.push(entry.id.as_str());
+                }
                 Some(Err(reason)) => {
                     warn!(target: "UsageConsumer", stream_id = %entry.id, reason = %reason, "undecodable usage event moved to dead letters");
                     self.store
@@ -203,17 +239,115 @@ impl UsageConsumer {
                 }
             }
         }
-        let outcome = self.store.ingest_usage(&rows).await?;
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let _: usize = conn
-            .xack(&self.settings.stream, &self.settings.group, &ids)
-            .await?;
-        debug!(target: "UsageConsumer", read = entries.len(), inserted = outcome.inserted, "usage batch committed");
+        let mut pending: Vec<&str> = Vec::new();
+        match self.store.ingest_usage(&rows).await {
+            Ok(outcome) => self.committed(&outcome),
+            Err(err) if err.is_transient() => return Err(err.into()),
+            Err(err) => {
+                warn!(target: "UsageConsumer", error = %err, entries = rows.len(), "the ledger refused a usage batch; retrying its entries one by one");
+                for (row, id) in rows.iter().zip(&row_ids) {
+                    match self.store.ingest_usage(std::slice::from_ref(row)).await {
+                        Ok(outcome) => self.committed(&outcome),
+                        Err(err) if err.is_transient() => return Err(err.into()),
+                        Err(err) => {
+                            if self.refused(id) < MAX_ATTEMPTS {
+                                pending.push(id);
+                                continue;
+                            }
+                            error!(target: "UsageConsumer", stream_id = %id, event_id = %row.id, user_id = row.user_id, cost_micros = row.cost_micros, error = %err, "usage event refused repeatedly; moved to dead letters");
+                            let payload = entries
+                                .iter()
+                                .find(|e| e.id == *id)
+                                .and_then(|e| e.get::<Vec<u8>>(USAGE_EVENT_FIELD));
+                            self.store
+                                .dead_letter(id, payload.as_deref(), &err.to_string())
+                                .await?;
+                            self.forget(id);
+                        }
+                    }
+                }
+            }
+        }
+        let done: Vec<&str> = entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .filter(|id| !pending.contains(id))
+            .collect();
+        if !done.is_empty() {
+            let _: usize = conn
+                .xack(&self.settings.stream, &self.settings.group, &done)
+                .await?;
+        }
+        for id in &done {
+            self.forget(id);
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(ConsumeError::Refused(pending.len()))
+        }
+    }
+
+    fn committed(&self, outcome: &IngestOutcome) {
+        debug!(target: "UsageConsumer", inserted = outcome.inserted, "usage batch committed");
         if let Some(version) = outcome.version {
             info!(target: "UsageConsumer", users = ?outcome.exhausted_users, version, "balances exhausted");
         }
         self.ingested.send_modify(|n| *n += outcome.inserted);
-        Ok(())
+    }
+
+    /// Counts a refusal of entry `id`; returns how many it has had.
+    fn refused(&self, id: &str) -> u32 {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = refusals.entry(id.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn forget(&self, id: &str) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Trims the stream below the oldest entry any group still needs: its first pending
+    /// entry, or, with nothing pending, its last delivered one.
+    async fn trim(&self, conn: &mut ConnectionManager) -> Result<usize, RedisError> {
+        let groups: redis::streams::StreamInfoGroupsReply =
+            conn.xinfo_groups(&self.settings.stream).await?;
+        let mut floor: Option<(u64, u64, String)> = None;
+        for group in groups.groups {
+            let needed = if group.pending > 0 {
+                match conn
+                    .xpending::<_, _, redis::streams::StreamPendingReply>(
+                        &self.settings.stream,
+                        &group.name,
+                    )
+                    .await?
+                {
+                    redis::streams::StreamPendingReply::Data(d) => d.start_id,
+                    _ => group.last_delivered_id,
+                }
+            } else {
+                group.last_delivered_id
+            };
+            let Some((ms, seq)) = stream_id(&needed) else {
+                return Ok(0);
+            };
+            if floor.as_ref().is_none_or(|f| (ms, seq) < (f.0, f.1)) {
+                floor = Some((ms, seq, needed));
+            }
+        }
+        let Some((_, _, floor)) = floor else {
+            return Ok(0);
+        };
+        redis::cmd("XTRIM")
+            .arg(&self.settings.stream)
+            .arg("MINID")
+            .arg(floor)
+            .query_async(conn)
+            .await
     }
 }
 

@@ -128,6 +128,7 @@ pub async fn run(
         usage_stream: DEFAULT_USAGE_STREAM.to_owned(),
         usage_group: "ledger".to_owned(),
         consumer_name: "standalone".to_owned(),
+        usage_housekeeping_secs: 30,
         affinity: Affinity::User,
         ring_seed: DEFAULT_RING_SEED,
         health_interval_ms: 15_000,

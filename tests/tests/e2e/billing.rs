@@ -389,3 +389,175 @@ async fn a_key_sees_its_own_usage_and_balance() {
     assert_eq!(h.get(0, "/v1/usage").await.status(), 401);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_ledger_keeps_refusing_is_dead_lettered_and_the_rest_is_billed() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool", 0, 1).await;
+    h.set_price("gpt-5", PRICE.0, PRICE.1, PRICE.2).await;
+    let (refused, _) = h.add_user("refused", 1_000_000).await;
+    let (fine, _) = h.add_user("fine", 1_000_000).await;
+    let (_, refused_key, _) = h.add_key(refused.id).await;
+    let (_, fine_key, version) = h.add_key(fine.id).await;
+    h.wait_applied(version).await;
+    // The database itself refuses one user's rows, as it would a row it cannot store.
+    let pool = h.db.pool().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.user_id = {} THEN RAISE EXCEPTION 'refused by policy'; END IF; RETURN NEW; END $$",
+        refused.id
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON usage_events FOR EACH ROW EXECUTE FUNCTION refuse()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
+    let (path, body) = request(Api::Responses, false);
+    for key in [&refused_key, &fine_key] {
+        let response = h
+            .post(
+                0,
+                path,
+                &[("authorization", &format!("Bearer {key}"))],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    h.wait_ingested(1).await;
+    // The refused event lands in the dead-letter table with its error, after repeated tries.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (error,): (String,) = loop {
+        if let Some(row) = sqlx::query_as("SELECT error FROM usage_dead_letters")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused event was never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("refused by policy"), "{error}");
+    let billed: Vec<(i64,)> = sqlx::query_as("SELECT user_id FROM usage_events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(billed, [(fine.id,)], "the other event was billed");
+    let balance: i64 = sqlx::query_scalar("SELECT balance_micros FROM users WHERE id = $1")
+        .bind(refused.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(balance, 1_000_000, "a dead-lettered event debits nothing");
+    // Nothing is left pending: the consumer does not loop on it.
+    let client = redis::Client::open(h.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pending: redis::streams::StreamPendingReply =
+        redis::AsyncCommands::xpending(&mut conn, &h.usage_stream, "ledger")
+            .await
+            .unwrap();
+    assert_eq!(pending.count(), 0);
+    pool.close().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_trimmed_only_below_what_every_group_acknowledged() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool", 0, 1).await;
+    let (user, _) = h.add_user("trim", 1_000_000).await;
+    let (_, key, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    // A second group (an audit reader, say) that has read nothing yet holds the stream.
+    let client = redis::Client::open(h.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (path, body) = request(Api::Responses, false);
+    for _ in 0..5 {
+        let response = h
+            .post(
+                0,
+                path,
+                &[("authorization", &format!("Bearer {key}"))],
+                body.clone(),
+            )
+            .await;
+        response.into_body().collect().await.unwrap();
+    }
+    h.wait_ingested(5).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&h.usage_stream)
+        .arg("audit")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(
+        &mut conn,
+        &[&h.usage_stream],
+        &[">"],
+        &redis::streams::StreamReadOptions::default()
+            .group("audit", "reader")
+            .count(2),
+    )
+    .await
+    .unwrap();
+    // Housekeeping runs every second in tests; give it two rounds.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let len: usize = redis::cmd("XLEN")
+        .arg(&h.usage_stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        len, 5,
+        "the audit group's two pending entries pin the stream from its first one"
+    );
+    // Once the audit group acknowledges everything, the ledger's housekeeping trims.
+    let ids: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut conn, &h.usage_stream)
+            .await
+            .unwrap();
+    let all: Vec<&str> = ids.ids.iter().map(|i| i.id.as_str()).collect();
+    let _: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(
+        &mut conn,
+        &[&h.usage_stream],
+        &[">"],
+        &redis::streams::StreamReadOptions::default()
+            .group("audit", "reader")
+            .count(10),
+    )
+    .await
+    .unwrap();
+    let _: usize = redis::AsyncCommands::xack(&mut conn, &h.usage_stream, "audit", &all)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let len: usize = redis::cmd("XLEN")
+            .arg(&h.usage_stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if len <= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never trimmed: {len} entries"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.shutdown().await;
+}
