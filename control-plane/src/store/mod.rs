@@ -253,6 +253,8 @@ delegate! {
     fn ingest_usage(&self, rows: &[UsageRow]) -> IngestOutcome;
     /// Keeps a stream entry that cannot be ingested, with the reason.
     fn dead_letter(&self, stream_id: &str, payload: Option<&[u8]>, error: &str) -> ();
+    /// Per-day rollups, newest day first, optionally of one user.
+    fn daily_usage(&self, user_id: Option<i64>) -> Vec<DailyRow>;
     /// Usage events, newest first.
     fn list_usage(&self, filter: &UsageFilter) -> Vec<UsageRow>;
     /// Totals per user, model, upstream or UTC day, largest cost first.

@@ -100,6 +100,21 @@ pub struct SummaryRow {
     pub estimated: i64,
 }
 
+/// One day of one user's usage of one model.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DailyRow {
+    pub day: String,
+    pub user_id: i64,
+    pub model: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub cached_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_micros: i64,
+    pub estimated: i64,
+}
+
 /// The result of one health probe, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthUpdate {
@@ -195,6 +210,18 @@ pub struct UsageFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub limit: i64,
+}
+
+impl UsageFilter {
+    /// Whether the per-day rollups hold exactly the totals this summary asks for: they keep
+    /// day, user and model, so they cannot filter by key, upstream or a time within a day.
+    pub fn rollups_answer(&self, by: SummaryBy) -> bool {
+        by != SummaryBy::Upstream
+            && self.key_id.is_none()
+            && self.upstream_id.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
 }
 
 /// What one ingest transaction did.

@@ -15,9 +15,9 @@ use sqlx::{
 use tokio::sync::watch;
 
 use super::{
-    HealthUpdate, IngestOutcome, KeyPatch, KeyRow, NewKey, NewUpstream, PriceRow, SnapshotState,
-    StoreError, SummaryBy, SummaryRow, UpstreamPatch, UpstreamRow, UpstreamSecretRow, UsageFilter,
-    UsageRow, UserPatch, UserRow, Versioned, not_found,
+    DailyRow, HealthUpdate, IngestOutcome, KeyPatch, KeyRow, NewKey, NewUpstream, PriceRow,
+    SnapshotState, StoreError, SummaryBy, SummaryRow, UpstreamPatch, UpstreamRow,
+    UpstreamSecretRow, UsageFilter, UsageRow, UserPatch, UserRow, Versioned, not_found,
 };
 
 macro_rules! upstream_columns {
@@ -610,6 +610,29 @@ impl SqliteStore {
             if inserted == 1 {
                 outcome.inserted += 1;
                 *per_user.entry(r.user_id).or_default() += r.cost_micros;
+                sqlx::query(
+                    "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
+                     cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
+                     VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (day, user_id, model) DO UPDATE SET \
+                     requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens, \
+                     cached_tokens = cached_tokens + excluded.cached_tokens, \
+                     output_tokens = output_tokens + excluded.output_tokens, \
+                     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
+                     cost_micros = cost_micros + excluded.cost_micros, \
+                     estimated = estimated + excluded.estimated",
+                )
+                .bind(r.started_at.format("%Y-%m-%d").to_string())
+                .bind(r.user_id)
+                .bind(&r.model)
+                .bind(r.input_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.output_tokens)
+                .bind(r.reasoning_tokens)
+                .bind(r.cost_micros)
+                .bind(i64::from(r.estimated))
+                .execute(&mut *tx)
+                .await?;
             }
         }
         for (user_id, total) in per_user {
@@ -655,6 +678,18 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Per-day rollups, newest day first, optionally of one user.
+    pub async fn daily_usage(&self, user_id: Option<i64>) -> Result<Vec<DailyRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT day, user_id, model, requests, input_tokens, cached_tokens, output_tokens, \
+             reasoning_tokens, cost_micros, estimated FROM usage_daily WHERE ($1 IS NULL OR user_id = $1) \
+             ORDER BY day DESC, user_id, model",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Usage events, newest first.
     pub async fn list_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(concat!(
@@ -674,6 +709,19 @@ impl SqliteStore {
         by: SummaryBy,
         filter: &UsageFilter,
     ) -> Result<Vec<SummaryRow>, StoreError> {
+        if let Some(group) = rollup_group(by, filter) {
+            // The rollups hold the same totals in far fewer rows than the ledger.
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT ");
+            q.push(group).push(
+                " AS grp, SUM(requests) AS requests, SUM(input_tokens) AS input_tokens, \
+                 SUM(cached_tokens) AS cached_tokens, SUM(output_tokens) AS output_tokens, \
+                 SUM(reasoning_tokens) AS reasoning_tokens, SUM(cost_micros) AS cost_micros, \
+                 SUM(estimated) AS estimated FROM usage_daily WHERE 1 = 1",
+            );
+            push_filters(&mut q, filter);
+            q.push(" GROUP BY grp ORDER BY cost_micros DESC, grp");
+            return Ok(q.build_query_as().fetch_all(&self.pool).await?);
+        }
         let group = match by {
             SummaryBy::User => "CAST(user_id AS TEXT)",
             SummaryBy::Model => "model",
@@ -733,6 +781,17 @@ impl SqliteStore {
             users,
             prices,
         })
+    }
+}
+
+/// The grouping expression over `usage_daily`, when the rollups can answer the summary.
+fn rollup_group(by: SummaryBy, filter: &UsageFilter) -> Option<&'static str> {
+    match by {
+        _ if !filter.rollups_answer(by) => None,
+        SummaryBy::User => Some("CAST(user_id AS TEXT)"),
+        SummaryBy::Model => Some("model"),
+        SummaryBy::Day => Some("day"),
+        SummaryBy::Upstream => None,
     }
 }
 

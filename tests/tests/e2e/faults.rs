@@ -302,6 +302,24 @@ async fn no_usage_is_lost_or_doubled_when_the_control_plane_redis_or_a_data_plan
             "user {user}: balance = credits - costs"
         );
     }
+    // The per-day rollups, written in the same transactions, agree with the ledger.
+    let (ledger, rolled): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(SUM(cost_micros), 0)::INT8 FROM usage_events), \
+                (SELECT COALESCE(SUM(cost_micros), 0)::INT8 FROM usage_daily)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let rolled_requests: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(requests), 0)::INT8 FROM usage_daily")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (rolled, rolled_requests),
+        (ledger, total),
+        "rollups match the ledger"
+    );
     pool.close().await;
     cp.kill().await;
     h.shutdown().await;

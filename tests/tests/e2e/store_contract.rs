@@ -341,6 +341,20 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store) {
         ),
         (2, 500, 200)
     );
+    // A time filter reads the ledger itself; the rollups must give the same totals.
+    let recent = UsageFilter {
+        since: Some(Utc::now() - ChronoDuration::hours(1)),
+        limit: 100,
+        ..Default::default()
+    };
+    assert!(all.rollups_answer(SummaryBy::User) && !recent.rollups_answer(SummaryBy::User));
+    assert_eq!(
+        store
+            .summarize_usage(SummaryBy::User, &recent)
+            .await
+            .unwrap(),
+        by_user
+    );
     let by_model = store.summarize_usage(SummaryBy::Model, &all).await.unwrap();
     assert_eq!(by_model[0].grp, "gpt-5");
     assert_eq!(by_model[0].requests, 4);
@@ -352,6 +366,18 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store) {
         .await
         .unwrap();
     assert_eq!(by_upstream[0].grp, "7");
+
+    // Rollups count each event once, even across redelivery.
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    let daily = store.daily_usage(None).await.unwrap();
+    assert!(daily.iter().all(|r| r.day == today));
+    assert_eq!(daily.iter().map(|r| r.requests).sum::<i64>(), 5);
+    assert_eq!(daily.iter().map(|r| r.cost_micros).sum::<i64>(), 670);
+    assert_eq!(daily.iter().map(|r| r.input_tokens).sum::<i64>(), 500);
+    assert_eq!(daily.iter().map(|r| r.cached_tokens).sum::<i64>(), 200);
+    let rich_daily = store.daily_usage(Some(rich.id)).await.unwrap();
+    assert_eq!(rich_daily.len(), 2, "one row per model");
+    assert_eq!(rich_daily.iter().map(|r| r.cost_micros).sum::<i64>(), 500);
 
     store
         .dead_letter("1-0", Some(b"garbage"), "not a usage event")

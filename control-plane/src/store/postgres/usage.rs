@@ -3,7 +3,8 @@
 use sqlx::QueryBuilder;
 
 use super::{
-    IngestOutcome, PgStore, StoreError, SummaryBy, SummaryRow, UsageFilter, UsageRow, bump_version,
+    DailyRow, IngestOutcome, PgStore, StoreError, SummaryBy, SummaryRow, UsageFilter, UsageRow,
+    bump_version,
 };
 
 /// The columns every query of this table returns, as a literal so SQL stays static.
@@ -102,7 +103,24 @@ impl PgStore {
                  cached_tokens, output_tokens, reasoning_tokens, cost_micros, status, stream, \
                  estimated, ttfb_ms, duration_ms, node_id, started_at) \
                ON CONFLICT (id) DO NOTHING \
-               RETURNING user_id, cost_micros), \
+               RETURNING user_id, cost_micros, model, started_at, input_tokens, cached_tokens, \
+                 output_tokens, reasoning_tokens, estimated), \
+             roll AS ( \
+               INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
+                 cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
+               SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, model, \
+                 COUNT(*), SUM(input_tokens)::INT8, SUM(cached_tokens)::INT8, \
+                 SUM(output_tokens)::INT8, SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, \
+                 COUNT(*) FILTER (WHERE estimated) \
+               FROM ins GROUP BY 1, 2, 3 \
+               ON CONFLICT (day, user_id, model) DO UPDATE SET \
+                 requests = usage_daily.requests + EXCLUDED.requests, \
+                 input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens, \
+                 cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens, \
+                 output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens, \
+                 reasoning_tokens = usage_daily.reasoning_tokens + EXCLUDED.reasoning_tokens, \
+                 cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros, \
+                 estimated = usage_daily.estimated + EXCLUDED.estimated), \
              per_user AS ( \
                SELECT user_id, COUNT(*)::int8 AS n, SUM(cost_micros)::int8 AS total \
                FROM ins GROUP BY user_id), \
@@ -171,6 +189,18 @@ impl PgStore {
         Ok(())
     }
 
+    /// Per-day rollups, newest day first, optionally of one user.
+    pub async fn daily_usage(&self, user_id: Option<i64>) -> Result<Vec<DailyRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT day, user_id, model, requests, input_tokens, cached_tokens, output_tokens, \
+             reasoning_tokens, cost_micros, estimated FROM usage_daily WHERE ($1::INT8 IS NULL OR user_id = $1) \
+             ORDER BY day DESC, user_id, model",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Usage events, newest first.
     pub async fn list_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
         let mut q = QueryBuilder::new(concat!(
@@ -190,6 +220,19 @@ impl PgStore {
         by: SummaryBy,
         filter: &UsageFilter,
     ) -> Result<Vec<SummaryRow>, StoreError> {
+        if let Some(group) = rollup_group(by, filter) {
+            // The rollups hold the same totals in far fewer rows than the ledger.
+            let mut q = QueryBuilder::new("SELECT ");
+            q.push(group).push(
+                " AS grp, SUM(requests)::INT8 AS requests, SUM(input_tokens)::INT8 AS input_tokens, \
+                 SUM(cached_tokens)::INT8 AS cached_tokens, SUM(output_tokens)::INT8 AS output_tokens, \
+                 SUM(reasoning_tokens)::INT8 AS reasoning_tokens, SUM(cost_micros)::INT8 AS cost_micros, \
+                 SUM(estimated)::INT8 AS estimated FROM usage_daily WHERE TRUE",
+            );
+            push_filters(&mut q, filter);
+            q.push(" GROUP BY grp ORDER BY cost_micros DESC, grp");
+            return Ok(q.build_query_as().fetch_all(&self.pool).await?);
+        }
         let group = match by {
             SummaryBy::User => "user_id::TEXT",
             SummaryBy::Model => "model",
@@ -206,6 +249,17 @@ impl PgStore {
         push_filters(&mut q, filter);
         q.push(" GROUP BY grp ORDER BY cost_micros DESC, grp");
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+}
+
+/// The grouping expression over `usage_daily`, when the rollups can answer the summary.
+fn rollup_group(by: SummaryBy, filter: &UsageFilter) -> Option<&'static str> {
+    match by {
+        _ if !filter.rollups_answer(by) => None,
+        SummaryBy::User => Some("user_id::TEXT"),
+        SummaryBy::Model => Some("model"),
+        SummaryBy::Day => Some("day"),
+        SummaryBy::Upstream => None,
     }
 }
 
