@@ -98,6 +98,8 @@ struct Tier {
 #[derive(Debug)]
 pub struct RoutingTable {
     pub version: u64,
+    /// When the control plane built the snapshot (its clock, Unix ms): the balances are as of then.
+    pub built_at_ms: i64,
     pub affinity: Affinity,
     keys: HashMap<KeyDigest, KeyEntry>,
     users: HashMap<i64, UserEntry>,
@@ -283,6 +285,7 @@ impl RoutingTable {
 
         Ok(Self {
             version: s.version,
+            built_at_ms: s.built_at_ms,
             affinity: match v1::AffinityMode::try_from(s.affinity) {
                 Ok(v1::AffinityMode::UserSession) => Affinity::UserSession,
                 _ => Affinity::User,

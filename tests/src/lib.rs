@@ -362,13 +362,23 @@ impl Harness {
     /// Stops the control plane and starts a new one on the same address, as a restarted
     /// process behind a stable service address would be.
     pub async fn restart_control_plane_in_place(&mut self) {
-        let cp = self.control_plane.take().expect("control plane running");
-        let addr = cp.addr;
-        cp.stop().await;
+        let addr = self.control_plane().addr;
+        self.stop_control_plane().await;
+        self.start_control_plane_at(addr).await;
+    }
+
+    /// Starts the control plane on `addr`, where an earlier one (see
+    /// [`Harness::control_plane_addr`]) served, so data planes reconnect to it.
+    pub async fn start_control_plane_at(&mut self, addr: SocketAddr) {
         let listener = TcpListener::bind(addr)
             .await
             .expect("rebind the same address");
         self.control_plane = Some(self.serve_control_plane(listener, "test-consumer").await);
+    }
+
+    /// Where the running control plane serves gRPC.
+    pub fn control_plane_addr(&self) -> SocketAddr {
+        self.control_plane().addr
     }
 
     /// Starts one more control-plane replica on the same database and stream; the caller

@@ -5,10 +5,12 @@ pub(crate) mod extract;
 mod publish;
 pub mod spool;
 mod tap;
+mod unsettled;
 
 pub use extract::TokenUsage;
 pub use publish::{PublisherSettings, UsagePublisher, spawn_publisher};
 pub use tap::{BodyError, Held, MeteredBody, TapKind};
+pub use unsettled::{SETTLE_MARGIN_MS, Unsettled};
 
 use std::{sync::Arc, time::Instant};
 
@@ -71,6 +73,9 @@ pub struct Meter {
     pub started: Instant,
     pub started_at_ms: i64,
     pub first_byte: Option<Instant>,
+    /// This proxy's spend not yet in the snapshot balances, and the snapshot's floor for it.
+    pub unsettled: Arc<Unsettled>,
+    pub settle_floor_ms: i64,
 }
 
 impl Meter {
@@ -93,6 +98,14 @@ impl Meter {
             .price
             .map_or(0, |p| cost_micros(&usage, &p, self.multiplier_ppm));
         self.record_metrics(outcome, &usage);
+        let duration = self.started.elapsed();
+        self.unsettled.record(
+            self.user_id,
+            self.started_at_ms
+                .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+            cost_micros,
+            self.settle_floor_ms,
+        );
         let ttfb_ms = self
             .first_byte
             .map_or(0, |t| t.duration_since(self.started).as_millis());
@@ -113,7 +126,7 @@ impl Meter {
             stream: self.stream,
             estimated,
             ttfb_ms: u32::try_from(ttfb_ms).unwrap_or(u32::MAX),
-            duration_ms: u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            duration_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
             node_id: self.node_id.to_string(),
             started_at_ms: self.started_at_ms,
         };

@@ -5,7 +5,10 @@ use gateway_proto::digest::KeyDigest;
 use http::HeaderMap;
 
 use super::error::ProxyError;
-use crate::routing::{KeyEntry, RoutingTable, UserEntry};
+use crate::{
+    metering::Unsettled,
+    routing::{KeyEntry, RoutingTable, UserEntry},
+};
 
 /// The gateway key presented as `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -41,14 +44,17 @@ pub(super) fn authenticate_key<'t>(
     Ok((key, user))
 }
 
-/// [`authenticate_key`], and the user may spend.
+/// [`authenticate_key`], and the user may spend: the snapshot balance, less what this proxy has
+/// spent for them since the snapshot, is not used up.
 pub(super) fn authenticate<'t>(
     table: &'t RoutingTable,
     headers: &HeaderMap,
     now_ms: i64,
+    unsettled: &Unsettled,
 ) -> Result<(&'t KeyEntry, &'t UserEntry), ProxyError> {
     let (key, user) = authenticate_key(table, headers, now_ms)?;
-    if user.balance_micros <= 0 {
+    let local = unsettled.spent(user.id, Unsettled::floor(table.built_at_ms));
+    if user.balance_micros.saturating_sub(local) <= 0 {
         return Err(ProxyError::InsufficientQuota);
     }
     Ok((key, user))

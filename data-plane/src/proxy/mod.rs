@@ -42,7 +42,7 @@ use self::{
     forward::{REQUEST_ID, UpstreamClient},
 };
 use crate::{
-    metering::{Held, Meter, MeterGuard, MeteredBody, Outcome, TapKind, UsagePublisher},
+    metering::{Held, Meter, MeterGuard, MeteredBody, Outcome, TapKind, Unsettled, UsagePublisher},
     metrics::{Metrics, RequestLabels},
     routing::{Affinity, RoutingTable},
 };
@@ -138,6 +138,7 @@ struct Shared {
     body_timeout: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
     key_limits: limits::KeyLimits,
+    unsettled: Arc<Unsettled>,
     metrics: Arc<Metrics>,
     control_plane: ConfigDiscoveryClient<tonic::transport::Channel>,
     data_plane_token: gateway_proto::auth::Secret,
@@ -186,6 +187,7 @@ impl Proxy {
                 body_timeout: settings.body_timeout,
                 trusted_proxies: settings.trusted_proxies,
                 key_limits: limits::KeyLimits::default(),
+                unsettled: Arc::default(),
                 metrics: settings.metrics,
                 control_plane: settings.control_plane,
                 data_plane_token: settings.data_plane_token,
@@ -301,7 +303,12 @@ impl Proxy {
         let started_at_ms = now_ms();
         let table = self.shared.table.load_full().ok_or(ProxyError::NotReady)?;
         let (parts, body) = request.into_parts();
-        let (key, user) = auth::authenticate(&table, &parts.headers, started_at_ms)?;
+        let (key, user) = auth::authenticate(
+            &table,
+            &parts.headers,
+            started_at_ms,
+            &self.shared.unsettled,
+        )?;
         let client_ip = limits::client_ip(peer.ip(), &parts.headers, &self.shared.trusted_proxies);
         limits::check_ip(key, client_ip)?;
         let key_slot = self.shared.key_limits.admit(key, started)?;
@@ -374,6 +381,8 @@ impl Proxy {
             started,
             started_at_ms,
             first_byte: None,
+            unsettled: self.shared.unsettled.clone(),
+            settle_floor_ms: Unsettled::floor(table.built_at_ms),
         });
 
         let committed = failover::run(

@@ -347,6 +347,67 @@ async fn an_exhausted_balance_is_refused_by_every_data_plane_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_plane_counts_its_own_unsettled_spend_while_the_ledger_is_away() {
+    let mut h = Harness::start(2).await;
+    h.add_upstream("pool", 0, 1).await;
+    h.set_price("gpt-5", PRICE.0, PRICE.1, PRICE.2).await;
+    // 1000 µ; one request costs 900 µ. Without the control plane nothing is settled and no new
+    // snapshot arrives: each data plane has only its own count to go by.
+    let each = cost(1200, 1000, 300);
+    assert_eq!(each, 900);
+    let (user, _) = h.add_user("far-from-home", 1_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    h.mock.set_behaviour(Behaviour {
+        usage: USAGE,
+        ..Behaviour::default()
+    });
+    let addr = h.control_plane_addr();
+    h.stop_control_plane().await;
+
+    let auth = format!("Bearer {secret}");
+    let (path, body) = request(Api::Responses, true);
+    async fn status_of(h: &Harness, dp: usize, path: &str, auth: &str, body: String) -> u16 {
+        let response = h.post(dp, path, &[("authorization", auth)], body).await;
+        let status = response.status().as_u16();
+        response.into_body().collect().await.unwrap();
+        status
+    }
+    // 1000 left → served; 100 left → served (one request's overspend at most); then refused.
+    assert_eq!(status_of(&h, 0, path, &auth, body.clone()).await, 200);
+    assert_eq!(status_of(&h, 0, path, &auth, body.clone()).await, 200);
+    let refused = h
+        .post(0, path, &[("authorization", &auth)], body.clone())
+        .await;
+    assert_eq!(refused.status(), 429);
+    let json = gateway_tests::body_json(refused).await;
+    assert_eq!(json["error"]["code"], "insufficient_quota");
+    // The other data plane has spent nothing of the snapshot balance yet.
+    assert_eq!(status_of(&h, 1, path, &auth, body.clone()).await, 200);
+    assert_eq!(status_of(&h, 1, path, &auth, body.clone()).await, 200);
+    assert_eq!(status_of(&h, 1, path, &auth, body.clone()).await, 429);
+
+    // The ledger comes back: four events settle, the balance crosses zero, and the new
+    // snapshot keeps refusing the user everywhere (its balance now says so by itself).
+    h.start_control_plane_at(addr).await;
+    h.wait_ingested(4).await;
+    let before = *h.data_planes[0].applied.borrow();
+    h.wait_applied(before + 1).await;
+    assert_eq!(status_of(&h, 0, path, &auth, body.clone()).await, 429);
+    assert_eq!(status_of(&h, 1, path, &auth, body.clone()).await, 429);
+    let admin = h.admin().await;
+    let balance = admin
+        .clone()
+        .get_user(gateway_proto::v1::GetUserRequest { id: user.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .balance_micros;
+    assert_eq!(balance, 1_000 - 4 * each);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_sees_its_own_usage_and_balance() {
     let mut h = Harness::start(1).await;
     h.add_upstream("pool", 0, 1).await;

@@ -1,0 +1,149 @@
+//! Spend this proxy has metered that the snapshot's balances may not include yet.
+//!
+//! A snapshot carries each user's balance as of the moment it was built, and the control plane
+//! only sends a new one when something changes (a balance reaching zero, an admin edit). Between
+//! snapshots the proxy counts what it has spent itself, per user, and refuses a user once the
+//! snapshot balance minus that local spend is used up. One proxy can then overspend a user by at
+//! most the requests it already has in flight, however long the control plane is away.
+//!
+//! An event is "since the snapshot" when it finished no earlier than [`SETTLE_MARGIN_MS`] before
+//! the snapshot was built: the margin covers the time an event takes from this proxy to the
+//! ledger, and clock skew. Spend inside the margin may be counted twice (once in the snapshot
+//! balance, once here), which errs on refusing a nearly exhausted user slightly early rather
+//! than letting them overspend.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+/// How far before a snapshot's build time local spend is still counted against it.
+pub const SETTLE_MARGIN_MS: i64 = 5_000;
+/// Entries kept per user; older ones are merged into their successor (counted later, so never
+/// dropped too early).
+const MAX_ENTRIES: usize = 32;
+
+/// Per-user spend since the current snapshot.
+#[derive(Debug, Default)]
+pub struct Unsettled {
+    inner: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Entries older than this are settled; raised as newer snapshots arrive.
+    floor_ms: i64,
+    users: HashMap<i64, VecDeque<Entry>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at_ms: i64,
+    micros: i64,
+}
+
+impl Unsettled {
+    /// The floor for a snapshot built at `built_at_ms`.
+    pub fn floor(built_at_ms: i64) -> i64 {
+        built_at_ms.saturating_sub(SETTLE_MARGIN_MS)
+    }
+
+    /// Records `micros` spent by `user_id` at `at_ms`, under a snapshot whose floor is `floor_ms`.
+    pub fn record(&self, user_id: i64, at_ms: i64, micros: i64, floor_ms: i64) {
+        if micros <= 0 {
+            return;
+        }
+        let mut state = self.lock();
+        state.settle(floor_ms);
+        let entries = state.users.entry(user_id).or_default();
+        match entries.back_mut() {
+            Some(last) if last.at_ms >= at_ms => last.micros = last.micros.saturating_add(micros),
+            _ => entries.push_back(Entry { at_ms, micros }),
+        }
+        if entries.len() > MAX_ENTRIES
+            && let Some(oldest) = entries.pop_front()
+            && let Some(next) = entries.front_mut()
+        {
+            next.micros = next.micros.saturating_add(oldest.micros);
+        }
+    }
+
+    /// What `user_id` has spent here since the snapshot whose floor is `floor_ms`.
+    pub fn spent(&self, user_id: i64, floor_ms: i64) -> i64 {
+        let mut state = self.lock();
+        state.settle(floor_ms);
+        state.users.get(&user_id).map_or(0, |entries| {
+            entries
+                .iter()
+                .filter(|e| e.at_ms >= floor_ms)
+                .fold(0i64, |sum, e| sum.saturating_add(e.micros))
+        })
+    }
+
+    /// Users with unsettled spend (for tests and metrics).
+    pub fn users(&self) -> usize {
+        self.lock().users.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a cache of sums: a panic elsewhere cannot leave it inconsistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    /// Drops every entry the snapshot with `floor_ms` already accounts for, once per snapshot.
+    fn settle(&mut self, floor_ms: i64) {
+        if floor_ms <= self.floor_ms {
+            return;
+        }
+        self.floor_ms = floor_ms;
+        self.users.retain(|_, entries| {
+            while entries.front().is_some_and(|e| e.at_ms < floor_ms) {
+                entries.pop_front();
+            }
+            !entries.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_spend_since_the_snapshot_floor() {
+        let u = Unsettled::default();
+        let floor = Unsettled::floor(10_000);
+        assert_eq!(floor, 5_000);
+        u.record(1, 4_000, 100, floor);
+        u.record(1, 6_000, 200, floor);
+        u.record(1, 6_000, 300, floor);
+        u.record(2, 7_000, 50, floor);
+        u.record(2, 7_000, 0, floor);
+        assert_eq!(u.spent(1, floor), 500, "before the floor is settled");
+        assert_eq!(u.spent(2, floor), 50);
+        assert_eq!(u.spent(3, floor), 0);
+        // A newer snapshot settles what came before its floor, for every user.
+        assert_eq!(u.spent(1, 6_500), 0);
+        assert_eq!(u.users(), 1);
+        assert_eq!(u.spent(2, 6_500), 50);
+        // An older floor (a stale table still in use) never resurrects settled spend.
+        assert_eq!(u.spent(1, floor), 0);
+    }
+
+    #[test]
+    fn merging_keeps_every_micro() {
+        let u = Unsettled::default();
+        for i in 0..1_000 {
+            u.record(7, 1_000 + i, 3, 0);
+        }
+        assert_eq!(u.spent(7, 0), 3_000);
+        // Merged spend moves later, never earlier: it is not settled before its time...
+        assert_eq!(u.spent(7, 1_500), 3_000);
+        // ...while the most recent entries stay exact.
+        assert_eq!(u.spent(7, 1_990), 30);
+    }
+}
