@@ -303,6 +303,9 @@ pub enum UsageCmd {
         /// RFC 3339.
         #[arg(long)]
         since: Option<String>,
+        /// RFC 3339, exclusive.
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -915,15 +918,16 @@ async fn usage(
     json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let (user, key, upstream, model, since, limit) = match cmd {
+    let (user, key, upstream, model, since, until, limit) = match cmd {
         UsageCmd::List {
             user,
             key,
             upstream,
             model,
             since,
+            until,
             limit,
-        } => (user, key, upstream, model, since, limit),
+        } => (user, key, upstream, model, since, until, limit),
         UsageCmd::Summary {
             by,
             user,
@@ -950,6 +954,7 @@ async fn usage(
             upstream_id: upstream,
             model,
             since,
+            until,
             limit,
         })
         .await?

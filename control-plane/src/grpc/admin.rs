@@ -399,7 +399,7 @@ impl AdminService for Admin {
             r.upstream_id,
             r.model,
             r.since.as_deref(),
-            None,
+            r.until.as_deref(),
             i64::from(limit),
         )?;
         let rows = self.store.list_usage(&filter).await.map_err(status)?;

@@ -171,6 +171,17 @@ async fn key_limits_multipliers_and_usage_summaries() {
         .await
         .unwrap();
     assert_eq!(filtered.as_array().unwrap().len(), 2);
+    for (until, rows) in [("2000-01-01T00:00:00Z", 0), ("2999-01-01T00:00:00Z", 2)] {
+        let bounded = ctl(
+            &h,
+            &[
+                "-o", "json", "usage", "list", "--user", &uid, "--until", until,
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(bounded.as_array().unwrap().len(), rows, "--until {until}");
+    }
     for field in [
         "id",
         "request_id",
