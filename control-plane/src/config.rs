@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+pub use gateway_telemetry::{LogFormat, TelemetryArgs};
+
 use clap::{Parser, ValueEnum};
 use gateway_proto::auth::Secret;
 
@@ -36,6 +38,14 @@ pub struct Config {
     /// Address of the gRPC server (admin API and config discovery).
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
+
+    /// Address of the HTTP server for `/metrics` (Prometheus), `/healthz` and `/readyz`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// Apply the database migrations and exit (a deployment's migration step).
+    #[arg(long, env = "MIGRATE_ONLY")]
+    pub migrate_only: bool,
 
     /// Redis stream that data planes publish usage events to.
     #[arg(long, env = "USAGE_STREAM", default_value = "codex-gateway:usage")]
@@ -79,9 +89,9 @@ pub struct Config {
     #[arg(long, env = "HEALTH_HEALTHY_AFTER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub health_healthy_after: u32,
 
-    /// Log output format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 /// Default ring seed ("codexgw!").
@@ -94,15 +104,6 @@ pub enum Affinity {
     User,
     /// Each of a user's sessions is placed on its own.
     UserSession,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Text,
 }
 
 fn parse_token(value: &str) -> Result<Secret, String> {

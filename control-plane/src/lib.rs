@@ -6,11 +6,12 @@ pub mod config;
 pub mod crypto;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod snapshot;
 pub mod store;
 pub mod usage;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
@@ -23,6 +24,7 @@ pub use config::Config;
 use crate::{
     crypto::Cipher,
     health::{HealthChecker, HealthSettings, Prober, SharedProber},
+    metrics::Metrics,
     snapshot::{BuildSettings, SnapshotCache, SnapshotRx},
     store::Store,
     usage::{ConsumerSettings, UsageConsumer},
@@ -40,6 +42,8 @@ pub struct ControlPlane {
     ingested: Arc<watch::Sender<u64>>,
     health_leader: watch::Receiver<bool>,
     prober: SharedProber,
+    metrics: Arc<Metrics>,
+    metrics_addr: SocketAddr,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -69,6 +73,7 @@ impl ControlPlane {
         let cancel = CancellationToken::new();
         tasks.spawn(cache.clone().run(cancel.clone()));
         let ingested = Arc::new(watch::Sender::new(0));
+        let metrics = Arc::new(Metrics::new());
         if let Some(redis_url) = &config.redis_url {
             let consumer = UsageConsumer::new(
                 store.clone(),
@@ -80,6 +85,7 @@ impl ControlPlane {
                     housekeeping: Duration::from_secs(config.usage_housekeeping_secs.max(1)),
                 },
                 ingested.clone(),
+                metrics.clone(),
             );
             tasks.spawn(consumer.run(cancel.clone()));
         }
@@ -99,6 +105,20 @@ impl ControlPlane {
             },
         );
         tasks.spawn(checker.run(cancel.clone()));
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        tasks.spawn(metrics::serve(
+            metrics_listener,
+            metrics::Endpoints {
+                metrics: metrics.clone(),
+                snapshots: cache.subscribe(),
+                leader: health_leader.clone(),
+                store: store.clone(),
+            },
+            cancel.clone(),
+        ));
         Ok(Self {
             config,
             store,
@@ -107,6 +127,8 @@ impl ControlPlane {
             ingested,
             health_leader,
             prober,
+            metrics,
+            metrics_addr,
             tasks,
             cancel,
         })
@@ -115,6 +137,16 @@ impl ControlPlane {
     /// Count of usage events written to the ledger by this process.
     pub fn ingested(&self) -> watch::Receiver<u64> {
         self.ingested.subscribe()
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// This replica's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Whether this replica currently runs the health checks.

@@ -2,28 +2,28 @@
 
 use anyhow::Context;
 use clap::Parser;
-use control_plane::{Config, ControlPlane, config::LogFormat};
+use control_plane::{Config, ControlPlane};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_logging(config.log_format);
+    let telemetry = gateway_telemetry::init(&config.telemetry, "codex-gateway-control-plane")?;
+    if config.migrate_only {
+        control_plane::store::Store::connect(config.database_url.expose())
+            .await
+            .context("migrating the database (DATABASE_URL)")?;
+        tracing::info!("database migrations applied");
+        return Ok(());
+    }
     let listener = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("binding GRPC_ADDR {}", config.grpc_addr))?;
     let control_plane = ControlPlane::start(config).await?;
-    control_plane.serve(listener, shutdown_signal()).await
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let served = control_plane.serve(listener, shutdown_signal()).await;
+    // Spans of the last batches go out before the process ends.
+    drop(telemetry);
+    served
 }
 
 async fn shutdown_signal() {

@@ -21,10 +21,13 @@ use redis::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::store::{IngestOutcome, Store, UsageRow};
+use crate::{
+    metrics::Metrics,
+    store::{IngestOutcome, Store, UsageRow},
+};
 
 const BATCH: usize = 500;
 const BLOCK: Duration = Duration::from_millis(1000);
@@ -35,6 +38,8 @@ pub const DEFAULT_HOUSEKEEPING: Duration = Duration::from_secs(30);
 /// Refusals of one entry before it is dead-lettered.
 const MAX_ATTEMPTS: u32 = 5;
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// How often the consumer group's lag is read for the metrics.
+const LAG_PERIOD: Duration = Duration::from_secs(1);
 
 /// Where the consumer reads from.
 #[derive(Debug, Clone)]
@@ -53,6 +58,7 @@ pub struct UsageConsumer {
     store: Store,
     settings: ConsumerSettings,
     ingested: Arc<watch::Sender<u64>>,
+    metrics: Arc<Metrics>,
     /// Refusals per stream entry, for entries the database refuses on their own.
     refusals: Mutex<HashMap<String, u32>>,
 }
@@ -79,11 +85,13 @@ impl UsageConsumer {
         store: Store,
         settings: ConsumerSettings,
         ingested: Arc<watch::Sender<u64>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             settings,
             ingested,
+            metrics,
             refusals: Mutex::new(HashMap::new()),
         }
     }
@@ -94,6 +102,7 @@ impl UsageConsumer {
         // Start with this consumer's own pending entries: they were read but never acked.
         let mut backlog = true;
         let mut last_claim = tokio::time::Instant::now();
+        let mut last_lag = last_claim - LAG_PERIOD;
         while !cancel.is_cancelled() {
             let c = match conn.as_mut() {
                 Some(c) => c,
@@ -128,6 +137,12 @@ impl UsageConsumer {
                     }
                 }
             }
+            if last_lag.elapsed() >= LAG_PERIOD {
+                last_lag = tokio::time::Instant::now();
+                if let Err(err) = self.measure_lag(c).await {
+                    debug!(target: "UsageConsumer", error = %err, "reading the consumer group's lag failed");
+                }
+            }
             let read = tokio::select! {
                 () = cancel.cancelled() => break,
                 read = self.read(c, backlog) => read,
@@ -147,10 +162,18 @@ impl UsageConsumer {
                 backlog = false;
                 continue;
             }
-            if let Err(err) = self.process(c, &entries).await {
+            let started = std::time::Instant::now();
+            let span = info_span!(target: "UsageConsumer", "usage_batch", entries = entries.len());
+            if let Err(err) = self.process(c, &entries).instrument(span).await {
+                self.metrics.usage_batch_errors.inc();
                 error!(target: "UsageConsumer", error = %err, entries = entries.len(), "ingesting a usage batch failed; it stays pending and is retried");
                 backlog = true;
                 pause(&cancel, RETRY_BACKOFF).await;
+            } else {
+                self.metrics.usage_batches.inc();
+                self.metrics
+                    .usage_batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
             }
         }
         info!(target: "UsageConsumer", "usage consumer stopped");
@@ -197,6 +220,21 @@ impl UsageConsumer {
             .unwrap_or_default())
     }
 
+    /// Updates the lag and pending gauges from the group's entry in `XINFO GROUPS`.
+    async fn measure_lag(&self, conn: &mut ConnectionManager) -> Result<(), RedisError> {
+        let groups: redis::streams::StreamInfoGroupsReply =
+            conn.xinfo_groups(&self.settings.stream).await?;
+        if let Some(group) = groups.groups.iter().find(|g| g.name == self.settings.group) {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            // Redis leaves lag out when it cannot tell (after deletions); keep the last value.
+            if let Some(lag) = group.lag {
+                self.metrics.usage_consumer_lag.set(gauge(lag));
+            }
+            self.metrics.usage_pending.set(gauge(group.pending));
+        }
+        Ok(())
+    }
+
     async fn claim_orphans(&self, conn: &mut ConnectionManager) -> Result<usize, RedisError> {
         let reply: redis::streams::StreamAutoClaimReply = conn
             .xautoclaim_options(
@@ -230,12 +268,14 @@ impl UsageConsumer {
                     self.store
                         .dead_letter(&entry.id, payload.as_deref(), &reason)
                         .await?;
+                    self.metrics.usage_dead_lettered.inc();
                 }
                 None => {
                     warn!(target: "UsageConsumer", stream_id = %entry.id, "usage entry without an event field moved to dead letters");
                     self.store
                         .dead_letter(&entry.id, None, "entry has no `event` field")
                         .await?;
+                    self.metrics.usage_dead_lettered.inc();
                 }
             }
         }
@@ -262,6 +302,7 @@ impl UsageConsumer {
                             self.store
                                 .dead_letter(id, payload.as_deref(), &err.to_string())
                                 .await?;
+                            self.metrics.usage_dead_lettered.inc();
                             self.forget(id);
                         }
                     }
@@ -294,6 +335,7 @@ impl UsageConsumer {
             info!(target: "UsageConsumer", users = ?outcome.exhausted_users, version, "balances exhausted");
         }
         self.ingested.send_modify(|n| *n += outcome.inserted);
+        self.metrics.usage_ingested.inc_by(outcome.inserted);
     }
 
     /// Counts a refusal of entry `id`; returns how many it has had.

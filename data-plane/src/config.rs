@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+pub use gateway_telemetry::{LogFormat, TelemetryArgs};
+
+use clap::Parser;
 use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
 
 /// Data plane: the authenticating, routing, metering proxy for Codex traffic.
@@ -70,9 +72,9 @@ pub struct Config {
     #[arg(long, env = "SPOOL_PATH", default_value = "data-plane-usage.spool")]
     pub spool_path: PathBuf,
 
-    /// Log output format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 /// A whole number of seconds.
@@ -84,13 +86,4 @@ fn parse_secs(value: &str) -> Result<DurationSecs, String> {
         .parse::<u64>()
         .map(|s| DurationSecs(Duration::from_secs(s)))
         .map_err(|_| format!("{value:?} is not a whole number of seconds"))
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Text,
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, transport::Endpoint};
-use tracing::{info, warn};
+use tracing::{info, info_span, warn};
 
 use crate::{
     metrics::Metrics,
@@ -219,6 +219,9 @@ impl Discovery {
     }
 
     fn apply(&self, snapshot: Snapshot) -> Result<(), SnapshotRejected> {
+        let _span =
+            info_span!(target: "ConfigStream", "snapshot_apply", version = snapshot.version)
+                .entered();
         let applied = *self.applied.borrow();
         if snapshot.version == applied {
             return Ok(());

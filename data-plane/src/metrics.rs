@@ -92,6 +92,7 @@ pub struct Metrics {
     pub usage_spool_corrupt: Counter,
     pub snapshot_version: Gauge,
     pub snapshot_built_seconds: Gauge<f64, AtomicU64>,
+    pub snapshot_age_seconds: Gauge<f64, AtomicU64>,
     pub snapshots_rejected: Counter,
     pub upstream_in_flight: Family<UpstreamLabels, Gauge>,
     pub upstream_available: Family<UpstreamLabels, Gauge>,
@@ -123,6 +124,7 @@ impl Metrics {
             usage_spool_corrupt: Counter::default(),
             snapshot_version: Gauge::default(),
             snapshot_built_seconds: Gauge::default(),
+            snapshot_age_seconds: Gauge::default(),
             snapshots_rejected: Counter::default(),
             upstream_in_flight: Family::default(),
             upstream_available: Family::default(),
@@ -204,6 +206,11 @@ impl Metrics {
             m.snapshot_built_seconds.clone(),
         );
         r.register(
+            "codex_gateway_snapshot_age_seconds",
+            "Seconds since the control plane built the applied snapshot",
+            m.snapshot_age_seconds.clone(),
+        );
+        r.register(
             "codex_gateway_snapshots_rejected",
             "Snapshots rejected by this data plane",
             m.snapshots_rejected.clone(),
@@ -224,6 +231,11 @@ impl Metrics {
     /// The text exposition, with per-upstream gauges read from `table` first.
     pub fn render(&self, table: Option<&RoutingTable>) -> String {
         if let Some(table) = table {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            self.snapshot_age_seconds
+                .set(now_ms.saturating_sub(table.built_at_ms).max(0) as f64 / 1000.0);
             let now = std::time::Instant::now();
             for u in table.upstreams() {
                 let labels = UpstreamLabels {

@@ -16,13 +16,10 @@ use std::{
 use clap::Args;
 use control_plane::{
     ControlPlane,
-    config::{Affinity, DEFAULT_RING_SEED, LogFormat as CpLog},
+    config::{Affinity, DEFAULT_RING_SEED},
     crypto::EncryptionKey,
 };
-use data_plane::{
-    DataPlane,
-    config::{DurationSecs, LogFormat as DpLog},
-};
+use data_plane::{DataPlane, config::DurationSecs};
 use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
 use rand::{Rng, distr::Alphanumeric};
 use tokio::{net::TcpListener, sync::oneshot};
@@ -135,7 +132,9 @@ pub async fn run(
         health_timeout_ms: 5_000,
         health_unhealthy_after: 3,
         health_healthy_after: 2,
-        log_format: CpLog::Text,
+        metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        migrate_only: false,
+        telemetry: gateway_telemetry::TelemetryArgs::text(),
     })
     .await
     .map_err(|e| start_error("cannot start the control plane", format!("{e:#}")))?;
@@ -158,7 +157,7 @@ pub async fn run(
         shutdown_grace: DurationSecs(Duration::from_secs(30)),
         snapshot_path: Some(dir.join("snapshot.pb")),
         spool_path: dir.join("usage.spool"),
-        log_format: DpLog::Text,
+        telemetry: gateway_telemetry::TelemetryArgs::text(),
     })
     .await
     .map_err(|e| start_error("cannot start the data plane", format!("{e:#}")))?;

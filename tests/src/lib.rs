@@ -16,13 +16,10 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use control_plane::{
     ControlPlane,
-    config::{Affinity, DEFAULT_RING_SEED, LogFormat as CpLogFormat},
+    config::{Affinity, DEFAULT_RING_SEED},
     crypto::EncryptionKey,
 };
-use data_plane::{
-    DataPlane,
-    config::{DurationSecs, LogFormat as DpLogFormat},
-};
+use data_plane::{DataPlane, config::DurationSecs};
 use gateway_proto::{
     CONFIG_VERSION_METADATA,
     auth::Secret,
@@ -225,6 +222,8 @@ pub struct ControlPlaneHandle {
     pub ingested: watch::Receiver<u64>,
     /// Whether it leads the health checks.
     pub health_leader: watch::Receiver<bool>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -350,7 +349,9 @@ impl Harness {
             health_timeout_ms: 2_000,
             health_unhealthy_after: 2,
             health_healthy_after: 2,
-            log_format: CpLogFormat::Text,
+            metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            migrate_only: false,
+            telemetry: gateway_telemetry::TelemetryArgs::text(),
         }
     }
 
@@ -401,6 +402,7 @@ impl Harness {
             .expect("control plane starts");
         let ingested = cp.ingested();
         let health_leader = cp.health_leader();
+        let metrics_addr = cp.metrics_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(cp.serve(listener, async {
             let _ = rx.await;
@@ -409,6 +411,7 @@ impl Harness {
             addr,
             ingested,
             health_leader,
+            metrics_addr,
             shutdown: Some(tx),
             task,
         }
@@ -475,7 +478,7 @@ impl Harness {
             trusted_proxies: options.trusted_proxies.clone(),
             snapshot_path: options.snapshot_path,
             spool_path: spool_path.clone(),
-            log_format: DpLogFormat::Text,
+            telemetry: gateway_telemetry::TelemetryArgs::text(),
         };
         let dp = DataPlane::start(config).await.expect("data plane starts");
         let applied = dp.applied_version();
@@ -684,6 +687,22 @@ impl Harness {
             .request(request)
             .await
             .expect("data plane answers")
+    }
+
+    /// GETs a path from the control plane's metrics and probe server.
+    pub async fn get_control_plane(&self, path: &str) -> Response<Incoming> {
+        let addr = self
+            .control_plane
+            .as_ref()
+            .expect("control plane running")
+            .metrics_addr;
+        let request = Request::get(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        self.http
+            .request(request)
+            .await
+            .expect("control plane answers")
     }
 
     /// Stops everything and drops the database and stream.

@@ -20,7 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::spool::Spool;
 use crate::metrics::Metrics;
@@ -332,6 +332,15 @@ async fn connect(settings: &PublisherSettings) -> Result<Sink, SendError> {
 }
 
 async fn send(
+    settings: &PublisherSettings,
+    conn: &mut Option<Sink>,
+    batch: &[UsageEvent],
+) -> Result<(), SendError> {
+    let span = info_span!(target: "ProxyHandler", "usage_publish", events = batch.len());
+    send_batch(settings, conn, batch).instrument(span).await
+}
+
+async fn send_batch(
     settings: &PublisherSettings,
     conn: &mut Option<Sink>,
     batch: &[UsageEvent],

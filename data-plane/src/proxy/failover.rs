@@ -19,7 +19,7 @@ use http::{Request, Response, StatusCode, header, response::Parts};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::Rng;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::{
     error::{ProxyError, scrub_upstream_message},
@@ -141,12 +141,23 @@ pub(super) async fn run(
                 error,
                 upstream_id: upstream.id,
             })?;
-            let outcome = attempt(client, &upstream, request, prefetch_sse).await;
+            let span = info_span!(
+                target: "ProxyHandler",
+                "upstream_attempt",
+                otel.kind = "client",
+                upstream = %upstream.name,
+                attempt = attempts,
+                outcome = tracing::field::Empty,
+            );
+            let outcome = attempt(client, &upstream, request, prefetch_sse)
+                .instrument(span.clone())
+                .await;
             let label = match &outcome {
                 Attempt::Commit(..) => "ok",
                 Attempt::Reject(_) => "rejected",
                 Attempt::Retry(f) => f.label(),
             };
+            span.record("outcome", label);
             metrics
                 .upstream_attempts
                 .get_or_create(&AttemptLabels {

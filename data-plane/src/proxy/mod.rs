@@ -33,7 +33,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use gateway_proto::v1::config_discovery_client::ConfigDiscoveryClient;
 
@@ -214,7 +214,20 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = uuid::Uuid::now_v7().to_string();
         let route = route_label(request.uri().path());
-        let mut response = match self.route(request, peer, &request_id).await {
+        let span = info_span!(
+            target: "ProxyHandler",
+            "proxy_request",
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.route = route,
+            request_id = %request_id,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut response = match self
+            .route(request, peer, &request_id)
+            .instrument(span.clone())
+            .await
+        {
             Ok(response) => response,
             Err(err) => {
                 if err.is_client_fault() {
@@ -225,6 +238,7 @@ impl Proxy {
                 err.into_response(&request_id)
             }
         };
+        span.record("http.response.status_code", response.status().as_u16());
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
@@ -429,7 +443,12 @@ impl Proxy {
             (false, _) => TapKind::Json,
         };
         meter.request_bytes = request_bytes;
-        let mut held: Vec<Held> = vec![Box::new(committed.in_flight)];
+        // The request's span stays open until the response body ends, so a trace shows the
+        // whole stream, not only the time to its head.
+        let mut held: Vec<Held> = vec![
+            Box::new(committed.in_flight),
+            Box::new(tracing::Span::current()),
+        ];
         if let Some(slot) = key_slot {
             held.push(Box::new(slot));
         }

@@ -284,8 +284,30 @@ async fn metrics_move_with_traffic() {
     has(r#"codex_gateway_ttfb_seconds_count{endpoint="responses"} 1"#);
     has(r#"codex_gateway_upstream_in_flight{upstream="pool-a"} 0"#);
     has(r#"codex_gateway_upstream_available{upstream="pool-a"} 1"#);
+    has(r#"codex_gateway_request_duration_seconds_count{endpoint="responses"} 1"#);
     let version = *h.data_planes[0].applied.borrow();
     has(&format!("codex_gateway_snapshot_version {version}"));
+    has("codex_gateway_snapshot_age_seconds ");
+
+    // The control plane's own: the ledger took the one billable event, state gauges follow
+    // the snapshot, probes answer.
+    h.wait_ingested(1).await;
+    let response = h.get_control_plane("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8_lossy(&body_bytes(response).await).into_owned();
+    let has = |needle: &str| assert!(text.contains(needle), "missing {needle} in\n{text}");
+    has("codex_gateway_ledger_events_total 1\n");
+    has("codex_gateway_ledger_batches_total ");
+    has("codex_gateway_ledger_batch_duration_seconds_count ");
+    has("codex_gateway_ledger_dead_letters_total 0\n");
+    has("codex_gateway_usage_consumer_lag ");
+    has("codex_gateway_usage_consumer_pending ");
+    has(&format!("codex_gateway_snapshot_version {version}\n"));
+    has(r#"codex_gateway_upstream_healthy{upstream="pool-a"} 1"#);
+    has("codex_gateway_health_leader ");
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        assert_eq!(h.get_control_plane(path).await.status(), status, "{path}");
+    }
     h.shutdown().await;
 }
 

@@ -1,0 +1,137 @@
+//! Logs and traces for every Codex Gateway binary.
+//!
+//! Logs go to stdout, one JSON object per line by default, each with the `target` operators
+//! grep for (`ProxyHandler`, `HealthCheck`, `ConfigStream`, `UsageConsumer`). When
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the same `tracing` spans are also exported as
+//! OpenTelemetry traces over OTLP/gRPC, batched off the request path.
+
+use clap::{Args, ValueEnum};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Log and trace settings shared by both planes.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector, e.g. `http://otel-collector:4317`.
+    /// Traces are exported only when this is set.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported traces (default: the binary's name).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+}
+
+impl TelemetryArgs {
+    /// Human-readable logs and no trace export: what tests and embedded planes use.
+    pub fn text() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            service_name: None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Keeps trace export running; dropping it flushes and stops the exporter.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports every finished span now (they are otherwise batched for a few seconds).
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(err) = provider.force_flush()
+        {
+            tracing::warn!(error = %err, "flushing traces failed");
+        }
+    }
+
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Exports what is left; errors have nowhere useful to go at exit.
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Errors setting up telemetry.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("a global log subscriber is already installed: {0}")]
+    AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Installs the global log subscriber (level from `RUST_LOG`, default `info`) and, when an
+/// endpoint is configured, the OTLP trace exporter. Must be called inside a Tokio runtime
+/// (the gRPC exporter's connection lives on it). `default_service` names the traces unless
+/// `OTEL_SERVICE_NAME` is set.
+pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let provider = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            let service = args
+                .service_name
+                .clone()
+                .unwrap_or_else(|| default_service.to_owned());
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(Resource::builder().with_service_name(service).build())
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("codex-gateway"))
+            .with_level(true)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init()?;
+    if let Some(endpoint) = &args.otlp_endpoint {
+        tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
