@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "USAGE_HOUSEKEEPING_SECS", default_value_t = 30)]
     pub usage_housekeeping_secs: u64,
 
+    /// Seconds a consumer of the ledger's group may sit idle with nothing pending before
+    /// housekeeping deletes it (replicas named after pods leave one behind per rollout).
+    #[arg(long, env = "USAGE_STALE_CONSUMER_SECS", default_value_t = 3600)]
+    pub usage_stale_consumer_secs: u64,
+
     /// What keeps a client on the same upstream: the user, or the user and session.
     #[arg(long, env = "AFFINITY", value_enum, default_value_t = Affinity::User)]
     pub affinity: Affinity,

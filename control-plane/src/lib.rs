@@ -83,6 +83,7 @@ impl ControlPlane {
                     group: config.usage_group.clone(),
                     consumer: config.consumer_name.clone(),
                     housekeeping: Duration::from_secs(config.usage_housekeeping_secs.max(1)),
+                    stale_consumer_after: Duration::from_secs(config.usage_stale_consumer_secs),
                 },
                 ingested.clone(),
                 metrics.clone(),

@@ -50,6 +50,8 @@ pub struct ConsumerSettings {
     pub consumer: String,
     /// How often orphans are claimed and the stream is trimmed.
     pub housekeeping: Duration,
+    /// Idle time after which a consumer with nothing pending is deleted from the group.
+    pub stale_consumer_after: Duration,
 }
 
 /// The usage consumer task.
@@ -124,6 +126,15 @@ impl UsageConsumer {
                     }
                     Err(err) => {
                         warn!(target: "UsageConsumer", error = %err, "trimming the usage stream failed")
+                    }
+                }
+                match self.delete_stale_consumers(c).await {
+                    Ok(gone) if gone.is_empty() => {}
+                    Ok(gone) => {
+                        info!(target: "UsageConsumer", consumers = ?gone, "deleted idle consumers with nothing pending")
+                    }
+                    Err(err) => {
+                        warn!(target: "UsageConsumer", error = %err, "deleting idle consumers failed")
                     }
                 }
                 match self.claim_orphans(c).await {
@@ -233,6 +244,39 @@ impl UsageConsumer {
             self.metrics.usage_pending.set(gauge(group.pending));
         }
         Ok(())
+    }
+
+    /// Deletes other consumers of the group that have nothing pending and have been idle
+    /// longer than the setting. Only an empty consumer is deleted, so nothing is lost even if
+    /// it is alive: Redis recreates it on its next read.
+    async fn delete_stale_consumers(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> Result<Vec<String>, RedisError> {
+        let reply: redis::streams::StreamInfoConsumersReply = conn
+            .xinfo_consumers(&self.settings.stream, &self.settings.group)
+            .await?;
+        let stale_ms = self.settings.stale_consumer_after.as_millis();
+        let mut gone = Vec::new();
+        for consumer in reply.consumers {
+            if consumer.name == self.settings.consumer
+                || consumer.pending > 0
+                || (consumer.idle as u128) < stale_ms
+            {
+                continue;
+            }
+            // A live consumer reads at least every second, so it is never this idle; should
+            // one read in the instant between XINFO and here, it still ingests what it read
+            // (the ledger is idempotent) — only a crash right then would need a re-drive.
+            let dropped: usize = conn
+                .xgroup_delconsumer(&self.settings.stream, &self.settings.group, &consumer.name)
+                .await?;
+            if dropped > 0 {
+                error!(target: "UsageConsumer", consumer = %consumer.name, dropped, "a deleted consumer had just read entries; if it does not ingest them, re-drive them from the stream");
+            }
+            gone.push(consumer.name);
+        }
+        Ok(gone)
     }
 
     async fn claim_orphans(&self, conn: &mut ConnectionManager) -> Result<usize, RedisError> {

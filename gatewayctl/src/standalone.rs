@@ -126,6 +126,7 @@ pub async fn run(
         usage_group: "ledger".to_owned(),
         consumer_name: "standalone".to_owned(),
         usage_housekeeping_secs: 30,
+        usage_stale_consumer_secs: 3600,
         affinity: Affinity::User,
         ring_seed: DEFAULT_RING_SEED,
         health_interval_ms: 15_000,

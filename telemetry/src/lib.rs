@@ -88,19 +88,30 @@ pub enum TelemetryError {
     AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
 }
 
+/// The log layer: one flat JSON object per line (fields beside `message`, `target` and the
+/// current spans included), or human-readable text.
+fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    }
+}
+
 /// Installs the global log subscriber (level from `RUST_LOG`, default `info`) and, when an
 /// endpoint is configured, the OTLP trace exporter. Must be called inside a Tokio runtime
 /// (the gRPC exporter's connection lives on it). `default_service` names the traces unless
 /// `OTEL_SERVICE_NAME` is set.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
-    };
+    let logs = log_layer(args.log_format, std::io::stdout);
     let provider = match &args.otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -134,4 +145,51 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, Te
         tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_carry_the_target_fields_and_span_operators_grep_for() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(log_layer(LogFormat::Json, move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span =
+                tracing::info_span!(target: "ProxyHandler", "proxy_request", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::warn!(target: "ProxyHandler", upstream = "pool-a", attempt = 2, "upstream attempt failed");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(line["target"], "ProxyHandler");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "upstream attempt failed");
+        assert_eq!(line["upstream"], "pool-a");
+        assert_eq!(line["attempt"], 2);
+        assert_eq!(line["span"]["request_id"], "r-1");
+        assert!(line["timestamp"].is_string());
+    }
 }

@@ -343,6 +343,7 @@ impl Harness {
             usage_group: "ledger".into(),
             consumer_name: "test-consumer".into(),
             usage_housekeeping_secs: 1,
+            usage_stale_consumer_secs: 3,
             affinity: self.affinity,
             ring_seed: DEFAULT_RING_SEED,
             health_interval_ms: self.health_interval_ms,

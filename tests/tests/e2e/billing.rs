@@ -622,3 +622,63 @@ async fn the_stream_is_trimmed_only_below_what_every_group_acknowledged() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn housekeeping_deletes_consumers_left_idle_with_nothing_pending() {
+    // Replicas named after pods leave a consumer behind at every rollout.
+    let h = Harness::start(0).await;
+    h.add_upstream("pool", 0, 1).await;
+    let client = redis::Client::open(h.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let consumers = |conn: &mut redis::aio::MultiplexedConnection| {
+        let stream = h.usage_stream.clone();
+        let mut conn = conn.clone();
+        async move {
+            let reply: redis::streams::StreamInfoConsumersReply =
+                redis::AsyncCommands::xinfo_consumers(&mut conn, &stream, "ledger")
+                    .await
+                    .unwrap();
+            reply
+                .consumers
+                .into_iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    // The ledger's group exists once its consumer has connected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !consumers(&mut conn)
+        .await
+        .contains(&"test-consumer".to_owned())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "ledger never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let created: bool = redis::AsyncCommands::xgroup_createconsumer(
+        &mut conn,
+        &h.usage_stream,
+        "ledger",
+        "control-plane-old-pod",
+    )
+    .await
+    .unwrap();
+    assert!(created);
+    // Idle beyond USAGE_STALE_CONSUMER_SECS (3 s here) plus a housekeeping round (1 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let names = consumers(&mut conn).await;
+        assert!(
+            names.contains(&"test-consumer".to_owned()),
+            "the live consumer must stay: {names:?}"
+        );
+        if !names.contains(&"control-plane-old-pod".to_owned()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle consumer was never deleted: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.shutdown().await;
+}
