@@ -46,11 +46,11 @@ pub struct Config {
 
     /// Seconds a client may take to send a request head; also how long an idle keep-alive
     /// connection stays open.
-    #[arg(long, env = "CLIENT_HEADER_TIMEOUT_SECS", default_value = "30", value_parser = parse_secs)]
+    #[arg(long = "client-header-timeout-secs", env = "CLIENT_HEADER_TIMEOUT_SECS", default_value = "30", value_parser = parse_secs)]
     pub client_header_timeout: DurationSecs,
 
     /// Seconds a client may take to send its whole request body (408 after).
-    #[arg(long, env = "CLIENT_BODY_TIMEOUT_SECS", default_value = "60", value_parser = parse_secs)]
+    #[arg(long = "client-body-timeout-secs", env = "CLIENT_BODY_TIMEOUT_SECS", default_value = "60", value_parser = parse_secs)]
     pub client_body_timeout: DurationSecs,
 
     /// Load balancers whose `X-Forwarded-For` is believed for key IP allow-lists
@@ -59,7 +59,7 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// How long open streams may run on after a shutdown signal, in seconds.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_secs)]
+    #[arg(long = "shutdown-grace-secs", env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_grace: DurationSecs,
 
     /// File that keeps the last good snapshot, so a restart while the control plane is

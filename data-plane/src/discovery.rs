@@ -104,6 +104,12 @@ impl Discovery {
             Ok(Some(snapshot)) => match RoutingTable::build(snapshot, &self.states) {
                 Ok(table) => {
                     let version = table.version;
+                    self.metrics
+                        .snapshot_version
+                        .set(i64::try_from(version).unwrap_or(i64::MAX));
+                    self.metrics
+                        .snapshot_built_seconds
+                        .set(table.built_at_ms as f64 / 1000.0);
                     self.table.store(Some(Arc::new(table)));
                     self.applied.send_replace(version);
                     info!(target: "ConfigStream", version, path = %path.display(), "serving the persisted snapshot until the control plane answers");

@@ -64,6 +64,13 @@ impl DataPlane {
                     token: config.data_plane_token.clone(),
                 },
             },
+            config
+                .redis_url
+                .is_some()
+                .then(|| PublisherSettings::ControlPlane {
+                    url: config.control_plane_url.clone(),
+                    token: config.data_plane_token.clone(),
+                }),
             publisher_cancel.clone(),
             metrics.clone(),
             Some(Spool::open(&config.spool_path).with_context(|| {

@@ -237,6 +237,9 @@ impl Metrics {
             self.snapshot_age_seconds
                 .set(now_ms.saturating_sub(table.built_at_ms).max(0) as f64 / 1000.0);
             let now = std::time::Instant::now();
+            // Only upstreams of the current snapshot: a deleted one must not linger as "available".
+            self.upstream_in_flight.clear();
+            self.upstream_available.clear();
             for u in table.upstreams() {
                 let labels = UpstreamLabels {
                     upstream: u.name.clone(),

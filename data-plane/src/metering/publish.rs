@@ -103,15 +103,53 @@ impl UsagePublisher {
 }
 
 /// Starts the publisher task; it runs until `shutdown` fires and the queue is flushed.
+///
+/// `last_resort` is where a spool that the sink still refuses at shutdown is delivered
+/// instead (the control plane's `ReportUsage` when the sink is Redis): a data plane's disk
+/// may not outlive it (a Kubernetes emptyDir does not).
 pub fn spawn_publisher(
     settings: PublisherSettings,
+    last_resort: Option<PublisherSettings>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     spool: Option<Spool>,
 ) -> (UsagePublisher, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(run(settings, rx, shutdown, metrics.clone(), spool));
+    let task_metrics = metrics.clone();
+    let task = tokio::spawn(async move {
+        let spool = spool.map(|s| Arc::new(Mutex::new(s)));
+        run(settings, rx, shutdown, task_metrics.clone(), spool.clone()).await;
+        if let Some(spool) = spool {
+            settle_spool_at_exit(last_resort, &spool, &task_metrics).await;
+        }
+    });
     (UsagePublisher { tx, metrics }, task)
+}
+
+/// The sink refused the spool until the end: hand it to the last resort, or say loudly what
+/// is left where.
+async fn settle_spool_at_exit(
+    last_resort: Option<PublisherSettings>,
+    spool: &SharedSpool,
+    metrics: &Metrics,
+) {
+    if lock(spool).depth() == 0 {
+        return;
+    }
+    if let Some(settings) = last_resort {
+        match replay(&settings, &mut None, spool, metrics).await {
+            Ok(()) if lock(spool).depth() == 0 => {
+                info!(target: "ProxyHandler", "usage spool delivered to the control plane at shutdown");
+                return;
+            }
+            Ok(()) => {}
+            Err(err) => {
+                warn!(target: "ProxyHandler", error = %err, "the control plane did not take the usage spool either");
+            }
+        }
+    }
+    let left = lock(spool).depth();
+    error!(target: "ProxyHandler", events = left, "usage events remain in the spool at exit; they are replayed when a data plane starts on this SPOOL_PATH — keep the file if its volume is not reused");
 }
 
 async fn run(
@@ -119,9 +157,8 @@ async fn run(
     mut rx: mpsc::Receiver<UsageEvent>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
-    spool: Option<Spool>,
+    spool: Option<SharedSpool>,
 ) {
-    let spool = spool.map(|s| Arc::new(Mutex::new(s)));
     let mut conn: Option<Sink> = None;
     let mut closing_since: Option<tokio::time::Instant> = None;
     let mut backoff = RETRY_MIN;

@@ -186,3 +186,45 @@ async fn malformed_and_truncated_requests_do_not_hurt_the_data_plane() {
     assert_eq!(h.get(0, "/healthz").await.status(), 200);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_redis_never_took_goes_to_the_control_plane_at_shutdown() {
+    // In Kubernetes the spool lives on an emptyDir: a pod that stops while Redis is down must
+    // not take its usage with it.
+    let mut redis = gateway_tests::faults::RedisServer::start().await;
+    let mut h = Harness::start_opts(gateway_tests::HarnessOptions {
+        data_planes: 1,
+        redis_url: Some(redis.url()),
+        ..gateway_tests::HarnessOptions::default()
+    })
+    .await;
+    h.add_upstream("pool-a", 0, 1).await;
+    let (user, _) = h.add_user("sol", 10_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    redis.stop().await;
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &format!("Bearer {secret}"))],
+            codex_request("mock-model", true, "c"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
+    let dp = h.data_planes.remove(0);
+    dp.stop().await;
+    // Redis never came back: the control plane took the event over ReportUsage.
+    h.wait_ingested(1).await;
+    let pool = h.db.pool().await;
+    let (rows, user_rows): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE user_id = $1) FROM usage_events")
+            .bind(user.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!((rows, user_rows), (1, 1));
+    h.shutdown().await;
+}
