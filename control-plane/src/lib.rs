@@ -42,7 +42,6 @@ pub struct ControlPlane {
     ingested: Arc<watch::Sender<u64>>,
     health_leader: watch::Receiver<bool>,
     prober: SharedProber,
-    metrics: Arc<Metrics>,
     metrics_addr: SocketAddr,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -116,6 +115,7 @@ impl ControlPlane {
                 metrics: metrics.clone(),
                 snapshots: cache.subscribe(),
                 leader: health_leader.clone(),
+                ingested: ingested.subscribe(),
                 store: store.clone(),
             },
             cancel.clone(),
@@ -128,7 +128,6 @@ impl ControlPlane {
             ingested,
             health_leader,
             prober,
-            metrics,
             metrics_addr,
             tasks,
             cancel,
@@ -143,11 +142,6 @@ impl ControlPlane {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
-    }
-
-    /// This replica's metrics.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
     }
 
     /// Whether this replica currently runs the health checks.

@@ -3,7 +3,10 @@
 
 use std::{
     convert::Infallible,
-    sync::{Arc, atomic::AtomicU64},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -45,8 +48,11 @@ pub struct UpstreamLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Usage events newly written to the ledger (duplicates ignored are not counted).
-    pub usage_ingested: Counter,
+    /// Usage events newly written to the ledger (duplicates ignored are not counted), by the
+    /// consumer and by `ReportUsage` alike: advanced from the process's `ingested` count.
+    usage_ingested: Counter,
+    /// The `ingested` count already added to `usage_ingested`.
+    ingested_seen: AtomicU64,
     /// Batches committed to the ledger.
     pub usage_batches: Counter,
     /// Time from reading a batch to its acknowledgement.
@@ -79,6 +85,7 @@ impl Metrics {
         let mut m = Self {
             registry: Registry::default(),
             usage_ingested: Counter::default(),
+            ingested_seen: AtomicU64::new(0),
             usage_batches: Counter::default(),
             usage_batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             usage_batch_errors: Counter::default(),
@@ -161,8 +168,17 @@ impl Metrics {
         m
     }
 
-    /// The text exposition, with state gauges read from the current snapshot and leadership.
-    pub fn render(&self, snapshots: &SnapshotRx, leader: &watch::Receiver<bool>) -> String {
+    /// The text exposition, with state read from the current snapshot, leadership and the
+    /// count of events this process wrote to the ledger.
+    pub fn render(
+        &self,
+        snapshots: &SnapshotRx,
+        leader: &watch::Receiver<bool>,
+        ingested: &watch::Receiver<u64>,
+    ) -> String {
+        let total = *ingested.borrow();
+        let seen = self.ingested_seen.swap(total, Ordering::Relaxed);
+        self.usage_ingested.inc_by(total.saturating_sub(seen));
         if let Some(snapshot) = snapshots.borrow().as_ref() {
             self.snapshot_version
                 .set(i64::try_from(snapshot.version).unwrap_or(i64::MAX));
@@ -195,6 +211,7 @@ pub(crate) struct Endpoints {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) snapshots: SnapshotRx,
     pub(crate) leader: watch::Receiver<bool>,
+    pub(crate) ingested: watch::Receiver<u64>,
     pub(crate) store: Store,
 }
 
@@ -202,7 +219,9 @@ impl Endpoints {
     async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         match (request.method(), request.uri().path()) {
             (&http::Method::GET, "/metrics") => {
-                let body = self.metrics.render(&self.snapshots, &self.leader);
+                let body = self
+                    .metrics
+                    .render(&self.snapshots, &self.leader, &self.ingested);
                 let mut response = Response::new(Full::new(Bytes::from(body)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

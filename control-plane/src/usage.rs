@@ -379,7 +379,6 @@ impl UsageConsumer {
             info!(target: "UsageConsumer", users = ?outcome.exhausted_users, version, "balances exhausted");
         }
         self.ingested.send_modify(|n| *n += outcome.inserted);
-        self.metrics.usage_ingested.inc_by(outcome.inserted);
     }
 
     /// Counts a refusal of entry `id`; returns how many it has had.

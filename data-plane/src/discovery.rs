@@ -104,12 +104,7 @@ impl Discovery {
             Ok(Some(snapshot)) => match RoutingTable::build(snapshot, &self.states) {
                 Ok(table) => {
                     let version = table.version;
-                    self.metrics
-                        .snapshot_version
-                        .set(i64::try_from(version).unwrap_or(i64::MAX));
-                    self.metrics
-                        .snapshot_built_seconds
-                        .set(table.built_at_ms as f64 / 1000.0);
+                    self.metrics.snapshot_applied(version, table.built_at_ms);
                     self.table.store(Some(Arc::new(table)));
                     self.applied.send_replace(version);
                     info!(target: "ConfigStream", version, path = %path.display(), "serving the persisted snapshot until the control plane answers");
@@ -251,12 +246,7 @@ impl Discovery {
         self.states.retain(|id| ids.contains(&id));
         self.table.store(Some(Arc::new(table)));
         self.applied.send_replace(version);
-        self.metrics
-            .snapshot_version
-            .set(i64::try_from(version).unwrap_or(i64::MAX));
-        self.metrics
-            .snapshot_built_seconds
-            .set(built_at_ms as f64 / 1000.0);
+        self.metrics.snapshot_applied(version, built_at_ms);
         info!(target: "ConfigStream", version, keys, apply_us = started.elapsed().as_micros() as u64, "snapshot applied");
         if let Some(encoded) = encoded {
             self.to_persist.send_replace(Some((version, encoded)));

@@ -228,6 +228,13 @@ impl Metrics {
         m
     }
 
+    /// Records the snapshot now serving (received or restored from disk).
+    pub fn snapshot_applied(&self, version: u64, built_at_ms: i64) {
+        self.snapshot_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.snapshot_built_seconds.set(built_at_ms as f64 / 1000.0);
+    }
+
     /// The text exposition, with per-upstream gauges read from `table` first.
     pub fn render(&self, table: Option<&RoutingTable>) -> String {
         if let Some(table) = table {

@@ -193,6 +193,12 @@ async fn a_data_plane_restarted_while_the_control_plane_is_down_serves_from_disk
     // Ready at once, from the file, with no control plane to talk to.
     assert_eq!(*h.data_planes[0].applied.borrow(), version);
     assert_eq!(h.get(0, "/readyz").await.status(), 200);
+    let metrics = body_bytes(h.get(0, "/metrics").await).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains(&format!("codex_gateway_snapshot_version {version}\n")),
+        "a restored snapshot is the one reported: {metrics}"
+    );
     let auth = format!("Bearer {secret}");
     let response = h
         .post(

@@ -226,5 +226,12 @@ async fn a_spool_redis_never_took_goes_to_the_control_plane_at_shutdown() {
             .unwrap();
     pool.close().await;
     assert_eq!((rows, user_rows), (1, 1));
+    // Events that arrive over ReportUsage count in the ledger's metrics like consumed ones.
+    let metrics = body_bytes(h.get_control_plane("/metrics").await).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("codex_gateway_ledger_events_total 1\n"),
+        "{metrics}"
+    );
     h.shutdown().await;
 }
