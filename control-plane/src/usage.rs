@@ -310,7 +310,7 @@ impl UsageConsumer {
                 Some(Err(reason)) => {
                     warn!(target: "UsageConsumer", stream_id = %entry.id, reason = %reason, "undecodable usage event moved to dead letters");
                     self.store
-                        .dead_letter(&entry.id, payload.as_deref(), &reason)
+                        .dead_letter(&entry.id, payload.as_deref(), &reason.to_string())
                         .await?;
                     self.metrics.usage_dead_lettered.inc();
                 }
@@ -444,36 +444,63 @@ async fn pause(cancel: &CancellationToken, d: Duration) {
 }
 
 /// A stream payload → a ledger row, refusing what cannot be billed correctly.
-fn decode(payload: &[u8]) -> Result<UsageRow, String> {
-    let e = UsageEvent::decode(payload).map_err(|err| format!("not a usage event: {err}"))?;
-    row_from_event(e)
+fn decode(payload: &[u8]) -> Result<UsageRow, BadEvent> {
+    UsageRow::try_from(UsageEvent::decode(payload)?)
 }
 
-/// A usage event → a ledger row, refusing what cannot be billed correctly.
-pub fn row_from_event(e: UsageEvent) -> Result<UsageRow, String> {
-    let tokens = |v: u64, what: &str| i64::try_from(v).map_err(|_| format!("{what} out of range"));
-    Ok(UsageRow {
-        id: Uuid::parse_str(&e.id).map_err(|err| format!("bad event id {:?}: {err}", e.id))?,
-        request_id: e.request_id,
-        key_id: e.key_id,
-        user_id: e.user_id,
-        upstream_id: (e.upstream_id != 0).then_some(e.upstream_id),
-        model: e.model,
-        endpoint: e.endpoint,
-        input_tokens: tokens(e.input_tokens, "input_tokens")?,
-        cached_tokens: tokens(e.cached_tokens, "cached_tokens")?,
-        output_tokens: tokens(e.output_tokens, "output_tokens")?,
-        reasoning_tokens: tokens(e.reasoning_tokens, "reasoning_tokens")?,
-        cost_micros: e.cost_micros,
-        status: e.status,
-        stream: e.stream,
-        estimated: e.estimated,
-        ttfb_ms: i32::try_from(e.ttfb_ms).unwrap_or(i32::MAX),
-        duration_ms: i32::try_from(e.duration_ms).unwrap_or(i32::MAX),
-        node_id: e.node_id,
-        started_at: DateTime::from_timestamp_millis(e.started_at_ms)
-            .ok_or_else(|| format!("bad start time {}", e.started_at_ms))?,
-    })
+/// Why a usage event cannot become a ledger row; the entry goes to the dead letters with it.
+#[derive(Debug, thiserror::Error)]
+pub enum BadEvent {
+    /// The payload is not a protobuf `UsageEvent`.
+    #[error("not a usage event: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The event id is not a UUID.
+    #[error("bad event id {id:?}: {source}")]
+    Id {
+        /// The id as sent.
+        id: String,
+        #[source]
+        source: uuid::Error,
+    },
+    /// A token count does not fit the ledger.
+    #[error("{0} out of range")]
+    Tokens(&'static str),
+    /// The start time is not a representable instant.
+    #[error("bad start time {0}")]
+    StartTime(i64),
+}
+
+impl TryFrom<UsageEvent> for UsageRow {
+    type Error = BadEvent;
+
+    fn try_from(e: UsageEvent) -> Result<Self, BadEvent> {
+        let tokens = |v: u64, what| i64::try_from(v).map_err(|_| BadEvent::Tokens(what));
+        Ok(UsageRow {
+            id: Uuid::parse_str(&e.id).map_err(|source| BadEvent::Id {
+                id: e.id.clone(),
+                source,
+            })?,
+            request_id: e.request_id,
+            key_id: e.key_id,
+            user_id: e.user_id,
+            upstream_id: e.upstream_id,
+            model: e.model,
+            endpoint: e.endpoint,
+            input_tokens: tokens(e.input_tokens, "input_tokens")?,
+            cached_tokens: tokens(e.cached_tokens, "cached_tokens")?,
+            output_tokens: tokens(e.output_tokens, "output_tokens")?,
+            reasoning_tokens: tokens(e.reasoning_tokens, "reasoning_tokens")?,
+            cost_micros: e.cost_micros,
+            status: e.status,
+            stream: e.stream,
+            estimated: e.estimated,
+            ttfb_ms: i32::try_from(e.ttfb_ms).unwrap_or(i32::MAX),
+            duration_ms: i32::try_from(e.duration_ms).unwrap_or(i32::MAX),
+            node_id: e.node_id,
+            started_at: DateTime::from_timestamp_millis(e.started_at_ms)
+                .ok_or(BadEvent::StartTime(e.started_at_ms))?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +529,7 @@ mod tests {
         assert!(
             decode(&bad_id.encode_to_vec())
                 .unwrap_err()
+                .to_string()
                 .contains("bad event id")
         );
     }

@@ -1,7 +1,7 @@
-//! The config stream: subscribes to the control plane, turns each snapshot into a routing
-//! table, swaps it in only if it is valid and newer, and acknowledges or rejects every
-//! version. Reconnects with jittered exponential backoff; while disconnected the last good
-//! table keeps serving.
+//! The config stream: subscribes to the control plane, turns each snapshot into the applied
+//! snapshot, swaps it in only if it is valid and newer, and acknowledges or rejects every
+//! version. Resubscribes with jittered exponential backoff; while disconnected the last good
+//! snapshot keeps serving.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -18,40 +18,36 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, transport::Endpoint};
+use tonic::{Request, transport::Channel};
 use tracing::{info, info_span, warn};
 
 use crate::{
     metrics::Metrics,
-    routing::{RoutingTable, SnapshotRejected, passive::StateRegistry},
+    routing::passive::StateRegistry,
+    snapshot::{AppliedSnapshot, SnapshotRejected},
 };
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// Snapshots carry every key digest; 100k keys are about 6 MB, far above tonic's 4 MiB default.
 const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
-const SNAPSHOT_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Why a config stream session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("invalid CONTROL_PLANE_URL: {0}")]
-    Url(#[source] tonic::transport::Error),
-    #[error("cannot connect to the control plane: {0}")]
-    Connect(#[source] tonic::transport::Error),
     #[error("config stream failed: {0}")]
     Status(#[from] tonic::Status),
     #[error("DATA_PLANE_TOKEN cannot be sent as gRPC metadata")]
     Token,
 }
 
-/// Follows the control plane's snapshots into the shared routing table.
+/// Follows the control plane's snapshots into the shared applied snapshot.
 #[derive(Debug)]
 pub struct Discovery {
-    url: String,
+    channel: Channel,
     token: Secret,
     node_id: String,
-    table: Arc<ArcSwapOption<RoutingTable>>,
+    table: Arc<ArcSwapOption<AppliedSnapshot>>,
     applied: watch::Sender<u64>,
     persist: Option<PathBuf>,
     /// Latest applied snapshot, encoded, for the writer task.
@@ -63,20 +59,20 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// A follower publishing into `table`; the receiver reports the applied version. With
-    /// `persist`, the snapshot kept there (if valid) is applied at once, and every applied
-    /// snapshot is written back.
+    /// A follower subscribing over `channel` and publishing into `table`; the receiver
+    /// reports the applied version. With `persist`, the snapshot kept there (if valid) is
+    /// applied at once, and every applied snapshot is written back.
     pub fn new(
-        url: String,
+        channel: Channel,
         token: Secret,
         node_id: String,
-        table: Arc<ArcSwapOption<RoutingTable>>,
+        table: Arc<ArcSwapOption<AppliedSnapshot>>,
         persist: Option<PathBuf>,
         metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<u64>) {
         let (applied, rx) = watch::channel(0);
         let discovery = Self {
-            url,
+            channel,
             token,
             node_id,
             table,
@@ -101,7 +97,7 @@ impl Discovery {
             return;
         };
         match crate::snapshot_file::load(path) {
-            Ok(Some(snapshot)) => match RoutingTable::build(snapshot, &self.states) {
+            Ok(Some(snapshot)) => match AppliedSnapshot::build(snapshot, &self.states) {
                 Ok(table) => {
                     let version = table.version;
                     self.metrics.snapshot_applied(version, table.built_at_ms);
@@ -122,16 +118,25 @@ impl Discovery {
 
     /// Runs until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
-        if let Some(path) = self.persist.clone() {
+        let writer = self.persist.clone().map(|path| {
             tokio::spawn(write_snapshots(
                 path,
                 self.to_persist.subscribe(),
                 self.persisted.clone(),
-            ));
+            ))
+        });
+        self.follow(&cancel).await;
+        // The writer finishes the snapshot it is writing, then sees its feed gone.
+        drop(self);
+        if let Some(writer) = writer {
+            let _ = writer.await;
         }
+    }
+
+    async fn follow(&self, cancel: &CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            match self.session(&cancel).await {
+            match self.session(cancel).await {
                 Ok(received) => {
                     if cancel.is_cancelled() {
                         return;
@@ -157,20 +162,8 @@ impl Discovery {
 
     /// One subscription; returns whether any snapshot arrived.
     async fn session(&self, cancel: &CancellationToken) -> Result<bool, SessionError> {
-        let channel = Endpoint::from_shared(self.url.clone())
-            .map_err(SessionError::Url)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            // Snapshots are megabytes: default 64 KiB HTTP/2 windows would stall them.
-            .initial_stream_window_size(SNAPSHOT_WINDOW)
-            .initial_connection_window_size(SNAPSHOT_WINDOW)
-            .connect()
-            .await
-            .map_err(SessionError::Connect)?;
-        let mut client =
-            ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let mut client = ConfigDiscoveryClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let (tx, rx) = mpsc::channel(8);
         let subscribe = DiscoveryRequest {
             kind: Some(Kind::Subscribe(Subscribe {
@@ -186,7 +179,7 @@ impl Discovery {
             self.token.bearer().map_err(|_| SessionError::Token)?,
         );
         let mut inbound = client.stream_config(request).await?.into_inner();
-        info!(target: "ConfigStream", url = %self.url, node = %self.node_id, "subscribed to the control plane");
+        info!(target: "ConfigStream", node = %self.node_id, "subscribed to the control plane");
         let mut received = false;
         loop {
             let message = tokio::select! {
@@ -239,10 +232,10 @@ impl Discovery {
             .persist
             .as_ref()
             .map(|_| Arc::new(snapshot.encode_to_vec()));
-        let table = RoutingTable::build(snapshot, &self.states)?;
+        let table = AppliedSnapshot::build(snapshot, &self.states)?;
         let version = table.version;
         let keys = table.key_count();
-        let ids: std::collections::HashSet<i64> = table.upstream_ids().collect();
+        let ids: std::collections::HashSet<i64> = table.router().upstream_ids().collect();
         self.states.retain(|id| ids.contains(&id));
         self.table.store(Some(Arc::new(table)));
         self.applied.send_replace(version);

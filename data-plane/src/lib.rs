@@ -2,12 +2,14 @@
 //! each user to the same upstream by weighted consistent hashing, streams answers back
 //! unbuffered and meters usage into a Redis stream.
 
+pub mod admin;
 pub mod config;
 pub mod discovery;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
+pub mod snapshot;
 pub mod snapshot_file;
 pub mod sse;
 
@@ -15,30 +17,50 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use gateway_proto::v1::config_discovery_client::ConfigDiscoveryClient;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 pub use config::Config;
 
 use crate::{
+    admin::Admin,
     discovery::Discovery,
     metering::spool::Spool,
-    metering::{PublisherSettings, spawn_publisher},
+    metering::{Drains, PublisherSettings, spawn_publisher},
     metrics::Metrics,
     proxy::{Proxy, ProxySettings},
 };
+
+/// Snapshots are megabytes: default 64 KiB HTTP/2 windows would stall them.
+const CONTROL_PLANE_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// The data plane's one channel to its control plane (config stream, usage reports, key
+/// usage), connected on first use and re-established by tonic after a failure.
+fn control_plane_channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .context("CONTROL_PLANE_URL is not a valid URL")?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(20))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .initial_stream_window_size(CONTROL_PLANE_WINDOW)
+        .initial_connection_window_size(CONTROL_PLANE_WINDOW)
+        .connect_lazy())
+}
 
 /// A started data plane: config stream and usage publisher running, not yet serving.
 #[derive(Debug)]
 pub struct DataPlane {
     config: Config,
     proxy: Proxy,
+    admin: Arc<Admin>,
+    drains: Drains,
     applied: watch::Receiver<u64>,
     persisted: watch::Receiver<u64>,
     discovery: JoinHandle<()>,
@@ -52,6 +74,11 @@ impl DataPlane {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let table = Arc::new(ArcSwapOption::empty());
         let metrics = Arc::new(Metrics::new());
+        let channel = control_plane_channel(&config.control_plane_url)?;
+        let report = PublisherSettings::ControlPlane {
+            channel: channel.clone(),
+            token: config.data_plane_token.clone(),
+        };
         let publisher_cancel = CancellationToken::new();
         let (usage, publisher) = spawn_publisher(
             match &config.redis_url {
@@ -59,45 +86,34 @@ impl DataPlane {
                     url: url.expose().to_owned(),
                     stream: config.usage_stream.clone(),
                 },
-                None => PublisherSettings::ControlPlane {
-                    url: config.control_plane_url.clone(),
-                    token: config.data_plane_token.clone(),
-                },
+                None => report.clone(),
             },
-            config
-                .redis_url
-                .is_some()
-                .then(|| PublisherSettings::ControlPlane {
-                    url: config.control_plane_url.clone(),
-                    token: config.data_plane_token.clone(),
-                }),
+            config.redis_url.is_some().then_some(report),
             publisher_cancel.clone(),
             metrics.clone(),
             Some(Spool::open(&config.spool_path).with_context(|| {
                 format!("opening the usage spool {}", config.spool_path.display())
             })?),
         );
+        let drains = usage.drains().clone();
+        let admin = Arc::new(Admin::new(table.clone(), metrics.clone()));
         let proxy = Proxy::new(
             table.clone(),
             usage,
+            admin.clone(),
             ProxySettings {
                 node_id: Arc::from(config.node_id.as_str()),
                 max_body_bytes: config.max_body_bytes,
                 body_timeout: config.client_body_timeout.0,
                 trusted_proxies: config.trusted_proxies.clone(),
                 metrics: metrics.clone(),
-                control_plane: ConfigDiscoveryClient::new(
-                    tonic::transport::Endpoint::from_shared(config.control_plane_url.clone())
-                        .context("CONTROL_PLANE_URL is not a valid URL")?
-                        .connect_timeout(std::time::Duration::from_secs(5))
-                        .connect_lazy(),
-                ),
+                control_plane: channel.clone(),
                 data_plane_token: config.data_plane_token.clone(),
             },
         )
         .context("building the upstream HTTP client")?;
         let (discovery, applied) = Discovery::new(
-            config.control_plane_url.clone(),
+            channel,
             config.data_plane_token.clone(),
             config.node_id.clone(),
             table,
@@ -110,6 +126,8 @@ impl DataPlane {
         Ok(Self {
             config,
             proxy,
+            admin,
+            drains,
             applied,
             persisted,
             discovery,
@@ -142,6 +160,10 @@ impl DataPlane {
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.client_header_timeout.0);
         let graceful = GracefulShutdown::new();
+        // Every connection task is tracked, and told to close when the grace period is over,
+        // so the metering of its open streams runs before the usage publisher stops.
+        let connections = TaskTracker::new();
+        let close_connections = CancellationToken::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -161,7 +183,8 @@ impl DataPlane {
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
                     let first_byte = self.config.client_header_timeout.0;
-                    tokio::spawn(async move {
+                    let close = close_connections.clone();
+                    connections.spawn(async move {
                         // hyper's head timeout starts at the first byte: a client that connects
                         // and sends nothing is dropped here instead of holding a socket forever.
                         let mut probe = [0u8; 1];
@@ -170,8 +193,13 @@ impl DataPlane {
                             return;
                         }
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(err) = watcher.watch(connection.into_owned()).await {
-                            debug!(error = %err, "connection ended with an error");
+                        tokio::select! {
+                            served = watcher.watch(connection.into_owned()) => {
+                                if let Err(err) = served {
+                                    debug!(error = %err, "connection ended with an error");
+                                }
+                            }
+                            () = close.cancelled() => {}
                         }
                     });
                 }
@@ -180,19 +208,30 @@ impl DataPlane {
         }
 
         // Shutdown, in order: not ready → stop accepting → let open streams finish within the
-        // grace period → close the config stream → flush the usage queue → exit.
-        self.proxy.set_draining();
+        // grace period → close what is left (its streams are billed as they drop) → let the
+        // after-disconnect drains finish within the same grace period (past it they bill what
+        // they read) → close the config stream → flush the usage queue → exit.
+        self.admin.set_draining();
         drop(listener);
-        info!(
-            grace_secs = self.config.shutdown_grace.0.as_secs(),
-            "draining open requests"
-        );
-        if tokio::time::timeout(self.config.shutdown_grace.0, graceful.shutdown())
+        let grace = self.config.shutdown_grace.0;
+        let deadline = tokio::time::Instant::now() + grace;
+        info!(grace_secs = grace.as_secs(), "draining open requests");
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
         {
             warn!("grace period over; closing the remaining connections");
         }
+        close_connections.cancel();
+        connections.close();
+        connections.wait().await;
+        if !self.drains.is_empty() {
+            info!(
+                drains = self.drains.len(),
+                "waiting for abandoned streams to report their usage"
+            );
+        }
+        self.drains.finish(deadline).await;
         self.discovery_cancel.cancel();
         let _ = self.discovery.await;
         self.publisher_cancel.cancel();

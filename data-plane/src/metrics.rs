@@ -14,7 +14,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::routing::RoutingTable;
+use crate::snapshot::AppliedSnapshot;
 
 /// Requests by route and status code.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -236,7 +236,7 @@ impl Metrics {
     }
 
     /// The text exposition, with per-upstream gauges read from `table` first.
-    pub fn render(&self, table: Option<&RoutingTable>) -> String {
+    pub fn render(&self, table: Option<&AppliedSnapshot>) -> String {
         if let Some(table) = table {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -247,7 +247,7 @@ impl Metrics {
             // Only upstreams of the current snapshot: a deleted one must not linger as "available".
             self.upstream_in_flight.clear();
             self.upstream_available.clear();
-            for u in table.upstreams() {
+            for u in table.router().upstreams() {
                 let labels = UpstreamLabels {
                     upstream: u.name.clone(),
                 };

@@ -2,6 +2,8 @@
 //! the client does, chunk by chunk (events may be split anywhere, lines end in LF or CRLF), and
 //! reports each complete event. It never alters or holds back the bytes being forwarded.
 
+use std::borrow::Cow;
+
 use memchr::memchr;
 
 /// Upper bound on a single buffered line or event; longer input is dropped rather than letting
@@ -16,6 +18,25 @@ pub struct Event<'a> {
     pub event: &'a [u8],
     /// The `data:` lines joined by `\n`.
     pub data: &'a [u8],
+}
+
+impl<'a> Event<'a> {
+    /// The event's name: its `event:` field, or — for upstreams that omit that line — the
+    /// `type` of its JSON data; empty when neither is there.
+    pub fn name(&self) -> Cow<'a, [u8]> {
+        if !self.event.is_empty() {
+            return Cow::Borrowed(self.event);
+        }
+        #[derive(serde::Deserialize)]
+        struct TypeOnly<'t> {
+            #[serde(borrow, rename = "type")]
+            kind: Option<Cow<'t, str>>,
+        }
+        match serde_json::from_slice::<TypeOnly<'_>>(self.data) {
+            Ok(TypeOnly { kind: Some(kind) }) => Cow::Owned(kind.into_owned().into_bytes()),
+            _ => Cow::Borrowed(b""),
+        }
+    }
 }
 
 /// Parser state carried between chunks.
@@ -168,6 +189,25 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(events_of(&bytes), whole);
+    }
+
+    #[test]
+    fn event_name_falls_back_on_the_data_type() {
+        let named = Event {
+            event: b"response.created",
+            data: br#"{"type":"other"}"#,
+        };
+        assert_eq!(&*named.name(), b"response.created");
+        let unnamed = Event {
+            event: b"",
+            data: br#"{"type":"response.completed","response":{}}"#,
+        };
+        assert_eq!(&*unnamed.name(), b"response.completed");
+        let done = Event {
+            event: b"",
+            data: b"[DONE]",
+        };
+        assert_eq!(&*done.name(), b"");
     }
 
     #[test]

@@ -46,25 +46,6 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send
 impl ConfigDiscovery for Service {
     type StreamConfigStream = SnapshotStream;
 
-    async fn key_usage(
-        &self,
-        _request: Request<v1::KeyUsageRequest>,
-    ) -> Result<Response<v1::KeyUsageResponse>, Status> {
-        Err(Status::unimplemented(
-            "the fake control plane keeps no ledger",
-        ))
-    }
-
-    async fn report_usage(
-        &self,
-        _request: Request<v1::ReportUsageRequest>,
-    ) -> Result<Response<v1::ReportUsageResponse>, Status> {
-        // Harness data planes publish to Redis; nothing reports here.
-        Err(Status::unimplemented(
-            "the fake control plane keeps no ledger",
-        ))
-    }
-
     async fn stream_config(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,

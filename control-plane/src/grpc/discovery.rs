@@ -3,47 +3,30 @@
 
 use std::pin::Pin;
 
-use std::sync::Arc;
-
 use gateway_proto::v1::{
-    DiscoveryRequest, KeyUsageRequest, KeyUsageResponse, ReportUsageRequest, ReportUsageResponse,
-    Snapshot, config_discovery_server::ConfigDiscovery, discovery_request::Kind,
+    DiscoveryRequest, Snapshot, config_discovery_server::ConfigDiscovery, discovery_request::Kind,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::{
-    snapshot::SnapshotRx,
-    store::{Store, UsageFilter},
-    usage::row_from_event,
-};
+use crate::snapshot::SnapshotRx;
 
 /// Implementation of `ConfigDiscovery`.
 #[derive(Debug, Clone)]
 pub struct Discovery {
     snapshots: SnapshotRx,
     shutdown: CancellationToken,
-    store: Store,
-    ingested: Arc<watch::Sender<u64>>,
 }
 
 impl Discovery {
-    /// Serves the snapshots published on `snapshots` until `shutdown`; reported usage goes
-    /// to `store`.
-    pub fn new(
-        snapshots: SnapshotRx,
-        shutdown: CancellationToken,
-        store: Store,
-        ingested: Arc<watch::Sender<u64>>,
-    ) -> Self {
+    /// Serves the snapshots published on `snapshots` until `shutdown`.
+    pub fn new(snapshots: SnapshotRx, shutdown: CancellationToken) -> Self {
         Self {
             snapshots,
             shutdown,
-            store,
-            ingested,
         }
     }
 }
@@ -53,64 +36,6 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send
 #[tonic::async_trait]
 impl ConfigDiscovery for Discovery {
     type StreamConfigStream = SnapshotStream;
-
-    async fn key_usage(
-        &self,
-        request: Request<KeyUsageRequest>,
-    ) -> Result<Response<KeyUsageResponse>, Status> {
-        let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 20,
-            n => n.min(100),
-        };
-        let unavailable = |e: crate::store::StoreError| {
-            warn!(error = %e, "key usage query failed");
-            Status::unavailable("the ledger is unavailable; retry")
-        };
-        let user = self.store.get_user(r.user_id).await.map_err(unavailable)?;
-        let events = self
-            .store
-            .list_usage(&UsageFilter {
-                key_id: Some(r.key_id),
-                limit: i64::from(limit),
-                ..UsageFilter::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        Ok(Response::new(KeyUsageResponse {
-            balance_micros: user.balance_micros,
-            events: events.into_iter().map(Into::into).collect(),
-        }))
-    }
-
-    async fn report_usage(
-        &self,
-        request: Request<ReportUsageRequest>,
-    ) -> Result<Response<ReportUsageResponse>, Status> {
-        let events = request.into_inner().events;
-        let mut rows = Vec::with_capacity(events.len());
-        for event in events {
-            let id = event.id.clone();
-            match row_from_event(event) {
-                Ok(row) => rows.push(row),
-                Err(reason) => {
-                    warn!(target: "UsageConsumer", event_id = %id, reason = %reason, "reported usage event moved to dead letters");
-                    self.store
-                        .dead_letter(&format!("report:{id}"), None, &reason)
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                }
-            }
-        }
-        let outcome = self.store.ingest_usage(&rows).await.map_err(|e| {
-            warn!(target: "UsageConsumer", error = %e, "ingesting reported usage failed");
-            Status::unavailable("the ledger is unavailable; retry")
-        })?;
-        self.ingested.send_modify(|n| *n += outcome.inserted);
-        Ok(Response::new(ReportUsageResponse {
-            inserted: outcome.inserted,
-        }))
-    }
 
     async fn stream_config(
         &self,

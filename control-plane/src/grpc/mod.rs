@@ -1,19 +1,22 @@
-//! The gRPC server: admin API (admin token), config discovery (data-plane token), and the
-//! unauthenticated standard services grpcurl and probes rely on (health, reflection).
+//! The gRPC server: admin API (admin token), config discovery and usage reporting
+//! (data-plane token), and the unauthenticated standard services grpcurl and probes rely on (health, reflection).
 
 mod admin;
 mod convert;
 mod discovery;
+mod usage;
 mod validate;
 
 pub use admin::Admin;
 pub use discovery::Discovery;
+pub use usage::Usage;
 
 use gateway_proto::{
     FILE_DESCRIPTOR_SET,
     auth::{Secret, check_bearer},
     v1::{
         admin_service_server::AdminServiceServer, config_discovery_server::ConfigDiscoveryServer,
+        usage_service_server::UsageServiceServer,
     },
 };
 use tonic::{Request, Status, service::Routes};
@@ -38,6 +41,7 @@ fn require(
 pub async fn routes(
     admin: Admin,
     discovery: Discovery,
+    usage: Usage,
     admin_token: Secret,
     data_plane_token: Secret,
 ) -> anyhow::Result<Routes> {
@@ -47,6 +51,9 @@ pub async fn routes(
         .await;
     health_reporter
         .set_serving::<ConfigDiscoveryServer<Discovery>>()
+        .await;
+    health_reporter
+        .set_serving::<UsageServiceServer<Usage>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -59,6 +66,10 @@ pub async fn routes(
     ));
     routes = routes.add_service(ConfigDiscoveryServer::with_interceptor(
         discovery,
+        require(data_plane_token.clone(), "data-plane"),
+    ));
+    routes = routes.add_service(UsageServiceServer::with_interceptor(
+        usage,
         require(data_plane_token, "data-plane"),
     ));
     Ok(routes)

@@ -79,12 +79,6 @@ struct ResponseEvent {
     response: Option<WithUsage>,
 }
 
-#[derive(Deserialize)]
-struct TypeOnly<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<&'a str>,
-}
-
 /// The usage inside a terminal Responses event's data (`{"response":{"usage":…}}`).
 pub(crate) fn from_response_event(data: &[u8]) -> Option<TokenUsage> {
     serde_json::from_slice::<ResponseEvent>(data)
@@ -100,14 +94,6 @@ pub(crate) fn from_json_body(body: &[u8]) -> (Option<TokenUsage>, Option<String>
         Ok(w) => (w.usage.map(Into::into), w.status),
         Err(_) => (None, None),
     }
-}
-
-/// The `type` of an event's data, for upstreams that omit the `event:` line.
-pub(crate) fn event_type(data: &[u8]) -> Option<String> {
-    serde_json::from_slice::<TypeOnly<'_>>(data)
-        .ok()?
-        .kind
-        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -157,14 +143,5 @@ mod tests {
                 reasoning: 3
             })
         );
-    }
-
-    #[test]
-    fn event_type_fallback() {
-        assert_eq!(
-            event_type(br#"{"type":"response.completed","response":{}}"#).as_deref(),
-            Some("response.completed")
-        );
-        assert_eq!(event_type(b"[DONE]"), None);
     }
 }

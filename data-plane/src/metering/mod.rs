@@ -1,13 +1,17 @@
 //! Metering: read usage from what the upstream sends, price it, and publish exactly one usage
 //! event per proxied request, whatever way the request ends.
 
+mod drain;
 pub(crate) mod extract;
+mod price;
 mod publish;
 pub mod spool;
 mod tap;
 mod unsettled;
 
+pub use drain::Drains;
 pub use extract::TokenUsage;
+pub use price::{Price, cost_micros};
 pub use publish::{PublisherSettings, UsagePublisher, spawn_publisher};
 pub use tap::{BodyError, Held, MeteredBody, TapKind};
 pub use unsettled::{SETTLE_MARGIN_MS, Unsettled};
@@ -16,10 +20,7 @@ use std::{sync::Arc, time::Instant};
 
 use gateway_proto::v1::UsageEvent;
 
-use crate::{
-    metrics::{EndpointLabels, StatusLabels, TokenLabels},
-    routing::Price,
-};
+use crate::metrics::{EndpointLabels, StatusLabels, TokenLabels};
 
 /// Output tokens assumed per content chunk when the upstream reports no usage.
 const ESTIMATED_TOKENS_PER_CHUNK: u64 = 25;
@@ -54,15 +55,15 @@ impl Outcome {
     }
 }
 
-/// Everything known about a request when its upstream answers; consumed by [`Meter::finish`]
-/// so an event is published at most once.
+/// Everything known about a request once it is admitted and read; consumed by
+/// [`Meter::finish`], with the upstream that answered (if any), so an event is published at
+/// most once.
 #[derive(Debug)]
 pub struct Meter {
     pub publisher: UsagePublisher,
     pub request_id: String,
     pub key_id: i64,
     pub user_id: i64,
-    pub upstream_id: i64,
     pub model: String,
     pub endpoint: &'static str,
     pub stream: bool,
@@ -80,7 +81,14 @@ pub struct Meter {
 
 impl Meter {
     /// Prices the usage (estimating when the upstream reported none) and publishes the event.
-    pub fn finish(self, outcome: Outcome, reported: Option<TokenUsage>, content_chunks: u64) {
+    /// `upstream` is the upstream that answered, or the last one tried; `None` when none was.
+    pub fn finish(
+        self,
+        upstream: Option<i64>,
+        outcome: Outcome,
+        reported: Option<TokenUsage>,
+        content_chunks: u64,
+    ) {
         let (usage, estimated) = match reported {
             Some(usage) => (usage.normalized(), false),
             None if content_chunks == 0 => (TokenUsage::default(), false),
@@ -114,7 +122,7 @@ impl Meter {
             request_id: self.request_id,
             key_id: self.key_id,
             user_id: self.user_id,
-            upstream_id: self.upstream_id,
+            upstream_id: upstream,
             model: self.model,
             endpoint: self.endpoint.to_owned(),
             input_tokens: usage.input,
@@ -182,20 +190,15 @@ impl MeterGuard {
         Self(Some(meter))
     }
 
-    /// The guarded meter.
-    pub fn meter_mut(&mut self) -> Option<&mut Meter> {
-        self.0.as_mut()
-    }
-
     /// Hands the meter on; the guard no longer bills.
     pub fn into_inner(mut self) -> Option<Meter> {
         self.0.take()
     }
 
-    /// Bills now.
-    pub fn finish(mut self, outcome: Outcome, reported: Option<TokenUsage>, content_chunks: u64) {
+    /// Bills now a request that produced nothing, with the last upstream tried.
+    pub fn finish_unproduced(mut self, upstream: Option<i64>, outcome: Outcome) {
         if let Some(meter) = self.0.take() {
-            meter.finish(outcome, reported, content_chunks);
+            meter.finish(upstream, outcome, None, 0);
         }
     }
 }
@@ -203,83 +206,7 @@ impl MeterGuard {
 impl Drop for MeterGuard {
     fn drop(&mut self) {
         if let Some(meter) = self.0.take() {
-            meter.finish(Outcome::ClientCancelled, None, 0);
+            meter.finish(None, Outcome::ClientCancelled, None, 0);
         }
-    }
-}
-
-/// Cost in micro-units: `((input − cached)·in + cached·cached_in + output·out) / 1M × multiplier`.
-///
-/// Rounding rule: the exact product is computed in 128-bit integers and rounded once, half
-/// up, to a whole micro-unit. Cached tokens are part of input and reasoning tokens part of
-/// output, so neither is billed twice.
-pub fn cost_micros(usage: &TokenUsage, price: &Price, multiplier_ppm: u64) -> i64 {
-    let u = usage.normalized();
-    let rate = |micros: i64| u128::try_from(micros.max(0)).unwrap_or(0);
-    let per_million = u128::from(u.input - u.cached) * rate(price.input_micros)
-        + u128::from(u.cached) * rate(price.cached_input_micros)
-        + u128::from(u.output) * rate(price.output_micros);
-    // per_million is in 1e-6 micros; the multiplier is in parts per million.
-    const SCALE: u128 = 1_000_000 * 1_000_000;
-    let scaled = per_million * u128::from(multiplier_ppm);
-    let rounded = (scaled + SCALE / 2) / SCALE;
-    i64::try_from(rounded).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PRICE: Price = Price {
-        input_micros: 1_250_000,      // $1.25 / 1M
-        cached_input_micros: 125_000, // $0.125 / 1M
-        output_micros: 10_000_000,    // $10 / 1M
-    };
-
-    #[test]
-    fn cost_bills_cached_and_reasoning_once() {
-        let usage = TokenUsage {
-            input: 1_000_000,
-            cached: 400_000,
-            output: 100_000,
-            reasoning: 60_000,
-        };
-        // 600k·1.25 + 400k·0.125 + 100k·10 = 0.75 + 0.05 + 1.0 dollars.
-        assert_eq!(cost_micros(&usage, &PRICE, 1_000_000), 1_800_000);
-        assert_eq!(cost_micros(&usage, &PRICE, 1_500_000), 2_700_000);
-        assert_eq!(cost_micros(&usage, &PRICE, 0), 0);
-    }
-
-    #[test]
-    fn cost_rounds_half_up_once() {
-        let price = Price {
-            input_micros: 1,
-            cached_input_micros: 0,
-            output_micros: 0,
-        };
-        let tokens = |input| TokenUsage {
-            input,
-            ..Default::default()
-        };
-        assert_eq!(cost_micros(&tokens(499_999), &price, 1_000_000), 0);
-        assert_eq!(cost_micros(&tokens(500_000), &price, 1_000_000), 1);
-        assert_eq!(cost_micros(&tokens(1_499_999), &price, 1_000_000), 1);
-        assert_eq!(cost_micros(&tokens(1_500_000), &price, 1_000_000), 2);
-    }
-
-    #[test]
-    fn cached_beyond_input_is_clamped() {
-        let usage = TokenUsage {
-            input: 10,
-            cached: 50,
-            output: 0,
-            reasoning: 0,
-        };
-        let price = Price {
-            input_micros: 1_000_000,
-            cached_input_micros: 0,
-            output_micros: 0,
-        };
-        assert_eq!(cost_micros(&usage, &price, 1_000_000), 0);
     }
 }

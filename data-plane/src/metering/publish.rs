@@ -13,16 +13,16 @@ use std::{
 use gateway_proto::{
     USAGE_EVENT_FIELD,
     auth::Secret,
-    v1::{ReportUsageRequest, UsageEvent, config_discovery_client::ConfigDiscoveryClient},
+    v1::{ReportUsageRequest, UsageEvent, usage_service_client::UsageServiceClient},
 };
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::spool::Spool;
+use super::{drain::Drains, spool::Spool};
 use crate::metrics::Metrics;
 
 const QUEUE_CAPACITY: usize = 65_536;
@@ -32,6 +32,8 @@ const BATCH: usize = 256;
 const LINGER: Duration = Duration::from_millis(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Bound on one `ReportUsage` call.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown, how long a failing Redis may hold up exit before unsent events are logged.
 const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
 
@@ -40,14 +42,15 @@ const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
 pub enum PublisherSettings {
     /// `XADD` to a Redis stream, read by the control plane's consumer group.
     Redis { url: String, stream: String },
-    /// The control plane's `ReportUsage` RPC, with the data-plane token.
-    ControlPlane { url: String, token: Secret },
+    /// The control plane's `ReportUsage` RPC (on the data plane's one channel to it), with
+    /// the data-plane token.
+    ControlPlane { channel: Channel, token: Secret },
 }
 
 /// A live connection to wherever events go.
 enum Sink {
     Redis(ConnectionManager),
-    ControlPlane(ConfigDiscoveryClient<Channel>),
+    ControlPlane(UsageServiceClient<Channel>),
 }
 
 /// Why a batch was not delivered.
@@ -55,8 +58,6 @@ enum Sink {
 enum SendError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("control plane: {0}")]
-    Connect(#[from] tonic::transport::Error),
     #[error("control plane: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("DATA_PLANE_TOKEN cannot be sent as gRPC metadata")]
@@ -68,9 +69,15 @@ enum SendError {
 pub struct UsagePublisher {
     tx: mpsc::Sender<UsageEvent>,
     metrics: Arc<Metrics>,
+    drains: Drains,
 }
 
 impl UsagePublisher {
+    /// The after-disconnect drains whose events are still to come.
+    pub fn drains(&self) -> &Drains {
+        &self.drains
+    }
+
     /// The metrics events are counted in.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -123,7 +130,15 @@ pub fn spawn_publisher(
             settle_spool_at_exit(last_resort, &spool, &task_metrics).await;
         }
     });
-    (UsagePublisher { tx, metrics }, task)
+    let drains = Drains::default();
+    (
+        UsagePublisher {
+            tx,
+            metrics,
+            drains,
+        },
+        task,
+    )
 }
 
 /// The sink refused the spool until the end: hand it to the last resort, or say loudly what
@@ -357,13 +372,8 @@ async fn connect(settings: &PublisherSettings) -> Result<Sink, SendError> {
                 client.get_connection_manager_with_config(config).await?,
             ))
         }
-        PublisherSettings::ControlPlane { url, .. } => {
-            let channel = Endpoint::from_shared(url.clone())?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(10))
-                .connect()
-                .await?;
-            Ok(Sink::ControlPlane(ConfigDiscoveryClient::new(channel)))
+        PublisherSettings::ControlPlane { channel, .. } => {
+            Ok(Sink::ControlPlane(UsageServiceClient::new(channel.clone())))
         }
     }
 }
@@ -407,6 +417,7 @@ async fn send_batch(
                 "authorization",
                 token.bearer().map_err(|_| SendError::Token)?,
             );
+            request.set_timeout(REPORT_TIMEOUT);
             client.report_usage(request).await?;
             Ok(())
         }

@@ -20,7 +20,8 @@ use tokio::time::Sleep;
 
 use super::{
     Meter, Outcome, TokenUsage,
-    extract::{event_type, from_json_body, from_response_event},
+    drain::Drain,
+    extract::{from_json_body, from_response_event},
 };
 use crate::sse::SseParser;
 
@@ -49,7 +50,7 @@ pub enum TapKind {
 pub(super) struct IdleTimeout(Duration);
 
 #[derive(Debug)]
-enum Tap {
+pub(super) enum Tap {
     Sse {
         parser: SseParser,
         /// How the stream ended, from its own terminal marker.
@@ -66,7 +67,7 @@ enum Tap {
 }
 
 impl Tap {
-    fn new(kind: TapKind) -> Self {
+    pub(super) fn new(kind: TapKind) -> Self {
         match kind {
             TapKind::ResponsesSse | TapKind::ChatSse { .. } => Self::Sse {
                 parser: SseParser::new(),
@@ -82,7 +83,7 @@ impl Tap {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
+    pub(super) fn feed(&mut self, chunk: &[u8]) {
         match self {
             Self::Sse {
                 parser,
@@ -112,14 +113,7 @@ impl Tap {
                 responses: true,
                 ..
             } => parser.feed(chunk, |event| {
-                let fallback;
-                let name: &[u8] = if event.event.is_empty() {
-                    fallback = event_type(event.data).unwrap_or_default();
-                    fallback.as_bytes()
-                } else {
-                    event.event
-                };
-                let outcome = match name {
+                let outcome = match &*event.name() {
                     b"response.completed" => Outcome::Completed,
                     b"response.incomplete" => Outcome::Incomplete,
                     b"response.failed" => Outcome::Failed,
@@ -143,7 +137,7 @@ impl Tap {
     }
 
     /// Whether the stream's own end marker (terminal event or `[DONE]`) has been seen.
-    fn has_terminal(&self) -> bool {
+    pub(super) fn has_terminal(&self) -> bool {
         matches!(
             self,
             Self::Sse {
@@ -188,7 +182,7 @@ impl Tap {
     }
 
     /// The result when the body ended (`ended`) or was dropped before its end.
-    fn result(&self, ended: bool) -> (Outcome, Option<TokenUsage>, u64) {
+    pub(super) fn result(&self, ended: bool) -> (Outcome, Option<TokenUsage>, u64) {
         match self {
             Self::Sse {
                 terminal: Some((outcome, usage)),
@@ -240,6 +234,8 @@ pub struct MeteredBody {
     prefix: VecDeque<Bytes>,
     tap: Tap,
     meter: Option<Meter>,
+    /// The upstream answering; billed with the event.
+    upstream_id: i64,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     /// The terminal error event has been sent; the body is over.
@@ -271,13 +267,14 @@ impl std::fmt::Debug for MeteredBody {
 }
 
 impl MeteredBody {
-    /// Wraps `inner`, to be sent after `prefix`; `idle_timeout` bounds every silence between
-    /// frames; `held` is released when the body is dropped.
+    /// Wraps `inner` from upstream `upstream_id`, to be sent after `prefix`; `idle_timeout`
+    /// bounds every silence between frames; `held` is released when the body is dropped.
     pub fn new(
         inner: Incoming,
         prefix: Vec<Bytes>,
         kind: TapKind,
         meter: Meter,
+        upstream_id: i64,
         idle_timeout: Duration,
         held: Vec<Held>,
     ) -> Self {
@@ -292,6 +289,7 @@ impl MeteredBody {
             prefix,
             tap: Tap::new(kind),
             meter: Some(meter),
+            upstream_id,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             done: false,
@@ -310,7 +308,12 @@ impl MeteredBody {
     fn finish(&mut self, ended: bool, forced: Option<Outcome>) {
         if let Some(meter) = self.meter.take() {
             let (outcome, usage, chunks) = self.tap.result(ended);
-            meter.finish(forced.unwrap_or(outcome), usage, chunks);
+            meter.finish(
+                Some(self.upstream_id),
+                forced.unwrap_or(outcome),
+                usage,
+                chunks,
+            );
         }
     }
 
@@ -571,6 +574,7 @@ impl Drop for MeteredBody {
         let Some(meter) = self.meter.take() else {
             return;
         };
+        let upstream = Some(self.upstream_id);
         let upstream_done =
             self.inner.as_ref().is_none_or(Incoming::is_end_stream) && self.prefix.is_empty();
         if upstream_done || self.tap.has_terminal() {
@@ -578,56 +582,26 @@ impl Drop for MeteredBody {
             // without polling for the end), or the client closed after the terminal event, as
             // Codex does: a success.
             let (outcome, usage, chunks) = self.tap.result(true);
-            meter.finish(outcome, usage, chunks);
+            meter.finish(upstream, outcome, usage, chunks);
             return;
         }
         // The client left before the end. The upstream keeps working (and billing) for a
         // while: read on, bounded, for the real usage instead of an estimate.
-        let (Some(inner), Ok(runtime)) = (self.inner.take(), tokio::runtime::Handle::try_current())
-        else {
+        let Some(inner) = self.inner.take() else {
             let (_, usage, chunks) = self.tap.result(false);
-            meter.finish(Outcome::ClientCancelled, usage, chunks);
+            meter.finish(upstream, Outcome::ClientCancelled, usage, chunks);
             return;
         };
-        let tap = std::mem::replace(&mut self.tap, Tap::new(TapKind::Json));
-        let held = std::mem::take(&mut self._held);
-        runtime.spawn(drain(inner, tap, meter, self.idle_timeout, held));
+        let drain = Drain {
+            inner,
+            tap: std::mem::replace(&mut self.tap, Tap::new(TapKind::Json)),
+            meter,
+            upstream_id: self.upstream_id,
+            idle: self.idle_timeout,
+            held: std::mem::take(&mut self._held),
+        };
+        drain.spawn();
     }
-}
-
-/// How long, and how much, is read from the upstream after the client has gone.
-const DRAIN_TIME: Duration = Duration::from_secs(60);
-const DRAIN_BYTES: usize = 16 * 1024 * 1024;
-
-/// Reads the rest of an abandoned response for its usage, then bills it as cancelled by the
-/// client: with the upstream's own numbers when they arrive, estimated from what was seen
-/// otherwise. `held` (in-flight counts) is released when this ends.
-async fn drain(mut inner: Incoming, mut tap: Tap, meter: Meter, idle: Duration, held: Vec<Held>) {
-    use http_body_util::BodyExt;
-    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
-    let mut read = 0;
-    while !tap.has_terminal() && read < DRAIN_BYTES {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match tokio::time::timeout(idle.min(left), inner.frame()).await {
-            Ok(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    read += data.len();
-                    tap.feed(data);
-                }
-            }
-            Ok(None) => {
-                // A JSON body is complete now.
-                break;
-            }
-            Ok(Some(Err(_))) | Err(_) => break,
-        }
-    }
-    let (_, usage, chunks) = tap.result(true);
-    meter.finish(Outcome::ClientCancelled, usage, chunks);
-    drop(held);
 }
 
 #[cfg(test)]

@@ -1,14 +1,70 @@
-//! Authentication and admission: the presented key, looked up by digest in the snapshot, and
-//! the checks that need nothing but the snapshot (expiry, model allow-list, balance).
+//! Admission, the first phase of a proxied request: the presented key, looked up by digest
+//! in the applied snapshot; its expiry; the user's balance less this data plane's unsettled
+//! spend; the key's IP allow-list; its per-minute and concurrency limits. Nothing but memory.
+//! The model allow-list is checked once the body has named the model.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use gateway_proto::digest::KeyDigest;
 use http::HeaderMap;
 
-use super::error::ProxyError;
+use super::{
+    error::ProxyError,
+    limits::{self, KeyLimits, KeySlot},
+};
 use crate::{
     metering::Unsettled,
-    routing::{KeyEntry, RoutingTable, UserEntry},
+    snapshot::{AppliedSnapshot, KeyEntry, UserEntry},
 };
+
+/// What admission needs besides the snapshot: who may forward client addresses, the keys'
+/// local counters, and this data plane's spend not yet in the snapshot's balances.
+#[derive(Debug)]
+pub(super) struct Admission {
+    trusted_proxies: Vec<ipnet::IpNet>,
+    key_limits: KeyLimits,
+    unsettled: Arc<Unsettled>,
+}
+
+/// An admitted request: its key, its user, and the key's concurrency slot (held until the
+/// response body ends).
+#[derive(Debug)]
+pub(super) struct Admitted<'s> {
+    pub(super) key: &'s KeyEntry,
+    pub(super) user: &'s UserEntry,
+    pub(super) slot: Option<KeySlot>,
+}
+
+impl Admission {
+    pub(super) fn new(trusted_proxies: Vec<ipnet::IpNet>) -> Self {
+        Self {
+            trusted_proxies,
+            key_limits: KeyLimits::default(),
+            unsettled: Arc::default(),
+        }
+    }
+
+    /// This data plane's unsettled spend, which every meter records into.
+    pub(super) fn unsettled(&self) -> &Arc<Unsettled> {
+        &self.unsettled
+    }
+
+    /// Admits a request of the presented key from `peer`, or says why not.
+    pub(super) fn admit<'s>(
+        &self,
+        snapshot: &'s AppliedSnapshot,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        now: Instant,
+        now_ms: i64,
+    ) -> Result<Admitted<'s>, ProxyError> {
+        let (key, user) = authenticate(snapshot, headers, now_ms, &self.unsettled)?;
+        let client_ip = limits::client_ip(peer.ip(), headers, &self.trusted_proxies);
+        limits::check_ip(key, client_ip)?;
+        let slot = self.key_limits.admit(key, now)?;
+        Ok(Admitted { key, user, slot })
+    }
+}
 
 /// The gateway key presented as `Authorization: Bearer <key>` or `x-api-key: <key>`.
 pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -29,7 +85,7 @@ pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// The key and its user, if the key exists and has not expired.
 pub(super) fn authenticate_key<'t>(
-    table: &'t RoutingTable,
+    table: &'t AppliedSnapshot,
     headers: &HeaderMap,
     now_ms: i64,
 ) -> Result<(&'t KeyEntry, &'t UserEntry), ProxyError> {
@@ -46,8 +102,8 @@ pub(super) fn authenticate_key<'t>(
 
 /// [`authenticate_key`], and the user may spend: the snapshot balance, less what this proxy has
 /// spent for them since the snapshot, is not used up.
-pub(super) fn authenticate<'t>(
-    table: &'t RoutingTable,
+fn authenticate<'t>(
+    table: &'t AppliedSnapshot,
     headers: &HeaderMap,
     now_ms: i64,
     unsettled: &Unsettled,

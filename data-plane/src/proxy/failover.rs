@@ -26,9 +26,8 @@ use super::{
     forward::UpstreamClient,
 };
 use crate::{
-    metering::extract::event_type,
     metrics::{AttemptLabels, Metrics, RetryLabels},
-    routing::{RoutingTable, Upstream, passive::InFlight},
+    routing::{Router, Upstream, passive::InFlight},
     sse::SseParser,
 };
 
@@ -70,7 +69,7 @@ impl Failure {
     }
 
     /// The client's error when nothing else is left to try.
-    fn into_error(self, table: &RoutingTable) -> ProxyError {
+    fn into_error(self, router: &Router) -> ProxyError {
         match self {
             Self::Connect | Self::CutBeforeOutput => ProxyError::UpstreamConnect,
             Self::Timeout => ProxyError::UpstreamTimeout,
@@ -78,7 +77,7 @@ impl Failure {
             Self::UpstreamAuth(_) => ProxyError::UpstreamAuth,
             Self::FailedBeforeOutput => ProxyError::UpstreamFailed,
             Self::RateLimited(after) => ProxyError::UpstreamsBusy(
-                table
+                router
                     .all_cooling(Instant::now())
                     .or(after)
                     .unwrap_or(Duration::from_secs(1)),
@@ -107,18 +106,19 @@ pub(super) struct Committed {
     pub(super) in_flight: InFlight,
 }
 
-/// Why no answer could be committed, and the last upstream tried.
+/// Why no answer could be committed, and the last upstream tried (none if none was).
 #[derive(Debug)]
 pub(super) struct Exhausted {
     pub(super) error: ProxyError,
-    pub(super) upstream_id: i64,
+    pub(super) upstream_id: Option<i64>,
 }
 
-/// Tries upstreams in the key's order until one gives an answer worth forwarding.
+/// Picks upstreams in the affinity key's order (see [`Router::choose`]) and tries each until
+/// one gives an answer worth forwarding.
 pub(super) async fn run(
     client: &UpstreamClient,
     metrics: &Metrics,
-    table: &RoutingTable,
+    router: &Router,
     affinity_key: &[u8],
     build: impl Fn(&Upstream) -> Result<Request<Full<Bytes>>, ProxyError>,
     prefetch_sse: bool,
@@ -127,7 +127,7 @@ pub(super) async fn run(
     let mut tried: Vec<i64> = Vec::new();
     let mut last: Option<Failure> = None;
     let mut attempts = 0;
-    'upstreams: while let Some(upstream) = table.choose(affinity_key, &tried, Instant::now()) {
+    'upstreams: while let Some(upstream) = router.choose(affinity_key, &tried, Instant::now()) {
         tried.push(upstream.id);
         let mut retries_left = upstream.max_retries;
         let mut backoff = BACKOFF_BASE;
@@ -139,7 +139,7 @@ pub(super) async fn run(
             let in_flight = upstream.state.start();
             let request = build(&upstream).map_err(|error| Exhausted {
                 error,
-                upstream_id: upstream.id,
+                upstream_id: Some(upstream.id),
             })?;
             let span = info_span!(
                 target: "ProxyHandler",
@@ -180,7 +180,7 @@ pub(super) async fn run(
                     upstream.state.success();
                     return Err(Exhausted {
                         error,
-                        upstream_id: upstream.id,
+                        upstream_id: Some(upstream.id),
                     });
                 }
                 Attempt::Retry(failure) => {
@@ -220,10 +220,10 @@ pub(super) async fn run(
             }
         }
     }
-    let upstream_id = tried.last().copied().unwrap_or(0);
+    let upstream_id = tried.last().copied();
     let error = match last {
-        Some(failure) => failure.into_error(table),
-        None => match table.all_cooling(Instant::now()) {
+        Some(failure) => failure.into_error(router),
+        None => match router.all_cooling(Instant::now()) {
             Some(after) => ProxyError::UpstreamsBusy(after),
             None => ProxyError::NoUpstream,
         },
@@ -248,7 +248,7 @@ async fn attempt(
     let status = response.status();
     if status.is_success() {
         let (head, mut body) = response.into_parts();
-        if prefetch_sse && super::is_event_stream(&head.headers) {
+        if prefetch_sse && super::respond::is_event_stream(&head.headers) {
             return match prefetch(&mut body, upstream.timeout).await {
                 Ok(prefix) => Attempt::Commit(head, body, prefix),
                 Err(failure) => Attempt::Retry(failure),
@@ -319,19 +319,10 @@ async fn prefetch(body: &mut Incoming, idle: Duration) -> Result<Vec<Bytes>, Fai
             continue;
         };
         let (mut failed, mut output) = (false, false);
-        parser.feed(&data, |event| {
-            let fallback;
-            let name: &[u8] = if event.event.is_empty() {
-                fallback = event_type(event.data).unwrap_or_default();
-                fallback.as_bytes()
-            } else {
-                event.event
-            };
-            match name {
-                b"response.created" | b"response.in_progress" | b"" => {}
-                b"response.failed" | b"error" => failed = true,
-                _ => output = true,
-            }
+        parser.feed(&data, |event| match &*event.name() {
+            b"response.created" | b"response.in_progress" | b"" => {}
+            b"response.failed" | b"error" => failed = true,
+            _ => output = true,
         });
         held += data.len();
         frames.push(data);

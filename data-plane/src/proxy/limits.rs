@@ -16,7 +16,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 use super::error::ProxyError;
-use crate::routing::KeyEntry;
+use crate::snapshot::KeyEntry;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -29,7 +29,7 @@ struct KeyState {
 
 /// A concurrency slot; dropping it frees the slot.
 #[derive(Debug)]
-pub(crate) struct KeySlot(Arc<KeyState>);
+pub(super) struct KeySlot(Arc<KeyState>);
 
 impl Drop for KeySlot {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ impl Drop for KeySlot {
 
 /// Counters of every key that has limits, created on first use.
 #[derive(Debug, Default)]
-pub(crate) struct KeyLimits {
+pub(super) struct KeyLimits {
     states: RwLock<HashMap<i64, Arc<KeyState>>>,
 }
 
@@ -62,7 +62,7 @@ impl KeyLimits {
     }
 
     /// Admits one request of `key` now, or says when to retry.
-    pub(crate) fn admit(
+    pub(super) fn admit(
         &self,
         key: &KeyEntry,
         now: Instant,
@@ -105,7 +105,7 @@ impl KeyLimits {
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the nearest
 /// untrusted address in `X-Forwarded-For`.
-pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(super) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     if !trusted.iter().any(|n| n.contains(&peer)) {
         return peer;
     }
@@ -124,7 +124,7 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
 }
 
 /// Whether the key may be used from `ip`.
-pub(crate) fn check_ip(key: &KeyEntry, ip: IpAddr) -> Result<(), ProxyError> {
+pub(super) fn check_ip(key: &KeyEntry, ip: IpAddr) -> Result<(), ProxyError> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -136,17 +136,10 @@ pub(crate) fn check_ip(key: &KeyEntry, ip: IpAddr) -> Result<(), ProxyError> {
     }
 }
 
-/// Parses an allow-list entry: an address or a CIDR block.
-pub(crate) fn parse_net(entry: &str) -> Option<IpNet> {
-    entry
-        .parse::<IpNet>()
-        .ok()
-        .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::parse_net;
 
     fn key(rpm: u32, concurrency: u32) -> KeyEntry {
         KeyEntry {

@@ -26,7 +26,7 @@ fn event(user_id: i64) -> UsageEvent {
         request_id: uuid::Uuid::now_v7().to_string(),
         key_id: 1,
         user_id,
-        upstream_id: 1,
+        upstream_id: Some(1),
         model: "gpt-5.1-codex".into(),
         endpoint: "responses".into(),
         input_tokens: 24_000,

@@ -15,7 +15,7 @@ use control_plane::{
     snapshot::{BuildSettings, build},
     store::Store,
 };
-use data_plane::routing::RoutingTable;
+use data_plane::snapshot::AppliedSnapshot;
 use gateway_proto::v1;
 use gateway_tests::{Harness, version_of};
 use prost::Message;
@@ -81,7 +81,7 @@ async fn main() {
         let t2 = Instant::now();
         size = snapshot.encoded_len();
         let t3 = Instant::now();
-        let table = RoutingTable::try_from(snapshot).unwrap();
+        let table = AppliedSnapshot::try_from(snapshot).unwrap();
         apply.push(t3.elapsed());
         assert_eq!(table.key_count() as i64, keys);
         read.push(t1 - t0);

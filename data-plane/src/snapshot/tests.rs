@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use gateway_proto::{ring, v1};
+use gateway_proto::ring::{self, Ring, RingMember};
 
 use super::*;
 
@@ -77,7 +77,7 @@ fn snapshot() -> v1::Snapshot {
 
 #[test]
 fn builds_lookup_tables() {
-    let t = RoutingTable::try_from(snapshot()).unwrap();
+    let t = AppliedSnapshot::try_from(snapshot()).unwrap();
     assert_eq!(t.version, 5);
     let key = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();
     assert_eq!((key.id, key.user_id), (10, 20));
@@ -85,25 +85,37 @@ fn builds_lookup_tables() {
     assert_eq!(t.user(20).unwrap().balance_micros, 5);
     assert_eq!(t.price("gpt-5").unwrap().output_micros, 4);
     assert_eq!(t.price("other").unwrap().output_micros, 1);
-    let u = t.upstream(1).unwrap();
+    let u = t.router().upstream(1).unwrap();
     assert_eq!(u.base_url, "http://pool-1.example/openai");
     assert!(u.authorization.is_sensitive());
 }
 
 #[test]
 fn picks_best_tier_and_skips_without_moving_others() {
-    let t = RoutingTable::try_from(snapshot()).unwrap();
+    let t = AppliedSnapshot::try_from(snapshot()).unwrap();
     for i in 0..200 {
         let key = format!("user:{i}");
-        let home = t.pick(key.as_bytes(), |_| true).unwrap().id;
+        let home = t.router().pick(key.as_bytes(), |_| true).unwrap().id;
         assert!(home == 1 || home == 2, "tier 0 is preferred");
         // Skipping the other tier-0 upstream never moves this user.
         let other = 3 - home;
-        assert_eq!(t.pick(key.as_bytes(), |u| u.id != other).unwrap().id, home);
+        assert_eq!(
+            t.router()
+                .pick(key.as_bytes(), |u| u.id != other)
+                .unwrap()
+                .id,
+            home
+        );
         // With tier 0 unavailable, everyone lands on tier 1.
-        assert_eq!(t.pick(key.as_bytes(), |u| u.priority > 0).unwrap().id, 3);
+        assert_eq!(
+            t.router()
+                .pick(key.as_bytes(), |u| u.priority > 0)
+                .unwrap()
+                .id,
+            3
+        );
     }
-    assert!(t.pick(b"user:1", |_| false).is_none());
+    assert!(t.router().pick(b"user:1", |_| false).is_none());
 }
 
 #[test]
@@ -111,81 +123,90 @@ fn rejects_inconsistent_snapshots() {
     let mut bad = snapshot();
     bad.rings[1].checksum ^= 1;
     assert!(matches!(
-        RoutingTable::try_from(bad),
-        Err(SnapshotRejected::Ring { priority: 0, .. })
+        AppliedSnapshot::try_from(bad),
+        Err(SnapshotRejected::Routing(RouteRejected::Ring {
+            priority: 0,
+            ..
+        }))
     ));
 
     let mut bad = snapshot();
     bad.keys[0].user_id = 99;
     assert!(matches!(
-        RoutingTable::try_from(bad),
+        AppliedSnapshot::try_from(bad),
         Err(SnapshotRejected::UnknownUser { key: 10, user: 99 })
     ));
 
     let mut bad = snapshot();
     bad.keys[0].digest = vec![1, 2, 3];
     assert!(matches!(
-        RoutingTable::try_from(bad),
+        AppliedSnapshot::try_from(bad),
         Err(SnapshotRejected::Digest { key: 10, .. })
     ));
 
     let mut bad = snapshot();
     bad.rings[0] = ring_for(1, &[3, 4]);
     assert!(matches!(
-        RoutingTable::try_from(bad),
-        Err(SnapshotRejected::UnknownMember { upstream: 4, .. })
+        AppliedSnapshot::try_from(bad),
+        Err(SnapshotRejected::Routing(RouteRejected::UnknownMember {
+            upstream: 4,
+            ..
+        }))
     ));
 
     let mut bad = snapshot();
     bad.upstreams.push(upstream(9, 0, true));
     assert!(matches!(
-        RoutingTable::try_from(bad),
-        Err(SnapshotRejected::Unrouted(9))
+        AppliedSnapshot::try_from(bad),
+        Err(SnapshotRejected::Routing(RouteRejected::Unrouted(9)))
     ));
 }
 
 #[test]
 fn choose_skips_tried_and_unavailable_and_falls_through_tiers() {
-    let t = RoutingTable::try_from(snapshot()).unwrap();
+    let t = AppliedSnapshot::try_from(snapshot()).unwrap();
     let now = Instant::now();
     for i in 0..100 {
         let key = format!("user:{i}");
-        let first = t.choose(key.as_bytes(), &[], now).unwrap();
-        assert_eq!(first.id, t.pick(key.as_bytes(), |_| true).unwrap().id);
-        let second = t.choose(key.as_bytes(), &[first.id], now).unwrap();
+        let first = t.router().choose(key.as_bytes(), &[], now).unwrap();
+        assert_eq!(
+            first.id,
+            t.router().pick(key.as_bytes(), |_| true).unwrap().id
+        );
+        let second = t.router().choose(key.as_bytes(), &[first.id], now).unwrap();
         assert_eq!(second.id, 3 - first.id, "the other tier-0 upstream next");
-        let third = t.choose(key.as_bytes(), &[1, 2], now).unwrap();
+        let third = t.router().choose(key.as_bytes(), &[1, 2], now).unwrap();
         assert_eq!(third.id, 3, "then the less preferred tier");
-        assert!(t.choose(key.as_bytes(), &[1, 2, 3], now).is_none());
+        assert!(t.router().choose(key.as_bytes(), &[1, 2, 3], now).is_none());
     }
     // A cooling upstream is skipped; only its users move.
-    let cooling = t.upstream(1).unwrap();
+    let cooling = t.router().upstream(1).unwrap();
     cooling.state.cool_down(now, Duration::from_secs(60));
     for i in 0..100 {
         let key = format!("user:{i}");
-        let home = t.pick(key.as_bytes(), |_| true).unwrap().id;
-        let chosen = t.choose(key.as_bytes(), &[], now).unwrap().id;
+        let home = t.router().pick(key.as_bytes(), |_| true).unwrap().id;
+        let chosen = t.router().choose(key.as_bytes(), &[], now).unwrap().id;
         assert_eq!(chosen, 2, "{key} (home {home})");
     }
 }
 
 #[test]
 fn bounded_loads_spill_to_the_users_own_next_choice() {
-    let t = RoutingTable::try_from(snapshot()).unwrap();
+    let t = AppliedSnapshot::try_from(snapshot()).unwrap();
     let now = Instant::now();
     let key = b"user:7";
-    let home = t.choose(key, &[], now).unwrap();
-    let other = t.upstream(3 - home.id).unwrap().clone();
+    let home = t.router().choose(key, &[], now).unwrap();
+    let other = t.router().upstream(3 - home.id).unwrap().clone();
     // Fill the home upstream far above a fair share while the other is idle.
     let guards: Vec<_> = (0..10).map(|_| home.state.start()).collect();
-    let chosen = t.choose(key, &[], now).unwrap();
+    let chosen = t.router().choose(key, &[], now).unwrap();
     assert_eq!(chosen.id, other.id, "spilled to the next choice");
     // When everyone is loaded evenly, the home choice holds.
     let others: Vec<_> = (0..10).map(|_| other.state.start()).collect();
-    assert_eq!(t.choose(key, &[], now).unwrap().id, home.id);
+    assert_eq!(t.router().choose(key, &[], now).unwrap().id, home.id);
     drop(guards);
     drop(others);
-    assert_eq!(t.choose(key, &[], now).unwrap().id, home.id);
+    assert_eq!(t.router().choose(key, &[], now).unwrap().id, home.id);
 }
 
 #[test]
@@ -194,11 +215,11 @@ fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
     for u in &mut s.upstreams {
         u.healthy = false;
     }
-    let t = RoutingTable::try_from(s).unwrap();
+    let t = AppliedSnapshot::try_from(s).unwrap();
     let now = Instant::now();
-    let home = t.pick(b"user:1", |_| true).unwrap().id;
+    let home = t.router().pick(b"user:1", |_| true).unwrap().id;
     assert_eq!(
-        t.choose(b"user:1", &[], now).unwrap().id,
+        t.router().choose(b"user:1", &[], now).unwrap().id,
         home,
         "panic mode keeps routing"
     );
@@ -206,6 +227,6 @@ fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
     let mut s = snapshot();
     s.upstreams[0].healthy = false;
     s.upstreams[1].healthy = false;
-    let t = RoutingTable::try_from(s).unwrap();
-    assert_eq!(t.choose(b"user:1", &[], now).unwrap().id, 3);
+    let t = AppliedSnapshot::try_from(s).unwrap();
+    assert_eq!(t.router().choose(b"user:1", &[], now).unwrap().id, 3);
 }

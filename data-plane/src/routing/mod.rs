@@ -1,6 +1,7 @@
-//! The routing table: a validated snapshot turned into lookup tables for the request path,
-//! and the pick of an upstream for an affinity key (priority tiers, then the tier's ring,
-//! with bounded loads).
+//! Routing: which upstream a request goes to. The snapshot's upstreams and per-tier rings
+//! become a [`Router`]; a pick takes the best priority tier with an available upstream, then
+//! that tier's ring for the request's affinity key, with bounded loads. An unavailable
+//! upstream is skipped, never removed, so no other user moves.
 
 pub mod passive;
 
@@ -13,11 +14,10 @@ use std::{
 use self::passive::{StateRegistry, UpstreamState};
 
 use gateway_proto::{
-    digest::{BadDigest, KeyDigest},
     ring::{Ring, RingError, RingMember},
     v1,
 };
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 
 /// An upstream as the proxy uses it.
 #[derive(Debug)]
@@ -50,37 +50,6 @@ impl Upstream {
 /// user to their own next choice (consistent hashing with bounded loads).
 const LOAD_FACTOR: f64 = 1.25;
 
-/// A gateway key's identity and limits.
-#[derive(Debug, Clone)]
-pub struct KeyEntry {
-    pub id: i64,
-    pub user_id: i64,
-    /// Unix milliseconds; 0 = never.
-    pub expires_at_ms: i64,
-    /// Empty = every model.
-    pub models: Vec<String>,
-    /// Empty = every client address.
-    pub ip_allow: Vec<ipnet::IpNet>,
-    pub rpm: u32,
-    pub concurrency: u32,
-}
-
-/// A user's billing state as of the snapshot.
-#[derive(Debug, Clone, Copy)]
-pub struct UserEntry {
-    pub id: i64,
-    pub balance_micros: i64,
-    pub multiplier_ppm: u64,
-}
-
-/// Prices per 1M tokens in micro-units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Price {
-    pub input_micros: i64,
-    pub cached_input_micros: i64,
-    pub output_micros: i64,
-}
-
 /// What keeps a client on the same upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Affinity {
@@ -94,39 +63,23 @@ struct Tier {
     members: Vec<Arc<Upstream>>,
 }
 
-/// Lookup tables for one snapshot version. Immutable; replaced whole.
+/// The upstreams of one snapshot and their rings. Immutable; replaced with the snapshot.
 #[derive(Debug)]
-pub struct RoutingTable {
-    pub version: u64,
-    /// When the control plane built the snapshot (its clock, Unix ms): the balances are as of then.
-    pub built_at_ms: i64,
-    pub affinity: Affinity,
-    keys: HashMap<KeyDigest, KeyEntry>,
-    users: HashMap<i64, UserEntry>,
+pub struct Router {
     upstreams: HashMap<i64, Arc<Upstream>>,
     /// Best (lowest priority number) first.
     tiers: Vec<Tier>,
-    prices: HashMap<String, Price>,
-    default_price: Option<Price>,
 }
 
-/// Why a snapshot is rejected; the previous table stays in use.
+/// Why the snapshot's upstreams and rings cannot route.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotRejected {
+pub enum RouteRejected {
     #[error("ring for priority {priority}: {source}")]
     Ring {
         priority: i32,
         #[source]
         source: RingError,
     },
-    #[error("key {key}: {source}")]
-    Digest {
-        key: i64,
-        #[source]
-        source: BadDigest,
-    },
-    #[error("key {key} belongs to unknown user {user}")]
-    UnknownUser { key: i64, user: i64 },
     #[error(
         "ring for priority {priority} names upstream {upstream}, which the snapshot lacks or puts in another tier"
     )]
@@ -135,27 +88,20 @@ pub enum SnapshotRejected {
     BadApiKey(i64),
     #[error("upstream {0} is in no ring")]
     Unrouted(i64),
-    #[error("key {key} has an invalid IP allow-list entry {entry:?}")]
-    BadCidr { key: i64, entry: String },
-    #[error("snapshot version {got} is not newer than the applied version {applied}")]
-    Stale { got: u64, applied: u64 },
 }
 
-impl TryFrom<v1::Snapshot> for RoutingTable {
-    type Error = SnapshotRejected;
-
-    fn try_from(s: v1::Snapshot) -> Result<Self, Self::Error> {
-        Self::build(s, &StateRegistry::default())
-    }
-}
-
-impl RoutingTable {
-    /// Builds the table, attaching each upstream's long-lived state from `states`.
-    pub fn build(s: v1::Snapshot, states: &StateRegistry) -> Result<Self, SnapshotRejected> {
-        let mut upstreams = HashMap::with_capacity(s.upstreams.len());
-        for u in s.upstreams {
+impl Router {
+    /// Builds the router, checking every ring against its checksum and every upstream is in
+    /// exactly its tier's ring, and attaching each upstream's long-lived state from `states`.
+    pub fn build(
+        snapshot_upstreams: Vec<v1::SnapshotUpstream>,
+        mut rings: Vec<v1::HashRing>,
+        states: &StateRegistry,
+    ) -> Result<Self, RouteRejected> {
+        let mut upstreams = HashMap::with_capacity(snapshot_upstreams.len());
+        for u in snapshot_upstreams {
             let mut authorization = HeaderValue::try_from(format!("Bearer {}", u.api_key))
-                .map_err(|_| SnapshotRejected::BadApiKey(u.id))?;
+                .map_err(|_| RouteRejected::BadApiKey(u.id))?;
             authorization.set_sensitive(true);
             upstreams.insert(
                 u.id,
@@ -174,7 +120,6 @@ impl RoutingTable {
             );
         }
 
-        let mut rings = s.rings;
         rings.sort_by_key(|r| r.priority);
         let mut tiers = Vec::with_capacity(rings.len());
         let mut routed = 0;
@@ -183,7 +128,7 @@ impl RoutingTable {
                 match upstreams.get(&m.upstream_id) {
                     Some(u) if u.priority == r.priority => routed += 1,
                     _ => {
-                        return Err(SnapshotRejected::UnknownMember {
+                        return Err(RouteRejected::UnknownMember {
                             priority: r.priority,
                             upstream: m.upstream_id,
                         });
@@ -199,7 +144,7 @@ impl RoutingTable {
                 }),
                 r.checksum,
             )
-            .map_err(|source| SnapshotRejected::Ring {
+            .map_err(|source| RouteRejected::Ring {
                 priority: r.priority,
                 source,
             })?;
@@ -215,118 +160,13 @@ impl RoutingTable {
                 .keys()
                 .find(|id| !tiers.iter().any(|t| t.ring.members().any(|m| m.id == **id)))
         {
-            return Err(SnapshotRejected::Unrouted(*id));
+            return Err(RouteRejected::Unrouted(*id));
         }
-
-        let users: HashMap<i64, UserEntry> = s
-            .users
-            .into_iter()
-            .map(|u| {
-                (
-                    u.id,
-                    UserEntry {
-                        id: u.id,
-                        balance_micros: u.balance_micros,
-                        multiplier_ppm: u.multiplier_ppm,
-                    },
-                )
-            })
-            .collect();
-
-        let mut keys = HashMap::with_capacity(s.keys.len());
-        for k in s.keys {
-            let digest = KeyDigest::from_slice(&k.digest)
-                .map_err(|source| SnapshotRejected::Digest { key: k.id, source })?;
-            if !users.contains_key(&k.user_id) {
-                return Err(SnapshotRejected::UnknownUser {
-                    key: k.id,
-                    user: k.user_id,
-                });
-            }
-            keys.insert(
-                digest,
-                KeyEntry {
-                    id: k.id,
-                    user_id: k.user_id,
-                    expires_at_ms: k.expires_at_ms,
-                    models: k.models,
-                    ip_allow: k
-                        .ip_allow
-                        .iter()
-                        .map(|e| {
-                            crate::proxy::limits::parse_net(e).ok_or_else(|| {
-                                SnapshotRejected::BadCidr {
-                                    key: k.id,
-                                    entry: e.clone(),
-                                }
-                            })
-                        })
-                        .collect::<Result<_, _>>()?,
-                    rpm: k.rpm,
-                    concurrency: k.concurrency,
-                },
-            );
-        }
-
-        let mut prices = HashMap::with_capacity(s.prices.len());
-        let mut default_price = None;
-        for p in s.prices {
-            let price = Price {
-                input_micros: p.input_micros,
-                cached_input_micros: p.cached_input_micros,
-                output_micros: p.output_micros,
-            };
-            if p.model == "*" {
-                default_price = Some(price);
-            } else {
-                prices.insert(p.model, price);
-            }
-        }
-
-        Ok(Self {
-            version: s.version,
-            built_at_ms: s.built_at_ms,
-            affinity: match v1::AffinityMode::try_from(s.affinity) {
-                Ok(v1::AffinityMode::UserSession) => Affinity::UserSession,
-                _ => Affinity::User,
-            },
-            keys,
-            users,
-            upstreams,
-            tiers,
-            prices,
-            default_price,
-        })
+        Ok(Self { upstreams, tiers })
     }
 }
 
-impl RoutingTable {
-    /// The key with this digest.
-    pub fn key(&self, digest: &KeyDigest) -> Option<&KeyEntry> {
-        self.keys.get(digest)
-    }
-
-    /// A user's billing state.
-    pub fn user(&self, id: i64) -> Option<&UserEntry> {
-        self.users.get(&id)
-    }
-
-    /// The price of `model`, else the `*` default.
-    pub fn price(&self, model: &str) -> Option<Price> {
-        self.prices.get(model).copied().or(self.default_price)
-    }
-
-    /// Models a key may use: its allow-list, or every priced model.
-    pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
-        let mut models: Vec<String> = if key.models.is_empty() {
-            self.prices.keys().cloned().collect()
-        } else {
-            key.models.clone()
-        };
-        models.sort();
-        models
-    }
-
+impl Router {
     /// An upstream by id.
     pub fn upstream(&self, id: i64) -> Option<&Arc<Upstream>> {
         self.upstreams.get(&id)
@@ -435,12 +275,51 @@ impl RoutingTable {
     pub fn upstream_ids(&self) -> impl Iterator<Item = i64> + '_ {
         self.upstreams.keys().copied()
     }
+}
 
-    /// Number of keys.
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
+/// The key that keeps a client on one upstream: the user, or the user and session (the
+/// first of the `session-id`/`session_id`/`conversation_id` headers, else the body's
+/// `prompt_cache_key`).
+pub fn affinity_key(
+    mode: Affinity,
+    user_id: i64,
+    headers: &HeaderMap,
+    prompt_cache_key: Option<&str>,
+) -> String {
+    let session = match mode {
+        Affinity::User => None,
+        Affinity::UserSession => ["session-id", "session_id", "conversation_id"]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+            .or(prompt_cache_key)
+            .filter(|s| !s.is_empty()),
+    };
+    match session {
+        Some(s) => format!("user:{user_id}|session:{s}"),
+        None => format!("user:{user_id}"),
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_modes() {
+        let mut h = HeaderMap::new();
+        assert_eq!(affinity_key(Affinity::User, 7, &h, Some("pck")), "user:7");
+        assert_eq!(
+            affinity_key(Affinity::UserSession, 7, &h, Some("pck")),
+            "user:7|session:pck"
+        );
+        h.insert("session_id", HeaderValue::from_static("s1"));
+        assert_eq!(
+            affinity_key(Affinity::UserSession, 7, &h, Some("pck")),
+            "user:7|session:s1"
+        );
+        assert_eq!(
+            affinity_key(Affinity::UserSession, 7, &HeaderMap::new(), None),
+            "user:7"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The applied snapshot: one validated config version from the control plane, turned into
+//! what the request path looks up — keys by digest, users and their balances, prices, and
+//! the [`Router`] built from the upstreams and their rings. Immutable; replaced whole.
+//! `proxy::auth` admits against it, `routing` picks from its router, `metering` prices
+//! with its prices.
+
+use std::collections::HashMap;
+
+use gateway_proto::{
+    digest::{BadDigest, KeyDigest},
+    v1,
+};
+
+use crate::{
+    metering::Price,
+    routing::{Affinity, RouteRejected, Router, passive::StateRegistry},
+};
+
+/// A gateway key's identity and limits.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub id: i64,
+    pub user_id: i64,
+    /// Unix milliseconds; 0 = never.
+    pub expires_at_ms: i64,
+    /// Empty = every model.
+    pub models: Vec<String>,
+    /// Empty = every client address.
+    pub ip_allow: Vec<ipnet::IpNet>,
+    pub rpm: u32,
+    pub concurrency: u32,
+}
+
+/// A user's billing state as of the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct UserEntry {
+    pub id: i64,
+    pub balance_micros: i64,
+    pub multiplier_ppm: u64,
+}
+
+/// One config version, ready for the request path.
+#[derive(Debug)]
+pub struct AppliedSnapshot {
+    pub version: u64,
+    /// When the control plane built the snapshot (its clock, Unix ms): the balances are as of then.
+    pub built_at_ms: i64,
+    pub affinity: Affinity,
+    keys: HashMap<KeyDigest, KeyEntry>,
+    users: HashMap<i64, UserEntry>,
+    router: Router,
+    prices: HashMap<String, Price>,
+    default_price: Option<Price>,
+}
+
+/// Why a snapshot is rejected; the previous one stays in use.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotRejected {
+    #[error(transparent)]
+    Routing(#[from] RouteRejected),
+    #[error("key {key}: {source}")]
+    Digest {
+        key: i64,
+        #[source]
+        source: BadDigest,
+    },
+    #[error("key {key} belongs to unknown user {user}")]
+    UnknownUser { key: i64, user: i64 },
+    #[error("key {key} has an invalid IP allow-list entry {entry:?}")]
+    BadCidr { key: i64, entry: String },
+    #[error("snapshot version {got} is not newer than the applied version {applied}")]
+    Stale { got: u64, applied: u64 },
+}
+
+impl TryFrom<v1::Snapshot> for AppliedSnapshot {
+    type Error = SnapshotRejected;
+
+    fn try_from(s: v1::Snapshot) -> Result<Self, Self::Error> {
+        Self::build(s, &StateRegistry::default())
+    }
+}
+
+impl AppliedSnapshot {
+    /// Validates and indexes `s`, attaching each upstream's long-lived state from `states`.
+    pub fn build(s: v1::Snapshot, states: &StateRegistry) -> Result<Self, SnapshotRejected> {
+        let router = Router::build(s.upstreams, s.rings, states)?;
+        let users: HashMap<i64, UserEntry> = s
+            .users
+            .into_iter()
+            .map(|u| {
+                let user = UserEntry {
+                    id: u.id,
+                    balance_micros: u.balance_micros,
+                    multiplier_ppm: u.multiplier_ppm,
+                };
+                (u.id, user)
+            })
+            .collect();
+
+        let mut keys = HashMap::with_capacity(s.keys.len());
+        for k in s.keys {
+            let digest = KeyDigest::from_slice(&k.digest)
+                .map_err(|source| SnapshotRejected::Digest { key: k.id, source })?;
+            if !users.contains_key(&k.user_id) {
+                return Err(SnapshotRejected::UnknownUser {
+                    key: k.id,
+                    user: k.user_id,
+                });
+            }
+            let ip_allow = k
+                .ip_allow
+                .iter()
+                .map(|e| {
+                    parse_net(e).ok_or_else(|| SnapshotRejected::BadCidr {
+                        key: k.id,
+                        entry: e.clone(),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let entry = KeyEntry {
+                id: k.id,
+                user_id: k.user_id,
+                expires_at_ms: k.expires_at_ms,
+                models: k.models,
+                ip_allow,
+                rpm: k.rpm,
+                concurrency: k.concurrency,
+            };
+            keys.insert(digest, entry);
+        }
+
+        let mut prices = HashMap::with_capacity(s.prices.len());
+        let mut default_price = None;
+        for p in s.prices {
+            let price = Price {
+                input_micros: p.input_micros,
+                cached_input_micros: p.cached_input_micros,
+                output_micros: p.output_micros,
+            };
+            if p.model == "*" {
+                default_price = Some(price);
+            } else {
+                prices.insert(p.model, price);
+            }
+        }
+
+        Ok(Self {
+            version: s.version,
+            built_at_ms: s.built_at_ms,
+            affinity: match v1::AffinityMode::try_from(s.affinity) {
+                Ok(v1::AffinityMode::UserSession) => Affinity::UserSession,
+                _ => Affinity::User,
+            },
+            keys,
+            users,
+            router,
+            prices,
+            default_price,
+        })
+    }
+
+    /// The key with this digest.
+    pub fn key(&self, digest: &KeyDigest) -> Option<&KeyEntry> {
+        self.keys.get(digest)
+    }
+
+    /// A user's billing state.
+    pub fn user(&self, id: i64) -> Option<&UserEntry> {
+        self.users.get(&id)
+    }
+
+    /// The price of `model`, else the `*` default.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied().or(self.default_price)
+    }
+
+    /// Models a key may use: its allow-list, or every priced model.
+    pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
+        let mut models: Vec<String> = if key.models.is_empty() {
+            self.prices.keys().cloned().collect()
+        } else {
+            key.models.clone()
+        };
+        models.sort();
+        models
+    }
+
+    /// The upstreams and their rings.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// Parses an allow-list entry: an address or a CIDR block.
+pub fn parse_net(entry: &str) -> Option<ipnet::IpNet> {
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}
+
+#[cfg(test)]
+mod tests;
