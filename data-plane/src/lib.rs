@@ -137,6 +137,11 @@ impl DataPlane {
         })
     }
 
+    /// The after-disconnect drains in progress (shutdown waits for them).
+    pub fn drains(&self) -> Drains {
+        self.drains.clone()
+    }
+
     /// The version of the applied snapshot (0 until the first).
     pub fn applied_version(&self) -> watch::Receiver<u64> {
         self.applied.clone()

@@ -145,6 +145,8 @@ pub struct DataPlaneHandle {
     pub applied: watch::Receiver<u64>,
     /// Version written to its snapshot file.
     pub persisted: watch::Receiver<u64>,
+    /// Streams abandoned by their clients that it is still reading for their usage.
+    pub drains: data_plane::metering::Drains,
     owned_spool: Option<std::path::PathBuf>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -484,6 +486,7 @@ impl Harness {
         let dp = DataPlane::start(config).await.expect("data plane starts");
         let applied = dp.applied_version();
         let persisted = dp.persisted_version();
+        let drains = dp.drains();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(dp.serve(listener, async {
             let _ = rx.await;
@@ -492,6 +495,7 @@ impl Harness {
             addr,
             applied,
             persisted,
+            drains,
             owned_spool,
             shutdown: Some(tx),
             task,

@@ -64,6 +64,69 @@ async fn sigterm_lets_open_streams_finish_and_flushes_their_usage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_a_stream_its_client_left_and_bills_the_upstreams_usage() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool-a", 0, 1).await;
+    let (user, _) = h.add_user("liv", 10_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    // A stream of about two seconds, well inside the harness's 5 s grace period.
+    h.mock.queue(Behaviour {
+        deltas: 200,
+        gap: Some(std::time::Duration::from_millis(10)),
+        ..Behaviour::default()
+    });
+    let auth = format!("Bearer {secret}");
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            codex_request("mock-model", true, "leave"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("word0") {
+        let frame = body.frame().await.expect("open").expect("frame");
+        if let Some(data) = frame.data_ref() {
+            seen.extend_from_slice(data);
+        }
+    }
+    // The client leaves; the data plane reads on for the upstream's own usage.
+    drop(body);
+    let mut dp = h.data_planes.remove(0);
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while dp.drains.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the abandoned stream is being drained");
+
+    // SIGTERM while the upstream is still streaming: shutdown waits for the drain.
+    dp.signal_shutdown();
+    dp.stop().await;
+    h.wait_ingested(1).await;
+    let pool = h.db.pool().await;
+    let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(
+        "SELECT status, input_tokens, cached_tokens, output_tokens, estimated FROM usage_events WHERE user_id = $1",
+    )
+    .bind(user.id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![("client_cancelled".to_owned(), 1200, 1000, 300, false)],
+        "billed exactly once, from the upstream's usage"
+    );
+    pool.close().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_session_affinity_keeps_each_session_on_its_own_upstream() {
     let mut h = Harness::start_with(1, Affinity::UserSession).await;
     let (a, _) = h.add_upstream("pool-a", 0, 1).await;
