@@ -1,11 +1,11 @@
 //! Command-line flags and their environment twins, parsed into typed, validated values.
 
-use std::net::SocketAddr;
+use std::{ffi::OsString, net::SocketAddr};
 
 pub use gateway_telemetry::{LogFormat, TelemetryArgs};
 
-use clap::{Parser, ValueEnum};
-use gateway_proto::auth::Secret;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
 
 use crate::crypto::EncryptionKey;
 
@@ -48,7 +48,7 @@ pub struct Config {
     pub migrate_only: bool,
 
     /// Redis stream that data planes publish usage events to.
-    #[arg(long, env = "USAGE_STREAM", default_value = "codex-gateway:usage")]
+    #[arg(long, env = "USAGE_STREAM", default_value = DEFAULT_USAGE_STREAM)]
     pub usage_stream: String,
 
     /// Consumer group of the usage ledger on that stream.
@@ -99,6 +99,31 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+impl Config {
+    /// Parses `flags` (the command line without the program name) exactly as the binary
+    /// does, except that no value comes from the environment. Every flag not given takes the
+    /// binary's default, so an embedder (`gatewayctl standalone`, the test harness) passes
+    /// only what it must set and never restates a default; a stray `GRPC_ADDR` or
+    /// `DATABASE_URL` in the embedding process cannot change what it asked for.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut command = embedded_command();
+        let program = OsString::from(command.get_name());
+        let argv = std::iter::once(program).chain(flags.into_iter().map(Into::into));
+        let mut matches = command.try_get_matches_from_mut(argv)?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|err| err.format(&mut command))
+    }
+}
+
+/// The binary's command with every `env =` twin removed (the data plane's config does the
+/// same).
+fn embedded_command() -> clap::Command {
+    Config::command().mut_args(|arg| arg.env(None))
+}
+
 /// Default ring seed ("codexgw!").
 pub const DEFAULT_RING_SEED: u64 = 0x636f_6465_7867_7721;
 
@@ -118,4 +143,59 @@ fn parse_token(value: &str) -> Result<Secret, String> {
         );
     }
     Ok(Secret::new(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn required() -> Vec<String> {
+        vec![
+            "--database-url=postgres://localhost/gateway".into(),
+            "--admin-token=admin-token-0123456789".into(),
+            "--data-plane-token=dp-token-0123456789".into(),
+            format!("--encryption-key={}", "ab".repeat(32)),
+        ]
+    }
+
+    #[test]
+    fn embedded_parsing_reads_no_environment() {
+        assert!(
+            Config::command()
+                .get_arguments()
+                .any(|a| a.get_env().is_some())
+        );
+        assert!(
+            embedded_command()
+                .get_arguments()
+                .all(|a| a.get_env().is_none())
+        );
+    }
+
+    #[test]
+    fn flags_not_given_take_the_binary_defaults() {
+        let config = Config::from_flags(required()).unwrap();
+        assert_eq!(config.grpc_addr, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(config.usage_group, "ledger");
+        assert_eq!(config.ring_seed, DEFAULT_RING_SEED);
+        assert_eq!(config.affinity, Affinity::User);
+        assert!(config.redis_url.is_none());
+        assert!(!config.migrate_only);
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
+
+        let mut flags = required();
+        flags.push("--grpc-addr=127.0.0.1:0".into());
+        let config = Config::from_flags(flags).unwrap();
+        assert_eq!(config.grpc_addr, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn embedded_parsing_validates_like_the_binary() {
+        let mut flags = required();
+        flags[1] = "--admin-token=short".into();
+        let err = Config::from_flags(flags).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let err = Config::from_flags(["--grpc-addr=127.0.0.1:0"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
 }

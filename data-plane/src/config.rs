@@ -1,10 +1,10 @@
 //! Command-line flags and their environment twins, parsed into typed, validated values.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use gateway_telemetry::{LogFormat, TelemetryArgs};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
 
 /// Data plane: the authenticating, routing, metering proxy for Codex traffic.
@@ -77,6 +77,31 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+impl Config {
+    /// Parses `flags` (the command line without the program name) exactly as the binary
+    /// does, except that no value comes from the environment. Every flag not given takes the
+    /// binary's default, so an embedder (`gatewayctl standalone`, the test harness) passes
+    /// only what it must set and never restates a default; a stray `GRPC_ADDR` or
+    /// `DATABASE_URL` in the embedding process cannot change what it asked for.
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut command = embedded_command();
+        let program = OsString::from(command.get_name());
+        let argv = std::iter::once(program).chain(flags.into_iter().map(Into::into));
+        let mut matches = command.try_get_matches_from_mut(argv)?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|err| err.format(&mut command))
+    }
+}
+
+/// The binary's command with every `env =` twin removed (the control plane's config does the
+/// same).
+fn embedded_command() -> clap::Command {
+    Config::command().mut_args(|arg| arg.env(None))
+}
+
 /// A whole number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationSecs(pub Duration);
@@ -86,4 +111,54 @@ fn parse_secs(value: &str) -> Result<DurationSecs, String> {
         .parse::<u64>()
         .map(|s| DurationSecs(Duration::from_secs(s)))
         .map_err(|_| format!("{value:?} is not a whole number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_parsing_reads_no_environment() {
+        assert!(
+            Config::command()
+                .get_arguments()
+                .any(|a| a.get_env().is_some())
+        );
+        assert!(
+            embedded_command()
+                .get_arguments()
+                .all(|a| a.get_env().is_none())
+        );
+    }
+
+    #[test]
+    fn flags_not_given_take_the_binary_defaults() {
+        let config = Config::from_flags(["--data-plane-token=dp-token"]).unwrap();
+        assert_eq!(config.listen_addr, "0.0.0.0:12321".parse().unwrap());
+        assert_eq!(config.usage_stream, DEFAULT_USAGE_STREAM);
+        assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(
+            config.client_body_timeout,
+            DurationSecs(Duration::from_secs(60))
+        );
+        assert!(config.redis_url.is_none());
+        assert!(config.snapshot_path.is_none());
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
+
+        let config = Config::from_flags([
+            "--data-plane-token=dp-token",
+            "--shutdown-grace-secs=5",
+            "--trusted-proxies=10.0.0.0/8,127.0.0.1/32",
+        ])
+        .unwrap();
+        assert_eq!(config.shutdown_grace, DurationSecs(Duration::from_secs(5)));
+        assert_eq!(config.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn embedded_parsing_validates_like_the_binary() {
+        let err =
+            Config::from_flags(["--data-plane-token=t", "--shutdown-grace-secs=soon"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
 }

@@ -5,22 +5,21 @@
 //! directory, so everything survives a restart.
 
 use std::{
+    ffi::{OsStr, OsString},
     fs,
     future::Future,
     io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
-use clap::Args;
-use control_plane::{
-    ControlPlane,
-    config::{Affinity, DEFAULT_RING_SEED},
-    crypto::EncryptionKey,
+use clap::{
+    Args,
+    error::{ContextKind, ContextValue},
 };
-use data_plane::{DataPlane, config::DurationSecs};
-use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
+use control_plane::{ControlPlane, crypto::EncryptionKey};
+use data_plane::DataPlane;
+use gateway_proto::auth::Secret;
 use rand::{Rng, distr::Alphanumeric};
 use tokio::{net::TcpListener, sync::oneshot};
 
@@ -46,6 +45,71 @@ pub struct StandaloneArgs {
 
 fn start_error(what: &str, err: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("{what}: {err}"))
+}
+
+/// Both planes' configs, parsed from their own flags as their binaries parse them: every
+/// value not set here is the default the binary documents. Only what one loopback node needs
+/// differs — SQLite in the data directory, no Redis (usage goes over `ReportUsage`), the
+/// listeners standalone bound, metrics on an ephemeral loopback port, human-readable logs.
+fn plane_configs(
+    dir: &Path,
+    admin_token: &Secret,
+    data_plane_token: &Secret,
+    encryption_key: &EncryptionKey,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+) -> Result<(control_plane::Config, data_plane::Config), CliError> {
+    let control_plane = control_plane::Config::from_flags([
+        flag(
+            "database-url",
+            format!("sqlite://{}", dir.join("gateway.db").display()),
+        ),
+        flag("admin-token", admin_token.expose()),
+        flag("data-plane-token", data_plane_token.expose()),
+        flag("encryption-key", encryption_key.to_hex()),
+        flag("grpc-addr", grpc_addr.to_string()),
+        flag("consumer-name", "standalone"),
+        flag("metrics-addr", "127.0.0.1:0"),
+        flag("log-format", "text"),
+    ])
+    .map_err(|e| refused("control plane", &e))?;
+    let data_plane = data_plane::Config::from_flags([
+        flag("listen-addr", http_addr.to_string()),
+        flag("control-plane-url", format!("http://{grpc_addr}")),
+        flag("data-plane-token", data_plane_token.expose()),
+        flag("node-id", "standalone"),
+        flag("snapshot-path", dir.join("snapshot.pb")),
+        flag("spool-path", dir.join("usage.spool")),
+        flag("log-format", "text"),
+    ])
+    .map_err(|e| refused("data plane", &e))?;
+    Ok((control_plane, data_plane))
+}
+
+/// `--name=value`: with the `=`, a value that starts with `-` is still a value.
+fn flag(name: &str, value: impl AsRef<OsStr>) -> OsString {
+    let mut flag = OsString::from(format!("--{name}="));
+    flag.push(value);
+    flag
+}
+
+/// A plane refused a setting: name the flag and the reason, never the value (it may be a
+/// token).
+fn refused(plane: &str, err: &clap::Error) -> CliError {
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => flag.as_str(),
+        _ => "a setting",
+    };
+    let reason =
+        std::error::Error::source(err).map_or_else(|| err.kind().to_string(), ToString::to_string);
+    // The admin token is the one of these values a person hands standalone: say where from.
+    let origin = if flag.starts_with("--admin-token") {
+        " (standalone's admin token comes from --token, GATEWAY_ADMIN_TOKEN or \
+         the data directory's admin-token file)"
+    } else {
+        ""
+    };
+    CliError::Usage(format!("the {plane} refuses {flag}: {reason}{origin}"))
 }
 
 /// A secret kept in `path` (mode 0600), created with `make` on first start.
@@ -115,53 +179,25 @@ pub async fn run(
         .local_addr()
         .map_err(|e| start_error("listen address", e))?;
 
-    let control_plane = ControlPlane::start(control_plane::Config {
-        database_url: Secret::new(format!("sqlite://{}", dir.join("gateway.db").display())),
-        redis_url: None,
-        admin_token: admin_token.clone(),
-        data_plane_token: data_plane_token.clone(),
-        encryption_key,
+    let (control_plane_config, data_plane_config) = plane_configs(
+        &dir,
+        &admin_token,
+        &data_plane_token,
+        &encryption_key,
         grpc_addr,
-        usage_stream: DEFAULT_USAGE_STREAM.to_owned(),
-        usage_group: "ledger".to_owned(),
-        consumer_name: "standalone".to_owned(),
-        usage_housekeeping_secs: 30,
-        usage_stale_consumer_secs: 3600,
-        affinity: Affinity::User,
-        ring_seed: DEFAULT_RING_SEED,
-        health_interval_ms: 15_000,
-        health_timeout_ms: 5_000,
-        health_unhealthy_after: 3,
-        health_healthy_after: 2,
-        metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        migrate_only: false,
-        telemetry: gateway_telemetry::TelemetryArgs::text(),
-    })
-    .await
-    .map_err(|e| start_error("cannot start the control plane", format!("{e:#}")))?;
+        http_addr,
+    )?;
+    let control_plane = ControlPlane::start(control_plane_config)
+        .await
+        .map_err(|e| start_error("cannot start the control plane", format!("{e:#}")))?;
     let (cp_stop, cp_stopped) = oneshot::channel::<()>();
     let cp_task = tokio::spawn(control_plane.serve(grpc, async {
         let _ = cp_stopped.await;
     }));
 
-    let data_plane = DataPlane::start(data_plane::Config {
-        listen_addr: http_addr,
-        control_plane_url: format!("http://{grpc_addr}"),
-        data_plane_token,
-        redis_url: None,
-        usage_stream: DEFAULT_USAGE_STREAM.to_owned(),
-        node_id: "standalone".to_owned(),
-        max_body_bytes: 32 * 1024 * 1024,
-        client_header_timeout: DurationSecs(Duration::from_secs(30)),
-        client_body_timeout: DurationSecs(Duration::from_secs(60)),
-        trusted_proxies: Vec::new(),
-        shutdown_grace: DurationSecs(Duration::from_secs(30)),
-        snapshot_path: Some(dir.join("snapshot.pb")),
-        spool_path: dir.join("usage.spool"),
-        telemetry: gateway_telemetry::TelemetryArgs::text(),
-    })
-    .await
-    .map_err(|e| start_error("cannot start the data plane", format!("{e:#}")))?;
+    let data_plane = DataPlane::start(data_plane_config)
+        .await
+        .map_err(|e| start_error("cannot start the data plane", format!("{e:#}")))?;
     let (dp_stop, dp_stopped) = oneshot::channel::<()>();
     let dp_task = tokio::spawn(data_plane.serve(http, async {
         let _ = dp_stopped.await;
@@ -208,4 +244,49 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(admin_token: &str) -> Result<(control_plane::Config, data_plane::Config), CliError> {
+        plane_configs(
+            Path::new("/var/lib/gw"),
+            &Secret::new(admin_token),
+            &Secret::new("dp-token-0123456789abcdef"),
+            &EncryptionKey::generate(),
+            "127.0.0.1:50051".parse().unwrap(),
+            "127.0.0.1:12321".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn one_loopback_node_without_redis_keeps_its_state_in_the_data_directory() {
+        let (cp, dp) = configs("admin-token-0123456789").unwrap();
+        assert_eq!(cp.database_url.expose(), "sqlite:///var/lib/gw/gateway.db");
+        assert!(cp.redis_url.is_none() && dp.redis_url.is_none());
+        assert_eq!(cp.admin_token.expose(), "admin-token-0123456789");
+        assert_eq!(cp.data_plane_token, dp.data_plane_token);
+        assert_eq!(cp.metrics_addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cp.usage_stream, dp.usage_stream);
+        assert_eq!(dp.control_plane_url, "http://127.0.0.1:50051");
+        assert_eq!(dp.listen_addr, "127.0.0.1:12321".parse().unwrap());
+        assert_eq!(
+            dp.snapshot_path.as_deref(),
+            Some(Path::new("/var/lib/gw/snapshot.pb"))
+        );
+        assert_eq!(dp.spool_path, Path::new("/var/lib/gw/usage.spool"));
+        assert_eq!(cp.telemetry.log_format, gateway_telemetry::LogFormat::Text);
+        assert_eq!(dp.telemetry.log_format, gateway_telemetry::LogFormat::Text);
+    }
+
+    #[test]
+    fn a_refused_token_is_named_but_never_shown() {
+        let err = configs("hunter2").unwrap_err().to_string();
+        assert!(err.contains("--admin-token"), "{err}");
+        assert!(err.contains("at least 16 characters"), "{err}");
+        assert!(err.contains("GATEWAY_ADMIN_TOKEN"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

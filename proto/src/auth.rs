@@ -1,10 +1,14 @@
-//! Bearer tokens on gRPC calls: a secret type that never prints itself, and constant-time
-//! checking of the `authorization` metadata.
+//! Bearer tokens on gRPC calls: a secret type that never prints itself, the one client-side
+//! interceptor that sends it, and constant-time checking of the `authorization` metadata.
 
 use std::{fmt, str::FromStr};
 
 use subtle::ConstantTimeEq;
-use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::{
+    Request, Status,
+    metadata::{AsciiMetadataValue, MetadataMap},
+    service::Interceptor,
+};
 
 /// A secret string (token, API key). `Debug` and `Display` print `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,6 +67,51 @@ impl FromStr for Secret {
 #[error("token contains characters that cannot be sent as gRPC metadata")]
 pub struct InvalidToken;
 
+/// A client interceptor that sends `authorization: Bearer <token>` on every call.
+///
+/// The value is marked sensitive, so HTTP/2 never puts it in its header-compression table,
+/// and `Debug` prints `[redacted]`.
+#[derive(Clone)]
+pub struct BearerAuth(Option<AsciiMetadataValue>);
+
+impl BearerAuth {
+    /// Sends `token` on every call.
+    pub fn new(token: &Secret) -> Result<Self, InvalidToken> {
+        let mut value = token.bearer()?;
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+
+    /// [`BearerAuth::new`] when there is a token; without one, sends no `authorization` at
+    /// all, so the server's refusal says what is missing.
+    pub fn optional(token: Option<&Secret>) -> Result<Self, InvalidToken> {
+        match token {
+            Some(token) => Self::new(token),
+            None => Ok(Self(None)),
+        }
+    }
+}
+
+impl fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(_) => f.write_str("BearerAuth([redacted])"),
+            None => f.write_str("BearerAuth(none)"),
+        }
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// The token of an `authorization: Bearer <token>` metadata entry, if present.
 pub fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
@@ -96,5 +145,42 @@ mod tests {
         assert!(!check_bearer(&md, &Secret::new("tok-124")));
         assert!(!check_bearer(&md, &Secret::new("")));
         assert!(!check_bearer(&MetadataMap::new(), &s));
+    }
+
+    #[test]
+    fn bearer_auth_sends_the_token_the_server_checks() {
+        let token = Secret::new("tok-123");
+        let mut auth = BearerAuth::new(&token).unwrap();
+        let mut request = Request::new(());
+        // A caller's own authorization is replaced, never sent twice.
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer stale".parse().unwrap());
+        let request = auth.call(request).unwrap();
+        let values: Vec<_> = request.metadata().get_all("authorization").iter().collect();
+        assert_eq!(values.len(), 1);
+        assert!(values[0].is_sensitive());
+        assert!(check_bearer(request.metadata(), &token));
+    }
+
+    #[test]
+    fn bearer_auth_without_a_token_sends_nothing() {
+        let mut auth = BearerAuth::optional(None).unwrap();
+        let request = auth.call(Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+        let mut auth = BearerAuth::optional(Some(&Secret::new("tok-123"))).unwrap();
+        let request = auth.call(Request::new(())).unwrap();
+        assert_eq!(bearer_token(request.metadata()), Some("tok-123"));
+    }
+
+    #[test]
+    fn bearer_auth_refuses_tokens_metadata_cannot_carry_and_never_prints_one() {
+        assert!(BearerAuth::new(&Secret::new("tok\n123")).is_err());
+        let auth = BearerAuth::new(&Secret::new("hunter2")).unwrap();
+        assert_eq!(format!("{auth:?}"), "BearerAuth([redacted])");
+        assert_eq!(
+            format!("{:?}", BearerAuth::optional(None).unwrap()),
+            "BearerAuth(none)"
+        );
     }
 }

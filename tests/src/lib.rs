@@ -14,6 +14,7 @@ pub mod mock;
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
+use clap::ValueEnum;
 use control_plane::{
     ControlPlane,
     config::{Affinity, DEFAULT_RING_SEED},
@@ -22,7 +23,7 @@ use control_plane::{
 use data_plane::{DataPlane, config::DurationSecs};
 use gateway_proto::{
     CONFIG_VERSION_METADATA,
-    auth::Secret,
+    auth::{BearerAuth, Secret},
     v1::{self, admin_service_client::AdminServiceClient},
 };
 use http::{HeaderMap, Request, Response};
@@ -38,12 +39,7 @@ use tokio::{
     sync::{oneshot, watch},
     task::JoinHandle,
 };
-use tonic::{
-    Request as GrpcRequest, Status,
-    metadata::AsciiMetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 pub use mock::{Behaviour, Fault, MockUpstream, MockUsage, Recorded};
 
@@ -110,21 +106,8 @@ impl TestDb {
     }
 }
 
-/// Adds the admin token to every call.
-#[derive(Debug, Clone)]
-pub struct AdminAuth(pub AsciiMetadataValue);
-
-impl Interceptor for AdminAuth {
-    fn call(&mut self, mut request: GrpcRequest<()>) -> Result<GrpcRequest<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 /// Admin gRPC client.
-pub type Admin = AdminServiceClient<InterceptedService<Channel, AdminAuth>>;
+pub type Admin = AdminServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// The config version a mutating admin call produced.
 pub fn version_of<T>(response: &tonic::Response<T>) -> u64 {
@@ -203,11 +186,11 @@ pub struct DataPlaneOptions {
     pub control_plane_url: Option<String>,
     /// Where it keeps its last good snapshot.
     pub snapshot_path: Option<std::path::PathBuf>,
-    /// Request body limit (default 32 MiB).
+    /// Request body limit (default: the data plane's).
     pub max_body_bytes: Option<usize>,
-    /// Time allowed for a request body (default 30 s).
+    /// Time allowed for a request body (default: the data plane's).
     pub body_timeout: Option<Duration>,
-    /// Time allowed for a request head and idle keep-alive (default 30 s).
+    /// Time allowed for a request head and idle keep-alive (default: the data plane's).
     pub header_timeout: Option<Duration>,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -332,30 +315,37 @@ impl Harness {
         h
     }
 
-    /// The control plane's configuration for this harness.
+    /// The control plane's configuration for this harness: the control plane's own flags,
+    /// parsed without the environment, so every setting a test does not choose is the
+    /// binary's default.
     pub fn control_plane_config(&self, grpc_addr: SocketAddr) -> control_plane::Config {
-        control_plane::Config {
-            database_url: Secret::new(self.db.url.clone()),
-            redis_url: Some(Secret::new(self.redis_url.clone())),
-            admin_token: self.admin_token.clone(),
-            data_plane_token: self.data_plane_token.clone(),
-            encryption_key: self.encryption_key.clone(),
-            grpc_addr,
-            usage_stream: self.usage_stream.clone(),
-            usage_group: "ledger".into(),
-            consumer_name: "test-consumer".into(),
-            usage_housekeeping_secs: 1,
-            usage_stale_consumer_secs: 3,
-            affinity: self.affinity,
-            ring_seed: DEFAULT_RING_SEED,
-            health_interval_ms: self.health_interval_ms,
-            health_timeout_ms: 2_000,
-            health_unhealthy_after: 2,
-            health_healthy_after: 2,
-            metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            migrate_only: false,
-            telemetry: gateway_telemetry::TelemetryArgs::text(),
-        }
+        let affinity = self
+            .affinity
+            .to_possible_value()
+            .expect("every affinity has a flag value");
+        control_plane::Config::from_flags([
+            format!("--database-url={}", self.db.url),
+            format!("--redis-url={}", self.redis_url),
+            format!("--admin-token={}", self.admin_token.expose()),
+            format!("--data-plane-token={}", self.data_plane_token.expose()),
+            format!("--encryption-key={}", self.encryption_key.to_hex()),
+            format!("--grpc-addr={grpc_addr}"),
+            "--metrics-addr=127.0.0.1:0".to_owned(),
+            format!("--usage-stream={}", self.usage_stream),
+            "--consumer-name=test-consumer".to_owned(),
+            // Housekeeping within seconds, so reclaiming a dead consumer's entries and
+            // deleting idle consumers can be watched in a test.
+            "--usage-housekeeping-secs=1".to_owned(),
+            "--usage-stale-consumer-secs=3".to_owned(),
+            format!("--affinity={}", affinity.get_name()),
+            format!("--health-interval-ms={}", self.health_interval_ms),
+            // A hung probe fails within 2 s and two failures mark an upstream unhealthy,
+            // so health tests see a verdict quickly.
+            "--health-timeout-ms=2000".to_owned(),
+            "--health-unhealthy-after=2".to_owned(),
+            "--log-format=text".to_owned(),
+        ])
+        .expect("the harness's control-plane flags parse")
     }
 
     /// Starts (or restarts) the control plane on a new port.
@@ -463,26 +453,41 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let addr = listener.local_addr().expect("http addr");
         let index = self.data_planes.len();
-        let config = data_plane::Config {
-            listen_addr: addr,
-            control_plane_url,
-            data_plane_token: self.data_plane_token.clone(),
-            redis_url: Some(Secret::new(self.redis_url.clone())),
-            usage_stream: self.usage_stream.clone(),
-            node_id: format!("dp-{index}"),
-            max_body_bytes: options.max_body_bytes.unwrap_or(32 * 1024 * 1024),
-            shutdown_grace: DurationSecs(Duration::from_secs(5)),
-            client_body_timeout: DurationSecs(
-                options.body_timeout.unwrap_or(Duration::from_secs(30)),
-            ),
-            client_header_timeout: DurationSecs(
-                options.header_timeout.unwrap_or(Duration::from_secs(30)),
-            ),
-            trusted_proxies: options.trusted_proxies.clone(),
-            snapshot_path: options.snapshot_path,
-            spool_path: spool_path.clone(),
-            telemetry: gateway_telemetry::TelemetryArgs::text(),
-        };
+        let mut flags = vec![
+            format!("--listen-addr={addr}"),
+            format!("--control-plane-url={control_plane_url}"),
+            format!("--data-plane-token={}", self.data_plane_token.expose()),
+            format!("--redis-url={}", self.redis_url),
+            format!("--usage-stream={}", self.usage_stream),
+            format!("--node-id=dp-{index}"),
+            // Tests stop data planes often; a stream left open must not hold one for long.
+            "--shutdown-grace-secs=5".to_owned(),
+            format!("--spool-path={}", spool_path.display()),
+            "--log-format=text".to_owned(),
+        ];
+        if let Some(bytes) = options.max_body_bytes {
+            flags.push(format!("--max-body-bytes={bytes}"));
+        }
+        if !options.trusted_proxies.is_empty() {
+            let cidrs: Vec<String> = options
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            flags.push(format!("--trusted-proxies={}", cidrs.join(",")));
+        }
+        if let Some(path) = &options.snapshot_path {
+            flags.push(format!("--snapshot-path={}", path.display()));
+        }
+        let mut config =
+            data_plane::Config::from_flags(flags).expect("the harness's data-plane flags parse");
+        // These flags take whole seconds; tests use fractions of one to stay fast.
+        if let Some(timeout) = options.body_timeout {
+            config.client_body_timeout = DurationSecs(timeout);
+        }
+        if let Some(timeout) = options.header_timeout {
+            config.client_header_timeout = DurationSecs(timeout);
+        }
         let dp = DataPlane::start(config).await.expect("data plane starts");
         let applied = dp.applied_version();
         let persisted = dp.persisted_version();
@@ -512,7 +517,7 @@ impl Harness {
             .expect("connect control plane");
         AdminServiceClient::with_interceptor(
             channel,
-            AdminAuth(self.admin_token.bearer().expect("token")),
+            BearerAuth::new(&self.admin_token).expect("token"),
         )
     }
 

@@ -2,8 +2,11 @@
 //! gRPC services grpcurl relies on.
 
 use clap::Parser;
-use gateway_proto::v1::{self, config_discovery_client::ConfigDiscoveryClient};
-use gateway_tests::{AdminAuth, Harness, body_bytes, body_json, codex_request};
+use gateway_proto::{
+    auth::BearerAuth,
+    v1::{self, config_discovery_client::ConfigDiscoveryClient},
+};
+use gateway_tests::{Harness, body_bytes, body_json, codex_request};
 use serde_json::Value;
 
 async fn ctl(h: &Harness, args: &[&str]) -> Result<Value, String> {
@@ -219,7 +222,7 @@ async fn tokens_are_separate_and_standard_services_need_none() {
     // The data-plane token cannot administer.
     let mut as_data_plane = v1::admin_service_client::AdminServiceClient::with_interceptor(
         channel.clone(),
-        AdminAuth(h.data_plane_token.bearer().unwrap()),
+        BearerAuth::new(&h.data_plane_token).unwrap(),
     );
     let err = as_data_plane
         .list_users(v1::ListUsersRequest {})
@@ -230,7 +233,7 @@ async fn tokens_are_separate_and_standard_services_need_none() {
     // The admin token cannot subscribe as a data plane.
     let mut discovery = ConfigDiscoveryClient::with_interceptor(
         channel.clone(),
-        AdminAuth(h.admin_token.bearer().unwrap()),
+        BearerAuth::new(&h.admin_token).unwrap(),
     );
     let subscribe = v1::DiscoveryRequest {
         kind: Some(v1::discovery_request::Kind::Subscribe(v1::Subscribe {

@@ -246,7 +246,7 @@ async fn two_control_plane_replicas_serve_the_same_versions() {
         .unwrap();
     let mut admin_b = v1::admin_service_client::AdminServiceClient::with_interceptor(
         channel,
-        gateway_tests::AdminAuth(h.admin_token.bearer().unwrap()),
+        gateway_proto::auth::BearerAuth::new(&h.admin_token).unwrap(),
     );
     let revoked = admin_b
         .revoke_key(v1::RevokeKeyRequest { id: key.id })

@@ -11,9 +11,12 @@ use std::{
     time::Duration,
 };
 
-use gateway_proto::v1::{self, admin_service_client::AdminServiceClient};
+use gateway_proto::{
+    auth::BearerAuth,
+    v1::{self, admin_service_client::AdminServiceClient},
+};
 use gateway_tests::{
-    AdminAuth, Behaviour, DataPlaneOptions, EVENT_DEADLINE, Harness, HarnessOptions, codex_request,
+    Behaviour, DataPlaneOptions, EVENT_DEADLINE, Harness, HarnessOptions, codex_request,
     faults::{KillableControlPlane, RedisServer},
 };
 use http_body_util::BodyExt;
@@ -69,7 +72,7 @@ async fn no_usage_is_lost_or_doubled_when_the_control_plane_redis_or_a_data_plan
         .await
         .unwrap();
     let mut admin =
-        AdminServiceClient::with_interceptor(channel, AdminAuth(h.admin_token.bearer().unwrap()));
+        AdminServiceClient::with_interceptor(channel, BearerAuth::new(&h.admin_token).unwrap());
     admin
         .create_upstream(v1::CreateUpstreamRequest {
             name: "pool".into(),

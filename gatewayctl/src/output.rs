@@ -1,6 +1,31 @@
-//! Human-readable tables for terminal output.
+//! How results reach the terminal: one JSON document for scripts (`-o json`), or aligned
+//! tables and `key  value` lines for people.
 
 use std::io::{self, Write};
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::CliError;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+/// Writes `value` as the command's one JSON document.
+pub(crate) fn print_json(
+    out: &mut (dyn Write + Send),
+    value: &impl Serialize,
+) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
 
 /// A table with a header row, printed with aligned columns.
 #[derive(Debug)]

@@ -1,0 +1,280 @@
+//! `gatewayctl upstream …`: the upstream account pools traffic is routed to.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use gateway_proto::v1;
+
+use crate::{
+    CliError, Client,
+    output::{Table, print_json, write_fields},
+};
+
+/// Upstream commands.
+#[derive(Debug, Subcommand)]
+pub enum UpstreamCmd {
+    /// Add an upstream.
+    Add(UpstreamAdd),
+    /// List upstreams.
+    List,
+    /// Show one upstream.
+    Get { id: i64 },
+    /// Change an upstream's settings.
+    Update(UpstreamUpdate),
+    /// Route traffic to an upstream again.
+    Enable { id: i64 },
+    /// Stop routing traffic to an upstream (its users move to their next choice).
+    Disable { id: i64 },
+    /// Delete an upstream.
+    Delete { id: i64 },
+    /// Run one health probe now and show status, latency and error.
+    Test { id: i64 },
+}
+
+/// Runs one upstream command.
+pub(crate) async fn run(
+    client: &mut Client,
+    cmd: UpstreamCmd,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let one = match cmd {
+        UpstreamCmd::Add(args) => args.send(client).await?,
+        UpstreamCmd::List => return list(client, json, out).await,
+        UpstreamCmd::Get { id } => client
+            .get_upstream(v1::GetUpstreamRequest { id })
+            .await?
+            .into_inner(),
+        UpstreamCmd::Update(args) => args.send(client).await?,
+        UpstreamCmd::Enable { id } => set_enabled(client, id, true).await?,
+        UpstreamCmd::Disable { id } => set_enabled(client, id, false).await?,
+        UpstreamCmd::Delete { id } => return delete(client, id, json, out).await,
+        UpstreamCmd::Test { id } => return test(client, id, json, out).await,
+    };
+    if json {
+        return print_json(out, &one);
+    }
+    Ok(write_fields(
+        out,
+        &[
+            ("id", one.id.to_string()),
+            ("name", one.name),
+            ("base_url", one.base_url),
+            ("api_key", one.api_key_hint),
+            (
+                "priority",
+                format!("{} (lower = preferred, 0 is the best tier)", one.priority),
+            ),
+            ("weight", one.weight.to_string()),
+            ("max_retries", one.max_retries.to_string()),
+            ("timeout", format!("{} s", one.timeout_ms / 1000)),
+            ("enabled", one.enabled.to_string()),
+            ("health", one.health),
+            ("health_error", one.health_error),
+            ("probe_path", one.probe_path),
+            ("updated_at", one.updated_at),
+        ],
+    )?)
+}
+
+fn seconds_to_ms(secs: u32) -> Result<u32, CliError> {
+    secs.checked_mul(1000)
+        .ok_or_else(|| CliError::Usage("timeout is too large".into()))
+}
+
+/// `upstream add`.
+#[derive(Debug, Args)]
+pub struct UpstreamAdd {
+    #[arg(long)]
+    pub name: String,
+    /// Base URL without `/v1` (e.g. https://pool.example.com/openai).
+    #[arg(long)]
+    pub base_url: String,
+    /// The upstream's API key (write-only: never shown again).
+    #[arg(long)]
+    pub api_key: String,
+    /// Priority tier: lower number = preferred, 0 is the best tier.
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Relative share of users within its tier.
+    #[arg(long, default_value_t = 1)]
+    pub weight: u32,
+    /// Retries on this upstream before failing over.
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
+    /// Seconds to wait for the response head and between stream chunks.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u32,
+    /// Create it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Path probed by active health checks (default /v1/models; '' disables them).
+    #[arg(long)]
+    pub probe_path: Option<String>,
+}
+
+impl UpstreamAdd {
+    async fn send(self, client: &mut Client) -> Result<v1::Upstream, CliError> {
+        let request = v1::CreateUpstreamRequest {
+            name: self.name,
+            base_url: self.base_url,
+            api_key: self.api_key,
+            priority: self.priority,
+            weight: self.weight,
+            max_retries: Some(self.max_retries),
+            timeout_ms: seconds_to_ms(self.timeout)?,
+            disabled: self.disabled,
+            probe_path: self.probe_path,
+        };
+        Ok(client.create_upstream(request).await?.into_inner())
+    }
+}
+
+async fn list(
+    client: &mut Client,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let list = client
+        .list_upstreams(v1::ListUpstreamsRequest {})
+        .await?
+        .into_inner()
+        .upstreams;
+    if json {
+        return print_json(out, &list);
+    }
+    let mut t = Table::new(&[
+        "ID",
+        "NAME",
+        "BASE URL",
+        "PRIORITY (0=best)",
+        "WEIGHT",
+        "ENABLED",
+        "HEALTH",
+        "KEY",
+    ]);
+    for u in list {
+        t.row(vec![
+            u.id.to_string(),
+            u.name,
+            u.base_url,
+            u.priority.to_string(),
+            u.weight.to_string(),
+            u.enabled.to_string(),
+            u.health,
+            u.api_key_hint,
+        ]);
+    }
+    Ok(t.write(out)?)
+}
+
+/// `upstream update`.
+#[derive(Debug, Args)]
+pub struct UpstreamUpdate {
+    pub id: i64,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub base_url: Option<String>,
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Priority tier: lower number = preferred, 0 is the best tier.
+    #[arg(long)]
+    pub priority: Option<i32>,
+    #[arg(long)]
+    pub weight: Option<u32>,
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Seconds.
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Path probed by active health checks ('' disables them).
+    #[arg(long)]
+    pub probe_path: Option<String>,
+}
+
+impl UpstreamUpdate {
+    async fn send(self, client: &mut Client) -> Result<v1::Upstream, CliError> {
+        let request = v1::UpdateUpstreamRequest {
+            id: self.id,
+            name: self.name,
+            base_url: self.base_url,
+            api_key: self.api_key,
+            priority: self.priority,
+            weight: self.weight,
+            max_retries: self.max_retries,
+            timeout_ms: self.timeout.map(seconds_to_ms).transpose()?,
+            enabled: None,
+            probe_path: self.probe_path,
+        };
+        Ok(client.update_upstream(request).await?.into_inner())
+    }
+}
+
+/// `upstream enable` and `upstream disable`.
+async fn set_enabled(
+    client: &mut Client,
+    id: i64,
+    enabled: bool,
+) -> Result<v1::Upstream, CliError> {
+    let request = v1::UpdateUpstreamRequest {
+        id,
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    Ok(client.update_upstream(request).await?.into_inner())
+}
+
+async fn delete(
+    client: &mut Client,
+    id: i64,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let deleted = client
+        .delete_upstream(v1::DeleteUpstreamRequest { id })
+        .await?
+        .into_inner();
+    if json {
+        return print_json(out, &deleted);
+    }
+    writeln!(out, "deleted upstream {}", deleted.id)?;
+    Ok(())
+}
+
+/// `upstream test`: one health probe, now.
+async fn test(
+    client: &mut Client,
+    id: i64,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let probe = client
+        .test_upstream(v1::TestUpstreamRequest { id })
+        .await?
+        .into_inner();
+    if json {
+        return print_json(out, &probe);
+    }
+    let status = if probe.healthy {
+        "healthy"
+    } else {
+        "unhealthy"
+    };
+    let http_status = if probe.status_code == 0 {
+        "-".to_owned()
+    } else {
+        probe.status_code.to_string()
+    };
+    Ok(write_fields(
+        out,
+        &[
+            ("upstream", probe.upstream_id.to_string()),
+            ("url", probe.url),
+            ("status", status.to_owned()),
+            ("http_status", http_status),
+            ("latency", format!("{} ms", probe.latency_ms)),
+            ("error", probe.error),
+        ],
+    )?)
+}
