@@ -6,22 +6,20 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwapOption;
-use gateway_proto::{
-    auth::Secret,
-    v1::{
-        Ack, DiscoveryRequest, Nack, Snapshot, Subscribe,
-        config_discovery_client::ConfigDiscoveryClient, discovery_request::Kind,
-    },
+use gateway_proto::v1::{
+    Ack, DiscoveryRequest, Nack, Snapshot, Subscribe,
+    config_discovery_client::ConfigDiscoveryClient, discovery_request::Kind,
 };
 use prost::Message;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, transport::Channel};
+use tonic::Request;
 use tracing::{info, info_span, warn};
 
 use crate::{
+    ControlPlane,
     metrics::Metrics,
     routing::passive::StateRegistry,
     snapshot::{AppliedSnapshot, SnapshotRejected},
@@ -37,15 +35,12 @@ const MAX_SNAPSHOT_BYTES: usize = 512 * 1024 * 1024;
 enum SessionError {
     #[error("config stream failed: {0}")]
     Status(#[from] tonic::Status),
-    #[error("DATA_PLANE_TOKEN cannot be sent as gRPC metadata")]
-    Token,
 }
 
 /// Follows the control plane's snapshots into the shared applied snapshot.
 #[derive(Debug)]
 pub struct Discovery {
-    channel: Channel,
-    token: Secret,
+    channel: ControlPlane,
     node_id: String,
     table: Arc<ArcSwapOption<AppliedSnapshot>>,
     applied: watch::Sender<u64>,
@@ -63,8 +58,7 @@ impl Discovery {
     /// reports the applied version. With `persist`, the snapshot kept there (if valid) is
     /// applied at once, and every applied snapshot is written back.
     pub fn new(
-        channel: Channel,
-        token: Secret,
+        channel: ControlPlane,
         node_id: String,
         table: Arc<ArcSwapOption<AppliedSnapshot>>,
         persist: Option<PathBuf>,
@@ -73,7 +67,6 @@ impl Discovery {
         let (applied, rx) = watch::channel(0);
         let discovery = Self {
             channel,
-            token,
             node_id,
             table,
             applied,
@@ -173,11 +166,7 @@ impl Discovery {
         };
         // The receiver is alive until the request is sent, so this cannot fail.
         let _ = tx.send(subscribe).await;
-        let mut request = Request::new(ReceiverStream::new(rx));
-        request.metadata_mut().insert(
-            "authorization",
-            self.token.bearer().map_err(|_| SessionError::Token)?,
-        );
+        let request = Request::new(ReceiverStream::new(rx));
         let mut inbound = client.stream_config(request).await?.into_inner();
         info!(target: "ConfigStream", node = %self.node_id, "subscribed to the control plane");
         let mut received = false;

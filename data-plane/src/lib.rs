@@ -17,13 +17,17 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use gateway_proto::auth::BearerAuth;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 use tracing::{debug, info, warn};
 
 pub use config::Config;
@@ -41,9 +45,14 @@ use crate::{
 const CONTROL_PLANE_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// The data plane's one channel to its control plane (config stream, usage reports, key
-/// usage), connected on first use and re-established by tonic after a failure.
-fn control_plane_channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())
+/// usage), with the data-plane token on every call. Connected on first use and re-established
+/// by tonic after a failure.
+pub type ControlPlane = InterceptedService<Channel, BearerAuth>;
+
+fn control_plane_channel(config: &Config) -> anyhow::Result<ControlPlane> {
+    let auth = BearerAuth::new(&config.data_plane_token)
+        .context("DATA_PLANE_TOKEN cannot be sent as gRPC metadata")?;
+    let channel = Endpoint::from_shared(config.control_plane_url.clone())
         .context("CONTROL_PLANE_URL is not a valid URL")?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -51,7 +60,8 @@ fn control_plane_channel(url: &str) -> anyhow::Result<Channel> {
         .keep_alive_timeout(std::time::Duration::from_secs(10))
         .initial_stream_window_size(CONTROL_PLANE_WINDOW)
         .initial_connection_window_size(CONTROL_PLANE_WINDOW)
-        .connect_lazy())
+        .connect_lazy();
+    Ok(InterceptedService::new(channel, auth))
 }
 
 /// A started data plane: config stream and usage publisher running, not yet serving.
@@ -74,10 +84,9 @@ impl DataPlane {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let table = Arc::new(ArcSwapOption::empty());
         let metrics = Arc::new(Metrics::new());
-        let channel = control_plane_channel(&config.control_plane_url)?;
+        let channel = control_plane_channel(&config)?;
         let report = PublisherSettings::ControlPlane {
             channel: channel.clone(),
-            token: config.data_plane_token.clone(),
         };
         let publisher_cancel = CancellationToken::new();
         let (usage, publisher) = spawn_publisher(
@@ -108,13 +117,11 @@ impl DataPlane {
                 trusted_proxies: config.trusted_proxies.clone(),
                 metrics: metrics.clone(),
                 control_plane: channel.clone(),
-                data_plane_token: config.data_plane_token.clone(),
             },
         )
         .context("building the upstream HTTP client")?;
         let (discovery, applied) = Discovery::new(
             channel,
-            config.data_plane_token.clone(),
             config.node_id.clone(),
             table,
             config.snapshot_path.clone(),

@@ -12,18 +12,16 @@ use std::{
 
 use gateway_proto::{
     USAGE_EVENT_FIELD,
-    auth::Secret,
     v1::{ReportUsageRequest, UsageEvent, usage_service_client::UsageServiceClient},
 };
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{drain::Drains, spool::Spool};
-use crate::metrics::Metrics;
+use crate::{ControlPlane, metrics::Metrics};
 
 const QUEUE_CAPACITY: usize = 65_536;
 const BATCH: usize = 256;
@@ -42,15 +40,14 @@ const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
 pub enum PublisherSettings {
     /// `XADD` to a Redis stream, read by the control plane's consumer group.
     Redis { url: String, stream: String },
-    /// The control plane's `ReportUsage` RPC (on the data plane's one channel to it), with
-    /// the data-plane token.
-    ControlPlane { channel: Channel, token: Secret },
+    /// The control plane's `ReportUsage` RPC, on the data plane's one channel to it.
+    ControlPlane { channel: ControlPlane },
 }
 
 /// A live connection to wherever events go.
 enum Sink {
     Redis(ConnectionManager),
-    ControlPlane(UsageServiceClient<Channel>),
+    ControlPlane(Box<UsageServiceClient<ControlPlane>>),
 }
 
 /// Why a batch was not delivered.
@@ -60,8 +57,8 @@ enum SendError {
     Redis(#[from] redis::RedisError),
     #[error("control plane: {0}")]
     Rpc(#[from] tonic::Status),
-    #[error("DATA_PLANE_TOKEN cannot be sent as gRPC metadata")]
-    Token,
+    #[error("the usage sink does not match its settings")]
+    Mismatch,
 }
 
 /// Handle the request path uses to hand over events; never blocks.
@@ -372,9 +369,9 @@ async fn connect(settings: &PublisherSettings) -> Result<Sink, SendError> {
                 client.get_connection_manager_with_config(config).await?,
             ))
         }
-        PublisherSettings::ControlPlane { channel, .. } => {
-            Ok(Sink::ControlPlane(UsageServiceClient::new(channel.clone())))
-        }
+        PublisherSettings::ControlPlane { channel, .. } => Ok(Sink::ControlPlane(Box::new(
+            UsageServiceClient::new(channel.clone()),
+        ))),
     }
 }
 
@@ -409,19 +406,15 @@ async fn send_batch(
             }
             Ok(pipe.query_async::<()>(c).await?)
         }
-        (Sink::ControlPlane(client), PublisherSettings::ControlPlane { token, .. }) => {
+        (Sink::ControlPlane(client), PublisherSettings::ControlPlane { .. }) => {
             let mut request = tonic::Request::new(ReportUsageRequest {
                 events: batch.to_vec(),
             });
-            request.metadata_mut().insert(
-                "authorization",
-                token.bearer().map_err(|_| SendError::Token)?,
-            );
             request.set_timeout(REPORT_TIMEOUT);
             client.report_usage(request).await?;
             Ok(())
         }
         // A sink always matches the settings it was made from.
-        _ => Err(SendError::Token),
+        _ => Err(SendError::Mismatch),
     }
 }

@@ -43,12 +43,6 @@ impl Proxy {
             user_id: user.id,
             limit,
         });
-        let token = self
-            .shared
-            .data_plane_token
-            .bearer()
-            .map_err(|_| ProxyError::Internal)?;
-        request.metadata_mut().insert("authorization", token);
         request.set_timeout(Duration::from_secs(5));
         let usage = self
             .shared

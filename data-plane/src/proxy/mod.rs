@@ -40,10 +40,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, warn};
 
-use gateway_proto::{auth::Secret, v1::usage_service_client::UsageServiceClient};
+use gateway_proto::v1::usage_service_client::UsageServiceClient;
 
 use self::{
     auth::{Admission, Admitted},
@@ -52,6 +51,7 @@ use self::{
     request::{BodyLimits, ClientRequest, Endpoint},
 };
 use crate::{
+    ControlPlane,
     admin::{self, Admin},
     metering::{Meter, MeterGuard, Outcome, Unsettled, UsagePublisher},
     metrics::{Metrics, RequestLabels},
@@ -81,8 +81,7 @@ struct Shared {
     admission: Admission,
     metrics: Arc<Metrics>,
     admin: Arc<Admin>,
-    ledger: UsageServiceClient<Channel>,
-    data_plane_token: Secret,
+    ledger: UsageServiceClient<ControlPlane>,
 }
 
 /// How the proxy treats clients.
@@ -99,9 +98,7 @@ pub struct ProxySettings {
     /// Where requests are counted.
     pub metrics: Arc<Metrics>,
     /// The data plane's channel to its control plane, for `GET /v1/usage`.
-    pub control_plane: Channel,
-    /// The data-plane token for it.
-    pub data_plane_token: Secret,
+    pub control_plane: ControlPlane,
 }
 
 /// The proxy service; cheap to clone per connection.
@@ -132,7 +129,6 @@ impl Proxy {
                 metrics: settings.metrics,
                 admin,
                 ledger: UsageServiceClient::new(settings.control_plane),
-                data_plane_token: settings.data_plane_token,
             }),
         })
     }
