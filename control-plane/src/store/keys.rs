@@ -1,9 +1,7 @@
 //! Gateway keys, stored by digest: creation for an existing user, limits, revocation.
 
-use chrono::Utc;
-use sqlx::QueryBuilder;
-
 use super::{Always, KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, not_found};
+use chrono::Utc;
 
 impl Store {
     /// Creates a key for an existing user.
@@ -76,31 +74,29 @@ impl Store {
         id: i64,
         patch: KeyPatch,
     ) -> Result<Versioned<KeyRow>, StoreError> {
+        // A limit the patch clears is `Some(None)`: its flag is set and its value is NULL.
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| {
-                let mut q = QueryBuilder::new("UPDATE api_keys SET name = name");
-                if let Some(name) = patch.name {
-                    q.push(", name = ").push_bind(name);
-                }
-                if let Some(expires_at) = patch.expires_at {
-                    q.push(", expires_at = ").push_bind(expires_at);
-                }
-                if let Some(models) = patch.models {
-                    q.push(", models = ").push_bind(TextList(models));
-                }
-                if let Some(ip_allow) = patch.ip_allow {
-                    q.push(", ip_allow = ").push_bind(TextList(ip_allow));
-                }
-                if let Some(rpm) = patch.rpm {
-                    q.push(", rpm = ").push_bind(rpm);
-                }
-                if let Some(concurrency) = patch.concurrency {
-                    q.push(", concurrency = ").push_bind(concurrency);
-                }
-                q.push(" WHERE id = ").push_bind(id);
-                q.push(concat!(" RETURNING ", key_columns!()));
-                q.build_query_as().fetch_optional(c).await?
-            });
+            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+                "UPDATE api_keys SET name = COALESCE($2, name), \
+                 expires_at = CASE WHEN $3 THEN $4 ELSE expires_at END, \
+                 models = COALESCE($5, models), ip_allow = COALESCE($6, ip_allow), \
+                 rpm = CASE WHEN $7 THEN $8 ELSE rpm END, \
+                 concurrency = CASE WHEN $9 THEN $10 ELSE concurrency END \
+                 WHERE id = $1 RETURNING ",
+                key_columns!()
+            ))
+            .bind(id)
+            .bind(&patch.name)
+            .bind(patch.expires_at.is_some())
+            .bind(patch.expires_at.flatten())
+            .bind(patch.models.map(TextList))
+            .bind(patch.ip_allow.map(TextList))
+            .bind(patch.rpm.is_some())
+            .bind(patch.rpm.flatten())
+            .bind(patch.concurrency.is_some())
+            .bind(patch.concurrency.flatten())
+            .fetch_optional(c)
+            .await?);
             Ok((row.ok_or_else(|| not_found("key", id))?, Always))
         })
         .await

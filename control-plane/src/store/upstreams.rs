@@ -1,12 +1,10 @@
 //! Upstream rows: the admin CRUD and what the health checker reads and records.
 
-use chrono::Utc;
-use sqlx::QueryBuilder;
-
 use super::{
     Always, HealthUpdate, NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow,
     UpstreamSecretRow, Versioned, not_found,
 };
+use chrono::Utc;
 
 impl Store {
     /// Creates an upstream.
@@ -69,42 +67,31 @@ impl Store {
         id: i64,
         patch: UpstreamPatch,
     ) -> Result<Versioned<UpstreamRow>, StoreError> {
+        let (api_key_enc, api_key_hint) = patch.api_key.unzip();
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| {
-                let mut q = QueryBuilder::new("UPDATE upstreams SET updated_at = ");
-                q.push_bind(Utc::now());
-                if let Some(name) = patch.name {
-                    q.push(", name = ").push_bind(name);
-                }
-                if let Some(base_url) = patch.base_url {
-                    q.push(", base_url = ").push_bind(base_url);
-                }
-                if let Some((enc, hint)) = patch.api_key {
-                    q.push(", api_key_enc = ").push_bind(enc);
-                    q.push(", api_key_hint = ").push_bind(hint);
-                }
-                if let Some(priority) = patch.priority {
-                    q.push(", priority = ").push_bind(priority);
-                }
-                if let Some(weight) = patch.weight {
-                    q.push(", weight = ").push_bind(weight);
-                }
-                if let Some(max_retries) = patch.max_retries {
-                    q.push(", max_retries = ").push_bind(max_retries);
-                }
-                if let Some(timeout_ms) = patch.timeout_ms {
-                    q.push(", timeout_ms = ").push_bind(timeout_ms);
-                }
-                if let Some(enabled) = patch.enabled {
-                    q.push(", enabled = ").push_bind(enabled);
-                }
-                if let Some(probe_path) = patch.probe_path {
-                    q.push(", probe_path = ").push_bind(probe_path);
-                }
-                q.push(" WHERE id = ").push_bind(id);
-                q.push(concat!(" RETURNING ", upstream_columns!()));
-                q.build_query_as().fetch_optional(c).await?
-            });
+            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+                "UPDATE upstreams SET updated_at = $2, name = COALESCE($3, name), \
+                 base_url = COALESCE($4, base_url), api_key_enc = COALESCE($5, api_key_enc), \
+                 api_key_hint = COALESCE($6, api_key_hint), priority = COALESCE($7, priority), \
+                 weight = COALESCE($8, weight), max_retries = COALESCE($9, max_retries), \
+                 timeout_ms = COALESCE($10, timeout_ms), enabled = COALESCE($11, enabled), \
+                 probe_path = COALESCE($12, probe_path) WHERE id = $1 RETURNING ",
+                upstream_columns!()
+            ))
+            .bind(id)
+            .bind(Utc::now())
+            .bind(&patch.name)
+            .bind(&patch.base_url)
+            .bind(&api_key_enc)
+            .bind(&api_key_hint)
+            .bind(patch.priority)
+            .bind(patch.weight)
+            .bind(patch.max_retries)
+            .bind(patch.timeout_ms)
+            .bind(patch.enabled)
+            .bind(&patch.probe_path)
+            .fetch_optional(c)
+            .await?);
             Ok((row.ok_or_else(|| not_found("upstream", id))?, Always))
         })
         .await

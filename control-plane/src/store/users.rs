@@ -1,10 +1,8 @@
 //! Users and their balances; every credit or correction is also kept as an adjustment, so a
 //! balance can always be audited.
 
-use chrono::{DateTime, Utc};
-use sqlx::QueryBuilder;
-
 use super::{Always, Store, StoreError, Tx, UserPatch, UserRow, Versioned, not_found};
+use chrono::{DateTime, Utc};
 
 impl Store {
     /// Creates a user; a non-zero initial balance is recorded as an adjustment.
@@ -89,18 +87,16 @@ impl Store {
         patch: UserPatch,
     ) -> Result<Versioned<UserRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| {
-                let mut q = QueryBuilder::new("UPDATE users SET name = name");
-                if let Some(name) = patch.name {
-                    q.push(", name = ").push_bind(name);
-                }
-                if let Some(multiplier) = patch.multiplier_ppm {
-                    q.push(", multiplier_ppm = ").push_bind(multiplier);
-                }
-                q.push(" WHERE id = ").push_bind(id);
-                q.push(concat!(" RETURNING ", user_columns!()));
-                q.build_query_as().fetch_optional(c).await?
-            });
+            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+                "UPDATE users SET name = COALESCE($2, name), \
+                 multiplier_ppm = COALESCE($3, multiplier_ppm) WHERE id = $1 RETURNING ",
+                user_columns!()
+            ))
+            .bind(id)
+            .bind(patch.name)
+            .bind(patch.multiplier_ppm)
+            .fetch_optional(c)
+            .await?);
             Ok((row.ok_or_else(|| not_found("user", id))?, Always))
         })
         .await
