@@ -1,13 +1,14 @@
 //! Gateway keys, stored by digest: creation for an existing user, limits, revocation.
 
-use super::{Always, KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, not_found};
 use chrono::Utc;
+
+use super::{Always, KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, not_found};
 
 impl Store {
     /// Creates a key for an existing user.
     pub async fn create_key(&self, new: NewKey) -> Result<Versioned<KeyRow>, StoreError> {
         self.mutate(async |tx| {
-            let user_exists: bool = db_run!(tx tx, |c| sqlx::query_scalar(
+            let user_exists: bool = db_run!(tx(tx), |c| sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
             )
             .bind(new.user_id)
@@ -16,7 +17,7 @@ impl Store {
             if !user_exists {
                 return Err(not_found("user", new.user_id));
             }
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO api_keys (user_id, name, prefix, digest, expires_at, models, \
                  ip_allow, rpm, concurrency, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
@@ -41,7 +42,7 @@ impl Store {
 
     /// Keys, optionally of one user.
     pub async fn list_keys(&self, user_id: Option<i64>) -> Result<Vec<KeyRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),
             " FROM api_keys WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) ORDER BY id"
@@ -54,7 +55,7 @@ impl Store {
     /// Revokes a key; revoking twice keeps the first revocation time.
     pub async fn revoke_key(&self, id: i64) -> Result<Versioned<KeyRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
                  RETURNING ",
                 key_columns!()
@@ -76,7 +77,7 @@ impl Store {
     ) -> Result<Versioned<KeyRow>, StoreError> {
         // A limit the patch clears is `Some(None)`: its flag is set and its value is NULL.
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE api_keys SET name = COALESCE($2, name), \
                  expires_at = CASE WHEN $3 THEN $4 ELSE expires_at END, \
                  models = COALESCE($5, models), ip_allow = COALESCE($6, ip_allow), \

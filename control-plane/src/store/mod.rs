@@ -38,16 +38,16 @@ macro_rules! price_columns {
 
 /// Runs one query body against whichever backend is in hand: the body is written once and
 /// expanded per backend, so its SQL text and row mapping are shared and sqlx still checks the
-/// binds and rows against each driver. `pool` gives the body `$c: &Pool`; `tx` gives it
-/// `$c: &mut Connection` inside the transaction (reborrow it with `&mut *$c` per statement).
+/// binds and rows against each driver. `pool(&db)` gives the body `$c: &Pool`; `tx(tx)` gives
+/// it `$c: &mut Connection` inside the transaction (reborrow it with `&mut *$c` per statement).
 macro_rules! db_run {
-    (pool $db:expr, |$c:ident| $body:expr) => {
+    (pool($db:expr), |$c:ident| $body:expr) => {
         match $db {
             $crate::store::Db::Postgres($c) => $body,
             $crate::store::Db::Sqlite($c, _) => $body,
         }
     };
-    (tx $tx:expr, |$c:ident| $body:expr) => {
+    (tx($tx:expr), |$c:ident| $body:expr) => {
         match &mut *$tx {
             $crate::store::Tx::Postgres(t) => {
                 let $c = &mut **t;
@@ -131,7 +131,7 @@ impl Db {
 impl Tx {
     /// Bumps the config version; only [`Store::mutate`] calls it (through [`Bump`]).
     async fn bump(&mut self) -> Result<i64, StoreError> {
-        Ok(db_run!(tx self, |c| sqlx::query_scalar(
+        Ok(db_run!(tx(self), |c| sqlx::query_scalar(
             "UPDATE config_state SET version = version + 1 RETURNING version"
         )
         .fetch_one(c)
@@ -186,7 +186,7 @@ impl Store {
 
     /// The current config version.
     pub async fn config_version(&self) -> Result<i64, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_scalar(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_scalar(
             "SELECT version FROM config_state"
         )
         .fetch_one(c)

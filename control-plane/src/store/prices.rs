@@ -8,7 +8,7 @@ impl Store {
     /// Sets (inserts or replaces) the price of a model.
     pub async fn set_price(&self, price: PriceRow) -> Result<Versioned<PriceRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO prices (model, input_micros, cached_input_micros, output_micros, \
                  updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model) DO UPDATE SET \
                  input_micros = excluded.input_micros, \
@@ -31,7 +31,7 @@ impl Store {
 
     /// All prices.
     pub async fn list_prices(&self) -> Result<Vec<PriceRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             price_columns!(),
             " FROM prices ORDER BY model"

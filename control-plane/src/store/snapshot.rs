@@ -11,7 +11,7 @@ impl Store {
         if let Tx::Postgres(pg) = &mut tx {
             postgres::repeatable_read(pg).await?;
         }
-        let state = db_run!(tx & mut tx, |c| SnapshotState {
+        let state = db_run!(tx(&mut tx), |c| SnapshotState {
             version: sqlx::query_scalar("SELECT version FROM config_state")
                 .fetch_one(&mut *c)
                 .await?,
@@ -29,9 +29,13 @@ impl Store {
             ))
             .fetch_all(&mut *c)
             .await?,
-            users: sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY id"))
-                .fetch_all(&mut *c)
-                .await?,
+            users: sqlx::query_as(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users ORDER BY id"
+            ))
+            .fetch_all(&mut *c)
+            .await?,
             prices: sqlx::query_as(concat!(
                 "SELECT ",
                 price_columns!(),

@@ -1,10 +1,11 @@
 //! Upstream rows: the admin CRUD and what the health checker reads and records.
 
+use chrono::Utc;
+
 use super::{
     Always, HealthUpdate, NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow,
     UpstreamSecretRow, Versioned, not_found,
 };
-use chrono::Utc;
 
 impl Store {
     /// Creates an upstream.
@@ -13,7 +14,7 @@ impl Store {
         new: NewUpstream,
     ) -> Result<Versioned<UpstreamRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO upstreams (name, base_url, api_key_enc, api_key_hint, priority, \
                  weight, max_retries, timeout_ms, enabled, probe_path, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
@@ -39,7 +40,7 @@ impl Store {
 
     /// One upstream.
     pub async fn get_upstream(&self, id: i64) -> Result<UpstreamRow, StoreError> {
-        db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             upstream_columns!(),
             " FROM upstreams WHERE id = $1"
@@ -52,7 +53,7 @@ impl Store {
 
     /// All upstreams, best tier first.
     pub async fn list_upstreams(&self) -> Result<Vec<UpstreamRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             upstream_columns!(),
             " FROM upstreams ORDER BY priority, id"
@@ -69,7 +70,7 @@ impl Store {
     ) -> Result<Versioned<UpstreamRow>, StoreError> {
         let (api_key_enc, api_key_hint) = patch.api_key.unzip();
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE upstreams SET updated_at = $2, name = COALESCE($3, name), \
                  base_url = COALESCE($4, base_url), api_key_enc = COALESCE($5, api_key_enc), \
                  api_key_hint = COALESCE($6, api_key_hint), priority = COALESCE($7, priority), \
@@ -100,11 +101,13 @@ impl Store {
     /// Deletes an upstream. Usage rows keep its id.
     pub async fn delete_upstream(&self, id: i64) -> Result<Versioned<i64>, StoreError> {
         self.mutate(async |tx| {
-            let deleted = db_run!(tx tx, |c| sqlx::query("DELETE FROM upstreams WHERE id = $1")
-                .bind(id)
-                .execute(c)
-                .await?
-                .rows_affected());
+            let deleted = db_run!(tx(tx), |c| sqlx::query(
+                "DELETE FROM upstreams WHERE id = $1"
+            )
+            .bind(id)
+            .execute(c)
+            .await?
+            .rows_affected());
             if deleted == 0 {
                 return Err(not_found("upstream", id));
             }
@@ -122,17 +125,17 @@ impl Store {
         let recorded = self
             .mutate(async |tx| {
                 for u in updates {
-                    db_run!(tx tx, |c| {
-                     sqlx::query(
-                                            "UPDATE upstreams SET health = $2, health_error = $3, \
+                    db_run!(tx(tx), |c| {
+                        sqlx::query(
+                            "UPDATE upstreams SET health = $2, health_error = $3, \
                                              health_checked_at = $4 WHERE id = $1",
-                                        )
-                                        .bind(u.upstream_id)
-                                        .bind(u.health)
-                                        .bind(&u.error)
-                                        .bind(now)
-                                        .execute(c)
-                                        .await?;
+                        )
+                        .bind(u.upstream_id)
+                        .bind(u.health)
+                        .bind(&u.error)
+                        .bind(now)
+                        .execute(c)
+                        .await?;
                     });
                 }
                 Ok(((), updates.iter().any(|u| u.bump)))
@@ -143,7 +146,7 @@ impl Store {
 
     /// Enabled upstreams with active checks, with their encrypted keys.
     pub async fn upstreams_to_probe(&self) -> Result<Vec<UpstreamSecretRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             upstream_columns!(),
             ", api_key_enc FROM upstreams WHERE enabled AND probe_path <> '' ORDER BY id"
@@ -154,7 +157,7 @@ impl Store {
 
     /// One upstream with its encrypted key.
     pub async fn upstream_with_secret(&self, id: i64) -> Result<UpstreamSecretRow, StoreError> {
-        db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             upstream_columns!(),
             ", api_key_enc FROM upstreams WHERE id = $1"

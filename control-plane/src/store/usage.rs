@@ -75,7 +75,7 @@ impl Store {
         payload: Option<&[u8]>,
         error: &str,
     ) -> Result<(), StoreError> {
-        db_run!(pool & self.db, |c| {
+        db_run!(pool(&self.db), |c| {
             sqlx::query(
                 "INSERT INTO usage_dead_letters (stream_id, payload, error, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING",
@@ -92,7 +92,7 @@ impl Store {
 
     /// Per-day rollups, newest day first, optionally of one user.
     pub async fn daily_usage(&self, user_id: Option<i64>) -> Result<Vec<DailyRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_as(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
             "SELECT day, user_id, model, requests, input_tokens, cached_tokens, output_tokens, \
              reasoning_tokens, cost_micros, estimated FROM usage_daily \
              WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) ORDER BY day DESC, user_id, model",
@@ -104,7 +104,7 @@ impl Store {
 
     /// Usage events, newest first.
     pub async fn list_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| {
+        Ok(db_run!(pool(&self.db), |c| {
             let mut q = QueryBuilder::new(concat!(
                 "SELECT ",
                 usage_columns!(),
@@ -129,7 +129,7 @@ impl Store {
             SummaryBy::Day => ("day", ROLLUP_SUMS),
             _ => (self.ledger_group(by), ROLLUP_SUMS),
         };
-        Ok(db_run!(pool & self.db, |c| {
+        Ok(db_run!(pool(&self.db), |c| {
             let mut q = QueryBuilder::new("SELECT ");
             q.push(group).push(sums);
             push_filters(&mut q, filter);

@@ -1,8 +1,9 @@
 //! Users and their balances; every credit or correction is also kept as an adjustment, so a
 //! balance can always be audited.
 
-use super::{Always, Store, StoreError, Tx, UserPatch, UserRow, Versioned, not_found};
 use chrono::{DateTime, Utc};
+
+use super::{Always, Store, StoreError, Tx, UserPatch, UserRow, Versioned, not_found};
 
 impl Store {
     /// Creates a user; a non-zero initial balance is recorded as an adjustment.
@@ -14,7 +15,7 @@ impl Store {
     ) -> Result<Versioned<UserRow>, StoreError> {
         let now = Utc::now();
         self.mutate(async |tx| {
-            let row: UserRow = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row: UserRow = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO users (name, balance_micros, multiplier_ppm, created_at) \
                  VALUES ($1, $2, $3, $4) RETURNING ",
                 user_columns!()
@@ -35,7 +36,7 @@ impl Store {
 
     /// One user.
     pub async fn get_user(&self, id: i64) -> Result<UserRow, StoreError> {
-        db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
             " FROM users WHERE id = $1"
@@ -48,7 +49,7 @@ impl Store {
 
     /// All users.
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
-        Ok(db_run!(pool & self.db, |c| sqlx::query_as(concat!(
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
             " FROM users ORDER BY id"
@@ -65,14 +66,16 @@ impl Store {
         reason: &str,
     ) -> Result<Versioned<UserRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| {
+                sqlx::query_as(concat!(
                 "UPDATE users SET balance_micros = balance_micros + $2 WHERE id = $1 RETURNING ",
                 user_columns!()
             ))
             .bind(user_id)
             .bind(amount_micros)
             .fetch_optional(c)
-            .await?)
+            .await?
+            })
             .ok_or_else(|| not_found("user", user_id))?;
             adjustment(tx, user_id, amount_micros, reason, Utc::now()).await?;
             Ok((row, Always))
@@ -87,7 +90,7 @@ impl Store {
         patch: UserPatch,
     ) -> Result<Versioned<UserRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx tx, |c| sqlx::query_as(concat!(
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE users SET name = COALESCE($2, name), \
                  multiplier_ppm = COALESCE($3, multiplier_ppm) WHERE id = $1 RETURNING ",
                 user_columns!()
@@ -111,8 +114,8 @@ async fn adjustment(
     reason: &str,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    db_run!(tx tx, |c| {
-     sqlx::query(
+    db_run!(tx(tx), |c| {
+        sqlx::query(
             "INSERT INTO balance_adjustments (user_id, amount_micros, reason, created_at) \
              VALUES ($1, $2, $3, $4)",
         )
