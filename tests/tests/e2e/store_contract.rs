@@ -1,14 +1,18 @@
 //! One contract for both stores: every scenario runs against real Postgres (a database of its
-//! own) and against SQLite (a file of its own), so the two backends cannot drift.
+//! own) and against SQLite (a file of its own), so the two backends cannot drift. Between them
+//! the scenarios call every `Store` method.
 
-use chrono::{Duration as ChronoDuration, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
-    HealthUpdate, KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError, SummaryBy,
-    UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+    HealthUpdate, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError,
+    SummaryBy, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
 };
+use tokio::time::timeout;
 use uuid::Uuid;
 
-/// Runs `$scenario(store)` once per backend.
+/// Runs `$scenario(store, backend)` once per backend.
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
@@ -17,7 +21,8 @@ macro_rules! contract {
                 async fn $scenario() {
                     let db = TestDb::create().await;
                     let store = super::Store::connect(&db.url).await.unwrap();
-                    super::$scenario(store).await;
+                    let backend = super::Backend { kind: super::Kind::Postgres, url: db.url.clone() };
+                    super::$scenario(store, backend).await;
                     db.drop_database().await;
                 }
             )*
@@ -31,7 +36,8 @@ macro_rules! contract {
                     std::fs::create_dir_all(&dir).unwrap();
                     let url = format!("sqlite://{}", dir.join("gateway.db").display());
                     let store = super::Store::connect(&url).await.unwrap();
-                    super::$scenario(store).await;
+                    let backend = super::Backend { kind: super::Kind::Sqlite, url };
+                    super::$scenario(store, backend).await;
                     std::fs::remove_dir_all(&dir).unwrap();
                 }
             )*
@@ -44,7 +50,60 @@ contract!(
     users_keys_and_prices_round_trip,
     usage_ingest_is_idempotent_and_debits_once,
     snapshots_and_health_records_agree,
+    upstream_fields_round_trip_and_refused_changes_leave_no_trace,
+    health_rounds_bump_at_most_once,
+    balances_are_audited_and_user_names_unique,
+    keys_keep_lists_limits_and_the_first_revocation,
+    prices_are_upserted_and_validated,
+    ingest_edges_debit_once_and_bump_once,
+    usage_filters_and_summaries_agree_with_the_ledger,
+    dead_letters_keep_the_first_report,
+    snapshots_hold_every_row_their_version_covers,
+    changes_announce_bumps_and_nothing_else,
+    leadership_is_exclusive_on_postgres_and_local_on_sqlite,
 );
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+/// Where a scenario runs: the backend, and its URL for the few facts only the tables show
+/// (the store has no read for them).
+#[derive(Debug, Clone)]
+struct Backend {
+    kind: Kind,
+    url: String,
+}
+
+impl Backend {
+    /// One number straight from the tables; `$1`, `$2`… are `args`.
+    async fn scalar(&self, sql: &'static str, args: &[i64]) -> i64 {
+        match self.kind {
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                let mut q = sqlx::query_scalar(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                let n = q.fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let mut q = sqlx::query_scalar(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                let n = q.fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+}
 
 fn new_upstream(name: &str) -> NewUpstream {
     NewUpstream {
@@ -61,7 +120,7 @@ fn new_upstream(name: &str) -> NewUpstream {
     }
 }
 
-async fn upstreams_bump_versions_and_refuse_duplicates(store: Store) {
+async fn upstreams_bump_versions_and_refuse_duplicates(store: Store, _: Backend) {
     let v0 = store.config_version().await.unwrap();
     let a = store.create_upstream(new_upstream("a")).await.unwrap();
     assert_eq!(a.version, v0 + 1);
@@ -123,7 +182,7 @@ async fn upstreams_bump_versions_and_refuse_duplicates(store: Store) {
     assert_eq!(store.config_version().await.unwrap(), deleted.version);
 }
 
-async fn users_keys_and_prices_round_trip(store: Store) {
+async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
     let user = store
         .create_user("ann", 5_000_000, 1_000_000)
         .await
@@ -264,7 +323,7 @@ fn event(user_id: i64, cost: i64, model: &str) -> UsageRow {
     }
 }
 
-async fn usage_ingest_is_idempotent_and_debits_once(store: Store) {
+async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     let rich = store
         .create_user("rich", 1_000_000, 1_000_000)
         .await
@@ -386,7 +445,7 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store) {
     store.dead_letter("1-0", None, "again").await.unwrap();
 }
 
-async fn snapshots_and_health_records_agree(store: Store) {
+async fn snapshots_and_health_records_agree(store: Store, _: Backend) {
     let up = store.create_upstream(new_upstream("pool")).await.unwrap();
     let user = store.create_user("sam", 1, 1_000_000).await.unwrap().value;
     let key = |digest: u8| NewKey {
@@ -440,4 +499,1040 @@ async fn snapshots_and_health_records_agree(store: Store) {
     );
     assert!(got.health_checked_at.is_some());
     assert!(store.upstream_with_secret(up.value.id).await.is_ok());
+}
+
+fn key_for(user_id: i64, digest: u8) -> NewKey {
+    NewKey {
+        user_id,
+        name: String::new(),
+        prefix: format!("cgw-{digest}"),
+        digest: vec![digest; 32],
+        expires_at: None,
+        models: vec![],
+        ip_allow: vec![],
+        rpm: None,
+        concurrency: None,
+    }
+}
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    rfc3339.parse().unwrap()
+}
+
+async fn upstream_fields_round_trip_and_refused_changes_leave_no_trace(store: Store, _: Backend) {
+    assert_eq!(
+        store.config_version().await.unwrap(),
+        1,
+        "a fresh store starts at version 1"
+    );
+    let spec = NewUpstream {
+        priority: 1,
+        weight: 3,
+        max_retries: 0,
+        timeout_ms: 5_000,
+        enabled: false,
+        probe_path: String::new(),
+        ..new_upstream("east")
+    };
+    let created = store.create_upstream(spec).await.unwrap();
+    assert_eq!(created.version, 2);
+    let id = created.value.id;
+    let got = store.get_upstream(id).await.unwrap();
+    assert_eq!(
+        (
+            got.name.as_str(),
+            got.base_url.as_str(),
+            got.api_key_hint.as_str()
+        ),
+        ("east", "http://pool.example/east", "sk-…1234")
+    );
+    assert_eq!(
+        (
+            got.priority,
+            got.weight,
+            got.max_retries,
+            got.timeout_ms,
+            got.enabled
+        ),
+        (1, 3, 0, 5_000, false)
+    );
+    assert_eq!(
+        (
+            got.health.as_str(),
+            got.health_error.as_str(),
+            got.probe_path.as_str()
+        ),
+        ("unknown", "", "")
+    );
+    assert!(got.health_checked_at.is_none());
+    assert_eq!(got.created_at, got.updated_at);
+    assert!((Utc::now() - got.created_at).num_seconds().abs() < 60);
+
+    let patched = store
+        .update_upstream(
+            id,
+            UpstreamPatch {
+                name: Some("east-2".into()),
+                base_url: Some("http://other.example".into()),
+                api_key: Some((vec![9, 9], "sk-…9999".into())),
+                priority: Some(0),
+                weight: Some(7),
+                max_retries: Some(5),
+                timeout_ms: Some(9_000),
+                enabled: Some(true),
+                probe_path: Some("/health".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.version, created.version + 1);
+    let p = &patched.value;
+    assert_eq!(
+        (p.name.as_str(), p.base_url.as_str(), p.probe_path.as_str()),
+        ("east-2", "http://other.example", "/health")
+    );
+    assert_eq!(
+        (p.priority, p.weight, p.max_retries, p.timeout_ms, p.enabled),
+        (0, 7, 5, 9_000, true)
+    );
+    assert_eq!(p.created_at, got.created_at, "creation time stays");
+    assert!(p.updated_at >= got.updated_at);
+    let secret = store.upstream_with_secret(id).await.unwrap();
+    assert_eq!(secret.api_key_enc, [9, 9]);
+    assert_eq!(secret.upstream.api_key_hint, "sk-…9999");
+
+    let west = store.create_upstream(new_upstream("west")).await.unwrap();
+    let before = store.config_version().await.unwrap();
+    assert_eq!(before, west.version);
+    let clash = store
+        .update_upstream(
+            id,
+            UpstreamPatch {
+                name: Some("west".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(&clash, Err(StoreError::Conflict(m)) if m == "an upstream with that name already exists"),
+        "{clash:?}"
+    );
+    let half = store
+        .update_upstream(
+            id,
+            UpstreamPatch {
+                base_url: Some("http://half.example".into()),
+                weight: Some(0),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(&half, Err(StoreError::Invalid(m)) if m.starts_with("value out of range")),
+        "{half:?}"
+    );
+    assert_eq!(
+        store.get_upstream(id).await.unwrap().base_url,
+        "http://other.example",
+        "a refused patch changes no field"
+    );
+    let missing = store.delete_upstream(999).await.unwrap_err();
+    assert!(
+        matches!(&missing, StoreError::NotFound { kind: "upstream", id } if id == "999"),
+        "{missing:?}"
+    );
+    assert_eq!(missing.to_string(), "upstream 999 not found");
+    assert!(!missing.is_transient() && !clash.unwrap_err().is_transient());
+    assert!(matches!(
+        store.upstream_with_secret(999).await,
+        Err(StoreError::NotFound {
+            kind: "upstream",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.get_upstream(999).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        store.config_version().await.unwrap(),
+        before,
+        "refused changes bump nothing"
+    );
+
+    // Probed: enabled upstreams with a probe path, by id, with their keys.
+    store
+        .create_upstream(NewUpstream {
+            probe_path: String::new(),
+            ..new_upstream("quiet")
+        })
+        .await
+        .unwrap();
+    store
+        .create_upstream(NewUpstream {
+            enabled: false,
+            ..new_upstream("off")
+        })
+        .await
+        .unwrap();
+    let probe = store.upstreams_to_probe().await.unwrap();
+    assert_eq!(
+        probe
+            .iter()
+            .map(|u| u.upstream.name.as_str())
+            .collect::<Vec<_>>(),
+        ["east-2", "west"]
+    );
+    assert_eq!(probe[0].api_key_enc, [9, 9]);
+    assert_eq!(probe[1].api_key_enc, [1, 2, 3]);
+    assert_eq!(store.list_upstreams().await.unwrap().len(), 4);
+}
+
+async fn health_rounds_bump_at_most_once(store: Store, _: Backend) {
+    let a = store.create_upstream(new_upstream("a")).await.unwrap();
+    let b = store.create_upstream(new_upstream("b")).await.unwrap();
+    let v = store.config_version().await.unwrap();
+    assert_eq!(store.record_health(&[]).await.unwrap(), None);
+    let probe = |id: i64, health: &'static str, error: &str, bump: bool| HealthUpdate {
+        upstream_id: id,
+        health,
+        error: error.into(),
+        bump,
+    };
+    // Two changes of routing in one round: one new version.
+    let round = store
+        .record_health(&[
+            probe(a.value.id, "unhealthy", "connect refused", true),
+            probe(b.value.id, "unhealthy", "503", true),
+            // A probe of an upstream deleted meanwhile is not an error.
+            probe(999, "healthy", "", false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(round, Some(v + 1));
+    assert_eq!(store.config_version().await.unwrap(), v + 1);
+    let first = store.get_upstream(a.value.id).await.unwrap();
+    assert_eq!(
+        (first.health.as_str(), first.health_error.as_str()),
+        ("unhealthy", "connect refused")
+    );
+    let first_check = first.health_checked_at.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Recovery that routing does not need to hear about is still recorded.
+    let quiet = store
+        .record_health(&[probe(a.value.id, "healthy", "", false)])
+        .await
+        .unwrap();
+    assert_eq!(quiet, None);
+    assert_eq!(store.config_version().await.unwrap(), v + 1);
+    let again = store.get_upstream(a.value.id).await.unwrap();
+    assert_eq!(
+        (again.health.as_str(), again.health_error.as_str()),
+        ("healthy", "")
+    );
+    assert!(again.health_checked_at.unwrap() > first_check);
+    assert_eq!(
+        again.updated_at, first.updated_at,
+        "probes are not admin edits"
+    );
+    assert_eq!(
+        store.get_upstream(b.value.id).await.unwrap().health_error,
+        "503"
+    );
+}
+
+async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
+    let v0 = store.config_version().await.unwrap();
+    let zoe = store.create_user("zoe", 0, 1_000_000).await.unwrap();
+    assert_eq!(zoe.version, v0 + 1);
+    let ann = store
+        .create_user("ann", 5_000_000, 2_000_000)
+        .await
+        .unwrap();
+    assert_eq!(ann.version, v0 + 2);
+    let ann = ann.value;
+    assert_eq!(
+        (ann.name.as_str(), ann.balance_micros, ann.multiplier_ppm),
+        ("ann", 5_000_000, 2_000_000)
+    );
+    let dup = store.create_user("ann", 0, 1).await;
+    assert!(
+        matches!(&dup, Err(StoreError::Conflict(m)) if m == "a user with that name already exists"),
+        "{dup:?}"
+    );
+    assert!(matches!(
+        store.create_user("neg", 0, -1).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let refund = store
+        .adjust_balance(ann.id, -1_500_000, "refund")
+        .await
+        .unwrap();
+    assert_eq!(refund.value.balance_micros, 3_500_000);
+    assert_eq!(refund.version, v0 + 3);
+    let missing = store.adjust_balance(999, 1, "nobody").await.unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound { kind: "user", .. }));
+
+    let clash = store
+        .update_user(
+            ann.id,
+            UserPatch {
+                name: Some("zoe".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(&clash, Err(StoreError::Conflict(m)) if m == "a user with that name already exists"),
+        "{clash:?}"
+    );
+    let renamed = store
+        .update_user(
+            ann.id,
+            UserPatch {
+                name: Some("anne".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.version, v0 + 4);
+    assert_eq!(
+        (
+            renamed.value.name.as_str(),
+            renamed.value.multiplier_ppm,
+            renamed.value.balance_micros
+        ),
+        ("anne", 2_000_000, 3_500_000),
+        "a patch changes only what it names"
+    );
+    assert!(matches!(
+        store.update_user(999, UserPatch::default()).await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+    assert!(matches!(
+        store
+            .update_user(
+                ann.id,
+                UserPatch {
+                    multiplier_ppm: Some(-5),
+                    ..Default::default()
+                }
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.get_user(999).await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+    assert_eq!(
+        store.config_version().await.unwrap(),
+        v0 + 4,
+        "refused changes bump nothing"
+    );
+    let users = store.list_users().await.unwrap();
+    assert_eq!(
+        users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["zoe", "anne"]
+    );
+
+    // Every credit is an adjustment (a zero opening balance is none), so the balance can be
+    // audited; usage then debits it, and the ledger accounts for the difference.
+    let adjustments = "SELECT COUNT(*) FROM balance_adjustments WHERE user_id = $1";
+    let credited = "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM balance_adjustments \
+         WHERE user_id = $1";
+    let opening = "SELECT COUNT(*) FROM balance_adjustments WHERE user_id = $1 \
+                   AND reason = 'initial balance' AND amount_micros = $2";
+    assert_eq!(db.scalar(adjustments, &[zoe.value.id]).await, 0);
+    assert_eq!(db.scalar(adjustments, &[ann.id]).await, 2);
+    assert_eq!(db.scalar(opening, &[ann.id, 5_000_000]).await, 1);
+    assert_eq!(db.scalar(credited, &[ann.id]).await, 3_500_000);
+    store
+        .ingest_usage(&[event(ann.id, 1_200, "gpt-5"), event(ann.id, 300, "gpt-5")])
+        .await
+        .unwrap();
+    let spent = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_events \
+                 WHERE user_id = $1";
+    assert_eq!(
+        db.scalar(credited, &[ann.id]).await - db.scalar(spent, &[ann.id]).await,
+        store.get_user(ann.id).await.unwrap().balance_micros
+    );
+}
+
+async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backend) {
+    let ann = store.create_user("ann", 0, 1_000_000).await.unwrap().value;
+    let bob = store.create_user("bob", 0, 1_000_000).await.unwrap().value;
+    // Values that need escaping in both encodings (a Postgres array, SQLite's JSON text).
+    let odd: Vec<String> = vec![
+        "a,b".into(),
+        "quote\"d".into(),
+        "ünï {x}".into(),
+        "back\\slash".into(),
+        String::new(),
+    ];
+    let created = store
+        .create_key(NewKey {
+            name: "laptop".into(),
+            models: odd.clone(),
+            concurrency: Some(3),
+            ..key_for(ann.id, 1)
+        })
+        .await
+        .unwrap();
+    let k1 = created.value;
+    assert_eq!(k1.models, odd);
+    assert!(k1.ip_allow.is_empty() && k1.rpm.is_none() && k1.revoked_at.is_none());
+    assert_eq!(
+        (
+            k1.user_id,
+            k1.name.as_str(),
+            k1.prefix.as_str(),
+            k1.concurrency
+        ),
+        (ann.id, "laptop", "cgw-1", Some(3))
+    );
+    assert_eq!(k1.digest, vec![1; 32]);
+    let k2 = store.create_key(key_for(bob.id, 2)).await.unwrap();
+    assert_eq!(k2.version, created.version + 1);
+    let k2 = k2.value;
+    let dup = store.create_key(key_for(bob.id, 1)).await;
+    assert!(
+        matches!(&dup, Err(StoreError::Conflict(m)) if m == "that value already exists"),
+        "{dup:?}"
+    );
+    assert_eq!(
+        store
+            .list_keys(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.id)
+            .collect::<Vec<_>>(),
+        [k1.id, k2.id]
+    );
+    let bobs = store.list_keys(Some(bob.id)).await.unwrap();
+    assert_eq!(bobs.iter().map(|k| k.id).collect::<Vec<_>>(), [k2.id]);
+
+    let expiry = at("2033-05-18T03:33:20Z");
+    let changed = store
+        .update_key(
+            k1.id,
+            KeyPatch {
+                name: Some("ci".into()),
+                expires_at: Some(Some(expiry)),
+                ip_allow: Some(vec!["192.168.0.0/16".into(), "::1/128".into()]),
+                rpm: Some(Some(10)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(
+        (changed.name.as_str(), changed.expires_at, changed.rpm),
+        ("ci", Some(expiry), Some(10))
+    );
+    assert_eq!(changed.ip_allow, ["192.168.0.0/16", "::1/128"]);
+    assert_eq!(changed.models, odd, "fields the patch leaves out stay");
+    assert_eq!(changed.concurrency, Some(3));
+    let before = store.config_version().await.unwrap();
+    assert!(matches!(
+        store
+            .update_key(
+                k1.id,
+                KeyPatch {
+                    rpm: Some(Some(0)),
+                    ..Default::default()
+                }
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.update_key(999, KeyPatch::default()).await,
+        Err(StoreError::NotFound { kind: "key", .. })
+    ));
+    assert!(matches!(
+        store.revoke_key(999).await,
+        Err(StoreError::NotFound { kind: "key", .. })
+    ));
+    assert!(matches!(
+        store.create_key(key_for(999, 9)).await,
+        Err(StoreError::NotFound { kind: "user", .. })
+    ));
+    assert_eq!(store.config_version().await.unwrap(), before);
+
+    let first = store.revoke_key(k2.id).await.unwrap();
+    assert_eq!(first.version, before + 1);
+    let second = store.revoke_key(k2.id).await.unwrap();
+    assert_eq!(second.version, before + 2, "every revocation is announced");
+    assert_eq!(second.value.revoked_at, first.value.revoked_at);
+    let listed = store.list_keys(Some(bob.id)).await.unwrap();
+    assert_eq!(
+        listed[0].revoked_at, first.value.revoked_at,
+        "revoked keys are still listed"
+    );
+    let snapshot = store.snapshot_state().await.unwrap();
+    assert_eq!(snapshot.keys.len(), 1);
+    let live = &snapshot.keys[0];
+    assert_eq!(
+        (live.id, live.models.clone(), live.ip_allow.clone()),
+        (k1.id, odd, changed.ip_allow)
+    );
+}
+
+async fn prices_are_upserted_and_validated(store: Store, _: Backend) {
+    let price = |model: &str, output: i64| PriceRow {
+        model: model.into(),
+        input_micros: 1_250_000,
+        cached_input_micros: 125_000,
+        output_micros: output,
+    };
+    let v0 = store.config_version().await.unwrap();
+    let gpt = store.set_price(price("gpt-5", 10_000_000)).await.unwrap();
+    assert_eq!(
+        (gpt.value.clone(), gpt.version),
+        (price("gpt-5", 10_000_000), v0 + 1)
+    );
+    store.set_price(price("*", 1)).await.unwrap();
+    let replaced = store.set_price(price("gpt-5", 8_000_000)).await.unwrap();
+    assert_eq!(replaced.version, v0 + 3);
+    assert_eq!(replaced.value, price("gpt-5", 8_000_000));
+    assert!(matches!(
+        store.set_price(price("free", -1)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.config_version().await.unwrap(), v0 + 3);
+    assert_eq!(
+        store.list_prices().await.unwrap(),
+        [price("*", 1), price("gpt-5", 8_000_000)]
+    );
+}
+
+async fn ingest_edges_debit_once_and_bump_once(store: Store, db: Backend) {
+    let a = store.create_user("a", 100, 1_000_000).await.unwrap().value;
+    let b = store.create_user("b", 50, 1_000_000).await.unwrap().value;
+    let z = store.create_user("z", 0, 1_000_000).await.unwrap().value;
+    let v = store.config_version().await.unwrap();
+    assert_eq!(
+        store.ingest_usage(&[]).await.unwrap(),
+        IngestOutcome::default()
+    );
+    // The same event twice in one batch is one event.
+    let twice = event(a.id, 10, "m");
+    let out = store
+        .ingest_usage(&[twice.clone(), twice.clone()])
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 1);
+    assert_eq!(store.get_user(a.id).await.unwrap().balance_micros, 90);
+    // An event of an unknown user is kept; nobody is exhausted.
+    let ghost = store.ingest_usage(&[event(999, 10, "m")]).await.unwrap();
+    assert_eq!(
+        ghost,
+        IngestOutcome {
+            inserted: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(store.config_version().await.unwrap(), v);
+    // Two users cross zero in one batch (one lands exactly on it): one bump for both. A user
+    // already at zero crosses nothing.
+    let out = store
+        .ingest_usage(&[
+            event(a.id, 90, "m"),
+            event(b.id, 60, "m"),
+            event(z.id, 5, "m"),
+            twice,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 3);
+    let mut exhausted = out.exhausted_users.clone();
+    exhausted.sort_unstable();
+    assert_eq!(exhausted, [a.id, b.id]);
+    assert_eq!(out.version, Some(v + 1));
+    assert_eq!(store.config_version().await.unwrap(), v + 1);
+    let balances: Vec<i64> = store
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.balance_micros)
+        .collect();
+    assert_eq!(balances, [0, -10, -5]);
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM usage_events WHERE user_id = $1",
+            &[a.id]
+        )
+        .await,
+        2
+    );
+    let snapshot = store.snapshot_state().await.unwrap();
+    assert_eq!(snapshot.version, v + 1);
+    assert_eq!(
+        snapshot
+            .users
+            .iter()
+            .map(|u| u.balance_micros)
+            .collect::<Vec<_>>(),
+        balances,
+        "the bumped snapshot carries the debits"
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event_at(
+    user_id: i64,
+    key_id: i64,
+    upstream_id: Option<i64>,
+    model: &str,
+    cost: i64,
+    started_at: &str,
+    estimated: bool,
+) -> UsageRow {
+    UsageRow {
+        key_id,
+        upstream_id,
+        started_at: at(started_at),
+        estimated,
+        ..event(user_id, cost, model)
+    }
+}
+
+async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Backend) {
+    let u1 = store
+        .create_user("u1", 1_000_000, 1_000_000)
+        .await
+        .unwrap()
+        .value
+        .id;
+    let u2 = store
+        .create_user("u2", 1_000_000, 1_000_000)
+        .await
+        .unwrap()
+        .value
+        .id;
+    let e1 = event_at(u1, 1, Some(7), "gpt-5", 100, "2026-03-01T10:00:00Z", false);
+    let e2 = event_at(
+        u1,
+        2,
+        Some(8),
+        "gpt-5-mini",
+        50,
+        "2026-03-02T10:00:00Z",
+        true,
+    );
+    let e3 = event_at(u2, 3, None, "gpt-5", 300, "2026-03-02T11:00:00Z", false);
+    let e4 = event_at(u2, 3, Some(7), "gpt-5", 25, "2026-03-02T12:00:00Z", true);
+    let batch = [e1.clone(), e2.clone(), e3.clone(), e4.clone()];
+    assert_eq!(store.ingest_usage(&batch).await.unwrap().inserted, 4);
+
+    let all = UsageFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let list = |f: UsageFilter| {
+        let store = store.clone();
+        async move { store.list_usage(&f).await.unwrap() }
+    };
+    assert_eq!(
+        list(all.clone()).await,
+        [e4.clone(), e3.clone(), e2.clone(), e1.clone()],
+        "every field round-trips, newest first"
+    );
+    let ids = |rows: Vec<UsageRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let cases = [
+        (
+            UsageFilter {
+                limit: 2,
+                ..all.clone()
+            },
+            vec![e4.id, e3.id],
+        ),
+        (
+            UsageFilter {
+                key_id: Some(3),
+                ..all.clone()
+            },
+            vec![e4.id, e3.id],
+        ),
+        (
+            UsageFilter {
+                upstream_id: Some(7),
+                ..all.clone()
+            },
+            vec![e4.id, e1.id],
+        ),
+        (
+            UsageFilter {
+                model: Some("gpt-5-mini".into()),
+                ..all.clone()
+            },
+            vec![e2.id],
+        ),
+        (
+            UsageFilter {
+                user_id: Some(u2),
+                model: Some("gpt-5".into()),
+                ..all.clone()
+            },
+            vec![e4.id, e3.id],
+        ),
+        (
+            UsageFilter {
+                since: Some(at("2026-03-02T11:00:00Z")),
+                ..all.clone()
+            },
+            vec![e4.id, e3.id],
+        ),
+        (
+            UsageFilter {
+                until: Some(at("2026-03-02T11:00:00Z")),
+                ..all.clone()
+            },
+            vec![e2.id, e1.id],
+        ),
+        (
+            UsageFilter {
+                since: Some(at("2026-03-02T00:00:00Z")),
+                until: Some(at("2026-03-02T12:00:00Z")),
+                ..all.clone()
+            },
+            vec![e3.id, e2.id],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(ids(list(filter.clone()).await), expected, "{filter:?}");
+    }
+
+    let summary = |by: SummaryBy, f: UsageFilter| {
+        let store = store.clone();
+        async move { store.summarize_usage(by, &f).await.unwrap() }
+    };
+    let groups = |rows: &[control_plane::store::SummaryRow]| {
+        rows.iter()
+            .map(|r| (r.grp.clone(), r.requests, r.cost_micros, r.estimated))
+            .collect::<Vec<_>>()
+    };
+    let by_user = summary(SummaryBy::User, all.clone()).await;
+    assert_eq!(
+        groups(&by_user),
+        [(u2.to_string(), 2, 325, 1), (u1.to_string(), 2, 150, 1)]
+    );
+    assert_eq!(
+        (
+            by_user[0].input_tokens,
+            by_user[0].cached_tokens,
+            by_user[0].output_tokens,
+            by_user[0].reasoning_tokens
+        ),
+        (200, 80, 20, 4)
+    );
+    assert_eq!(
+        groups(&summary(SummaryBy::Model, all.clone()).await),
+        [("gpt-5".into(), 3, 425, 1), ("gpt-5-mini".into(), 1, 50, 1)]
+    );
+    assert_eq!(
+        groups(&summary(SummaryBy::Day, all.clone()).await),
+        [
+            ("2026-03-02".into(), 3, 375, 2),
+            ("2026-03-01".into(), 1, 100, 0)
+        ]
+    );
+    assert_eq!(
+        groups(&summary(SummaryBy::Upstream, all.clone()).await),
+        [
+            ("-".into(), 1, 300, 0),
+            ("7".into(), 2, 125, 1),
+            ("8".into(), 1, 50, 1)
+        ]
+    );
+    // Whenever the rollups answer, the ledger itself must give the same rows: a `since`
+    // before every event changes nothing but forces the ledger.
+    let long_ago = Some(at("2000-01-01T00:00:00Z"));
+    for by in [SummaryBy::User, SummaryBy::Model, SummaryBy::Day] {
+        for filter in [
+            all.clone(),
+            UsageFilter {
+                user_id: Some(u1),
+                ..all.clone()
+            },
+            UsageFilter {
+                model: Some("gpt-5".into()),
+                ..all.clone()
+            },
+        ] {
+            let ledger = UsageFilter {
+                since: long_ago,
+                ..filter.clone()
+            };
+            assert!(filter.rollups_answer(by) && !ledger.rollups_answer(by));
+            assert_eq!(
+                summary(by, filter.clone()).await,
+                summary(by, ledger).await,
+                "{by:?} {filter:?}"
+            );
+        }
+    }
+    let key3 = summary(
+        SummaryBy::User,
+        UsageFilter {
+            key_id: Some(3),
+            ..all.clone()
+        },
+    )
+    .await;
+    assert_eq!(groups(&key3), [(u2.to_string(), 2, 325, 1)]);
+    let upstream7 = summary(
+        SummaryBy::Model,
+        UsageFilter {
+            upstream_id: Some(7),
+            ..all.clone()
+        },
+    )
+    .await;
+    assert_eq!(groups(&upstream7), [("gpt-5".into(), 2, 125, 1)]);
+
+    let daily = store.daily_usage(None).await.unwrap();
+    assert_eq!(
+        daily
+            .iter()
+            .map(|d| (
+                d.day.as_str(),
+                d.user_id,
+                d.model.as_str(),
+                d.requests,
+                d.cost_micros,
+                d.estimated
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("2026-03-02", u1, "gpt-5-mini", 1, 50, 1),
+            ("2026-03-02", u2, "gpt-5", 2, 325, 1),
+            ("2026-03-01", u1, "gpt-5", 1, 100, 0),
+        ],
+        "newest day first, then user and model"
+    );
+    let u2_daily = store.daily_usage(Some(u2)).await.unwrap();
+    assert_eq!(u2_daily, [daily[1].clone()]);
+    assert_eq!(
+        (
+            u2_daily[0].input_tokens,
+            u2_daily[0].cached_tokens,
+            u2_daily[0].output_tokens,
+            u2_daily[0].reasoning_tokens
+        ),
+        (200, 80, 20, 4)
+    );
+    assert!(store.daily_usage(Some(999)).await.unwrap().is_empty());
+}
+
+async fn dead_letters_keep_the_first_report(store: Store, db: Backend) {
+    let v = store.config_version().await.unwrap();
+    store
+        .dead_letter("1-0", Some(b"garbage"), "not a usage event")
+        .await
+        .unwrap();
+    store.dead_letter("1-0", None, "again").await.unwrap();
+    store.dead_letter("2-0", None, "empty entry").await.unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move { db.scalar(sql, &[]).await }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM usage_dead_letters").await, 2);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM usage_dead_letters WHERE stream_id = '1-0' \
+             AND error = 'not a usage event' AND payload IS NOT NULL"
+        )
+        .await,
+        1,
+        "the first report of an entry stays"
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM usage_dead_letters WHERE stream_id = '2-0' AND payload IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        store.config_version().await.unwrap(),
+        v,
+        "dead letters are not config"
+    );
+}
+
+async fn snapshots_hold_every_row_their_version_covers(store: Store, _: Backend) {
+    let on = store
+        .create_upstream(new_upstream("on"))
+        .await
+        .unwrap()
+        .value;
+    let off = store
+        .create_upstream(NewUpstream {
+            enabled: false,
+            api_key_enc: vec![4, 5],
+            ..new_upstream("off")
+        })
+        .await
+        .unwrap()
+        .value;
+    let ann = store.create_user("ann", 10, 1_000_000).await.unwrap().value;
+    let bob = store.create_user("bob", 0, 1_500_000).await.unwrap().value;
+    store.create_key(key_for(bob.id, 1)).await.unwrap();
+    store.create_key(key_for(ann.id, 2)).await.unwrap();
+    for model in ["b", "a"] {
+        store
+            .set_price(PriceRow {
+                model: model.into(),
+                input_micros: 1,
+                cached_input_micros: 1,
+                output_micros: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let state = store.snapshot_state().await.unwrap();
+    assert_eq!(state.version, store.config_version().await.unwrap());
+    assert_eq!(
+        state
+            .upstreams
+            .iter()
+            .map(|u| (u.upstream.id, u.upstream.enabled, u.api_key_enc.clone()))
+            .collect::<Vec<_>>(),
+        [(on.id, true, vec![1, 2, 3]), (off.id, false, vec![4, 5])],
+        "disabled upstreams are in snapshots too"
+    );
+    assert_eq!(
+        state.keys.iter().map(|k| k.user_id).collect::<Vec<_>>(),
+        [bob.id, ann.id],
+        "keys by id"
+    );
+    assert_eq!(
+        state
+            .users
+            .iter()
+            .map(|u| (u.id, u.balance_micros, u.multiplier_ppm))
+            .collect::<Vec<_>>(),
+        [(ann.id, 10, 1_000_000), (bob.id, 0, 1_500_000)]
+    );
+    assert_eq!(
+        state
+            .prices
+            .iter()
+            .map(|p| p.model.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    store.delete_upstream(off.id).await.unwrap();
+    let next = store.snapshot_state().await.unwrap();
+    assert_eq!(next.version, state.version + 1);
+    assert_eq!(next.upstreams.len(), 1);
+}
+
+async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
+    let mut feed = store.changes().await.unwrap();
+    let announced = Duration::from_secs(10);
+    let silence = Duration::from_millis(500);
+    let ann = store.create_user("ann", 10, 1_000_000).await.unwrap().value;
+    timeout(announced, feed.next())
+        .await
+        .expect("an admin change is announced")
+        .unwrap();
+    let up = store
+        .create_upstream(new_upstream("a"))
+        .await
+        .unwrap()
+        .value;
+    timeout(announced, feed.next())
+        .await
+        .expect("an admin change is announced")
+        .unwrap();
+
+    // Writes that change nothing data planes enforce announce nothing.
+    let v = store.config_version().await.unwrap();
+    store
+        .record_health(&[HealthUpdate {
+            upstream_id: up.id,
+            health: "healthy",
+            error: String::new(),
+            bump: false,
+        }])
+        .await
+        .unwrap();
+    store.ingest_usage(&[event(ann.id, 1, "m")]).await.unwrap();
+    store.dead_letter("1-0", None, "bad").await.unwrap();
+    assert!(store.create_user("ann", 0, 1).await.is_err());
+    assert!(
+        timeout(silence, feed.next()).await.is_err(),
+        "nothing was announced"
+    );
+    assert_eq!(store.config_version().await.unwrap(), v);
+
+    // A balance crossing zero and a probe that changes routing are announced.
+    let crossed = store.ingest_usage(&[event(ann.id, 9, "m")]).await.unwrap();
+    assert_eq!(crossed.version, Some(v + 1));
+    timeout(announced, feed.next())
+        .await
+        .expect("exhaustion is announced")
+        .unwrap();
+    store
+        .record_health(&[HealthUpdate {
+            upstream_id: up.id,
+            health: "unhealthy",
+            error: "503".into(),
+            bump: true,
+        }])
+        .await
+        .unwrap();
+    timeout(announced, feed.next())
+        .await
+        .expect("a routing change is announced")
+        .unwrap();
+
+    // On Postgres a change made by another replica is announced here too.
+    if db.kind == Kind::Postgres {
+        let replica = Store::connect(&db.url).await.unwrap();
+        replica.adjust_balance(ann.id, 100, "top-up").await.unwrap();
+        timeout(announced, feed.next())
+            .await
+            .expect("another replica's change is announced")
+            .unwrap();
+    }
+}
+
+async fn leadership_is_exclusive_on_postgres_and_local_on_sqlite(store: Store, db: Backend) {
+    let mut leader = store
+        .try_lead()
+        .await
+        .unwrap()
+        .expect("free leadership is taken");
+    assert!(leader.holds().await);
+    let rival = store.try_lead().await.unwrap();
+    match db.kind {
+        Kind::Postgres => assert!(rival.is_none(), "only one replica leads"),
+        Kind::Sqlite => assert!(rival.is_some(), "the one SQLite process always leads"),
+    }
+    if let Some(rival) = rival {
+        rival.release().await;
+    }
+    assert!(leader.holds().await);
+    leader.release().await;
+    // The server frees the lock when it has ended the session, which may take a moment.
+    let mut again = None;
+    for _ in 0..50 {
+        again = store.try_lead().await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut again = again.expect("released leadership is free again");
+    assert!(again.holds().await);
+    again.release().await;
 }

@@ -1,0 +1,105 @@
+//! Gateway keys, stored by digest: creation for an existing user, limits, revocation.
+
+use chrono::Utc;
+
+use super::{Always, KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, not_found};
+
+impl Store {
+    /// Creates a key for an existing user.
+    pub async fn create_key(&self, new: NewKey) -> Result<Versioned<KeyRow>, StoreError> {
+        self.mutate(async |tx| {
+            let user_exists: bool = db_run!(tx(tx), |c| sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
+            )
+            .bind(new.user_id)
+            .fetch_one(c)
+            .await?);
+            if !user_exists {
+                return Err(not_found("user", new.user_id));
+            }
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
+                "INSERT INTO api_keys (user_id, name, prefix, digest, expires_at, models, \
+                 ip_allow, rpm, concurrency, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+                key_columns!()
+            ))
+            .bind(new.user_id)
+            .bind(&new.name)
+            .bind(&new.prefix)
+            .bind(&new.digest)
+            .bind(new.expires_at)
+            .bind(TextList(new.models))
+            .bind(TextList(new.ip_allow))
+            .bind(new.rpm)
+            .bind(new.concurrency)
+            .bind(Utc::now())
+            .fetch_one(c)
+            .await?);
+            Ok((row, Always))
+        })
+        .await
+    }
+
+    /// Keys, optionally of one user.
+    pub async fn list_keys(&self, user_id: Option<i64>) -> Result<Vec<KeyRow>, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) ORDER BY id"
+        ))
+        .bind(user_id)
+        .fetch_all(c)
+        .await?))
+    }
+
+    /// Revokes a key; revoking twice keeps the first revocation time.
+    pub async fn revoke_key(&self, id: i64) -> Result<Versioned<KeyRow>, StoreError> {
+        self.mutate(async |tx| {
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+                 RETURNING ",
+                key_columns!()
+            ))
+            .bind(id)
+            .bind(Utc::now())
+            .fetch_optional(c)
+            .await?);
+            Ok((row.ok_or_else(|| not_found("key", id))?, Always))
+        })
+        .await
+    }
+
+    /// Changes a key's name and limits.
+    pub async fn update_key(
+        &self,
+        id: i64,
+        patch: KeyPatch,
+    ) -> Result<Versioned<KeyRow>, StoreError> {
+        // A limit the patch clears is `Some(None)`: its flag is set and its value is NULL.
+        self.mutate(async |tx| {
+            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
+                "UPDATE api_keys SET name = COALESCE($2, name), \
+                 expires_at = CASE WHEN $3 THEN $4 ELSE expires_at END, \
+                 models = COALESCE($5, models), ip_allow = COALESCE($6, ip_allow), \
+                 rpm = CASE WHEN $7 THEN $8 ELSE rpm END, \
+                 concurrency = CASE WHEN $9 THEN $10 ELSE concurrency END \
+                 WHERE id = $1 RETURNING ",
+                key_columns!()
+            ))
+            .bind(id)
+            .bind(&patch.name)
+            .bind(patch.expires_at.is_some())
+            .bind(patch.expires_at.flatten())
+            .bind(patch.models.map(TextList))
+            .bind(patch.ip_allow.map(TextList))
+            .bind(patch.rpm.is_some())
+            .bind(patch.rpm.flatten())
+            .bind(patch.concurrency.is_some())
+            .bind(patch.concurrency.flatten())
+            .fetch_optional(c)
+            .await?);
+            Ok((row.ok_or_else(|| not_found("key", id))?, Always))
+        })
+        .await
+    }
+}

@@ -1,0 +1,203 @@
+//! What only Postgres does: a shared server for several replicas, so bumps are announced with
+//! `NOTIFY`, health-check leadership is an advisory lock, snapshots read at repeatable read,
+//! and a usage batch is ingested in one `UNNEST` statement with its users locked in id order.
+
+use chrono::{DateTime, Utc};
+use sqlx::{
+    Connection, PgConnection, PgPool, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use super::{StoreError, UsageRow, usage::Debit};
+
+/// Postgres channel that carries config-version bumps.
+pub(super) const CONFIG_CHANNEL: &str = "codex_gateway_config";
+
+/// Advisory lock id of the health-check leader ("cgwhealt").
+const LEADER_LOCK: i64 = 0x6367_7768_6561_6c74;
+
+type PgTx = Transaction<'static, Postgres>;
+
+/// Connects and applies pending migrations.
+pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Queues the notification of `version`; Postgres delivers it to every replica at commit.
+pub(super) async fn notify(tx: &mut PgTx, version: i64) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CONFIG_CHANNEL)
+        .bind(version.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A listener for config-version bumps made by any replica.
+pub(super) async fn listen(pool: &PgPool) -> Result<PgListener, StoreError> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CONFIG_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// A dedicated connection holding the health-check leader lock, if it was free.
+pub(super) async fn try_lead(pool: &PgPool) -> Result<Option<PgConnection>, StoreError> {
+    let mut conn = pool.acquire().await?.detach();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LEADER_LOCK)
+        .fetch_one(&mut conn)
+        .await?;
+    if locked {
+        Ok(Some(conn))
+    } else {
+        let _ = conn.close().await;
+        Ok(None)
+    }
+}
+
+/// Makes `tx` read one consistent view, so a snapshot's version describes exactly its rows.
+/// It must run before any other statement of the transaction.
+pub(super) async fn repeatable_read(tx: &mut PgTx) -> Result<(), StoreError> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Columnar form of a batch, for one `UNNEST` insert.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    request_id: Vec<String>,
+    key_id: Vec<i64>,
+    user_id: Vec<i64>,
+    upstream_id: Vec<i64>,
+    model: Vec<String>,
+    endpoint: Vec<String>,
+    input_tokens: Vec<i64>,
+    cached_tokens: Vec<i64>,
+    output_tokens: Vec<i64>,
+    reasoning_tokens: Vec<i64>,
+    cost_micros: Vec<i64>,
+    status: Vec<String>,
+    stream: Vec<bool>,
+    estimated: Vec<bool>,
+    ttfb_ms: Vec<i32>,
+    duration_ms: Vec<i32>,
+    node_id: Vec<String>,
+    started_at: Vec<DateTime<Utc>>,
+}
+
+impl Columns {
+    fn of(rows: &[UsageRow]) -> Self {
+        let mut c = Self::default();
+        for r in rows {
+            c.id.push(r.id);
+            c.request_id.push(r.request_id.clone());
+            c.key_id.push(r.key_id);
+            c.user_id.push(r.user_id);
+            c.upstream_id.push(r.upstream_id.unwrap_or(0));
+            c.model.push(r.model.clone());
+            c.endpoint.push(r.endpoint.clone());
+            c.input_tokens.push(r.input_tokens);
+            c.cached_tokens.push(r.cached_tokens);
+            c.output_tokens.push(r.output_tokens);
+            c.reasoning_tokens.push(r.reasoning_tokens);
+            c.cost_micros.push(r.cost_micros);
+            c.status.push(r.status.clone());
+            c.stream.push(r.stream);
+            c.estimated.push(r.estimated);
+            c.ttfb_ms.push(r.ttfb_ms);
+            c.duration_ms.push(r.duration_ms);
+            c.node_id.push(r.node_id.clone());
+            c.started_at.push(r.started_at);
+        }
+        c
+    }
+}
+
+/// Writes the events not yet in the ledger, rolls them up per day and debits their users, in
+/// one statement: one row per user with new events.
+pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit>, StoreError> {
+    let c = Columns::of(rows);
+    // Lock the users in id order first, so concurrent consumers cannot deadlock.
+    let mut user_ids = c.user_id.clone();
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&user_ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(sqlx::query_as(
+        "WITH ins AS ( \
+           INSERT INTO usage_events (id, request_id, key_id, user_id, upstream_id, model, \
+             endpoint, input_tokens, cached_tokens, output_tokens, reasoning_tokens, \
+             cost_micros, status, stream, estimated, ttfb_ms, duration_ms, node_id, started_at) \
+           SELECT id, request_id, key_id, user_id, NULLIF(upstream_id, 0), model, endpoint, \
+             input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, status, \
+             stream, estimated, ttfb_ms, duration_ms, node_id, started_at \
+           FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
+             $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], \
+             $13::text[], $14::bool[], $15::bool[], $16::int4[], $17::int4[], $18::text[], \
+             $19::timestamptz[]) \
+             AS t(id, request_id, key_id, user_id, upstream_id, model, endpoint, input_tokens, \
+             cached_tokens, output_tokens, reasoning_tokens, cost_micros, status, stream, \
+             estimated, ttfb_ms, duration_ms, node_id, started_at) \
+           ON CONFLICT (id) DO NOTHING \
+           RETURNING user_id, cost_micros, model, started_at, input_tokens, cached_tokens, \
+             output_tokens, reasoning_tokens, estimated), \
+         roll AS ( \
+           INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
+             cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
+           SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, model, \
+             COUNT(*), SUM(input_tokens)::INT8, SUM(cached_tokens)::INT8, \
+             SUM(output_tokens)::INT8, SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, \
+             COUNT(*) FILTER (WHERE estimated) \
+           FROM ins GROUP BY 1, 2, 3 \
+           ON CONFLICT (day, user_id, model) DO UPDATE SET \
+             requests = usage_daily.requests + EXCLUDED.requests, \
+             input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens, \
+             cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens, \
+             output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens, \
+             reasoning_tokens = usage_daily.reasoning_tokens + EXCLUDED.reasoning_tokens, \
+             cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros, \
+             estimated = usage_daily.estimated + EXCLUDED.estimated), \
+         per_user AS ( \
+           SELECT user_id, COUNT(*)::int8 AS n, SUM(cost_micros)::int8 AS total \
+           FROM ins GROUP BY user_id), \
+         debit AS ( \
+           UPDATE users u SET balance_micros = u.balance_micros - p.total \
+           FROM per_user p WHERE u.id = p.user_id \
+           RETURNING u.id, u.balance_micros AS after) \
+         SELECT p.user_id, p.n, d.after, p.total \
+         FROM per_user p LEFT JOIN debit d ON d.id = p.user_id",
+    )
+    .bind(&c.id)
+    .bind(&c.request_id)
+    .bind(&c.key_id)
+    .bind(&c.user_id)
+    .bind(&c.upstream_id)
+    .bind(&c.model)
+    .bind(&c.endpoint)
+    .bind(&c.input_tokens)
+    .bind(&c.cached_tokens)
+    .bind(&c.output_tokens)
+    .bind(&c.reasoning_tokens)
+    .bind(&c.cost_micros)
+    .bind(&c.status)
+    .bind(&c.stream)
+    .bind(&c.estimated)
+    .bind(&c.ttfb_ms)
+    .bind(&c.duration_ms)
+    .bind(&c.node_id)
+    .bind(&c.started_at)
+    .fetch_all(&mut **tx)
+    .await?)
+}

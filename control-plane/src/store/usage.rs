@@ -1,0 +1,183 @@
+//! The usage ledger: idempotent ingest with the balance debit in the same transaction (the
+//! write itself is per backend), dead letters, and the reads and summaries over the ledger and
+//! its per-day rollups.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::{
+    DailyRow, Db, IngestOutcome, Store, StoreError, SummaryBy, SummaryRow, Tx, UsageFilter,
+    UsageRow, postgres, sqlite,
+};
+
+/// What ingest did to one user with new events: their id, how many events were new, their
+/// balance after the debit (`None` if no such user) and the amount debited.
+pub(super) type Debit = (i64, i64, Option<i64>, i64);
+
+/// The totals every summary reports, over the rollups, which hold counts of requests and of
+/// estimated events…
+const ROLLUP_SUMS: &str = " AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
+     CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+     CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+     CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+     CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+     CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
+     CAST(SUM(estimated) AS BIGINT) AS estimated FROM usage_daily WHERE 1 = 1";
+/// …and over the ledger, which holds one row per event.
+const LEDGER_SUMS: &str = " AS grp, COUNT(*) AS requests, \
+     CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+     CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+     CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+     CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+     CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
+     CAST(SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS BIGINT) AS estimated \
+     FROM usage_events WHERE 1 = 1";
+
+impl Store {
+    /// Writes a batch of events and debits each user by the cost of the events that were new,
+    /// in one transaction. Events already in the ledger are skipped, so redelivery is harmless.
+    /// When a user's balance crosses from positive to zero or below, the config version is
+    /// bumped so every data plane refuses them.
+    pub async fn ingest_usage(&self, rows: &[UsageRow]) -> Result<IngestOutcome, StoreError> {
+        if rows.is_empty() {
+            return Ok(IngestOutcome::default());
+        }
+        let ingested = self
+            .mutate(async |tx| {
+                let debits = match tx {
+                    Tx::Postgres(tx) => postgres::ingest(tx, rows).await?,
+                    Tx::Sqlite(tx) => sqlite::ingest(tx, rows).await?,
+                };
+                let mut outcome = IngestOutcome::default();
+                for (user_id, inserted, after, total) in debits {
+                    outcome.inserted += u64::try_from(inserted).unwrap_or(0);
+                    if let Some(after) = after
+                        && after <= 0
+                        && after.saturating_add(total) > 0
+                    {
+                        outcome.exhausted_users.push(user_id);
+                    }
+                }
+                let crossed = !outcome.exhausted_users.is_empty();
+                Ok((outcome, crossed))
+            })
+            .await?;
+        Ok(IngestOutcome {
+            version: ingested.version,
+            ..ingested.value
+        })
+    }
+
+    /// Keeps a stream entry that cannot be ingested, with the reason.
+    pub async fn dead_letter(
+        &self,
+        stream_id: &str,
+        payload: Option<&[u8]>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        db_run!(pool(&self.db), |c| {
+            sqlx::query(
+                "INSERT INTO usage_dead_letters (stream_id, payload, error, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING",
+            )
+            .bind(stream_id)
+            .bind(payload)
+            .bind(error)
+            .bind(Utc::now())
+            .execute(c)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Per-day rollups, newest day first, optionally of one user.
+    pub async fn daily_usage(&self, user_id: Option<i64>) -> Result<Vec<DailyRow>, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
+            "SELECT day, user_id, model, requests, input_tokens, cached_tokens, output_tokens, \
+             reasoning_tokens, cost_micros, estimated FROM usage_daily \
+             WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) ORDER BY day DESC, user_id, model",
+        )
+        .bind(user_id)
+        .fetch_all(c)
+        .await?))
+    }
+
+    /// Usage events, newest first.
+    pub async fn list_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| {
+            let mut q = QueryBuilder::new(concat!(
+                "SELECT ",
+                usage_columns!(),
+                " FROM usage_events WHERE 1 = 1"
+            ));
+            push_filters(&mut q, filter);
+            q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+                .push_bind(filter.limit);
+            q.build_query_as().fetch_all(c).await?
+        }))
+    }
+
+    /// Totals per user, model, upstream or UTC day, largest cost first. The rollups hold the
+    /// same totals in far fewer rows than the ledger, so they answer whenever they can.
+    pub async fn summarize_usage(
+        &self,
+        by: SummaryBy,
+        filter: &UsageFilter,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let (group, sums) = match by {
+            _ if !filter.rollups_answer(by) => (self.ledger_group(by), LEDGER_SUMS),
+            SummaryBy::Day => ("day", ROLLUP_SUMS),
+            _ => (self.ledger_group(by), ROLLUP_SUMS),
+        };
+        Ok(db_run!(pool(&self.db), |c| {
+            let mut q = QueryBuilder::new("SELECT ");
+            q.push(group).push(sums);
+            push_filters(&mut q, filter);
+            q.push(" GROUP BY grp ORDER BY cost_micros DESC, grp");
+            q.build_query_as().fetch_all(c).await?
+        }))
+    }
+
+    /// The grouping expression over the ledger (user and model also name rollup columns).
+    fn ledger_group(&self, by: SummaryBy) -> &'static str {
+        match (by, &self.db) {
+            (SummaryBy::User, _) => "CAST(user_id AS TEXT)",
+            (SummaryBy::Model, _) => "model",
+            (SummaryBy::Upstream, _) => "COALESCE(CAST(upstream_id AS TEXT), '-')",
+            // The one spot the dialects differ: SQLite keeps timestamps as UTC RFC 3339 text,
+            // whose first ten characters are the day.
+            (SummaryBy::Day, Db::Postgres(_)) => {
+                "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            }
+            (SummaryBy::Day, Db::Sqlite(..)) => "substr(started_at, 1, 10)",
+        }
+    }
+}
+
+/// Appends the filter's conditions; the columns exist in both the ledger and the rollups (the
+/// rollups are only asked when the filter names none of the others).
+fn push_filters<DB: Database>(q: &mut QueryBuilder<DB>, filter: &UsageFilter)
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> DateTime<Utc>: Encode<'t, DB> + Type<DB>,
+{
+    if let Some(user_id) = filter.user_id {
+        q.push(" AND user_id = ").push_bind(user_id);
+    }
+    if let Some(key_id) = filter.key_id {
+        q.push(" AND key_id = ").push_bind(key_id);
+    }
+    if let Some(upstream_id) = filter.upstream_id {
+        q.push(" AND upstream_id = ").push_bind(upstream_id);
+    }
+    if let Some(model) = &filter.model {
+        q.push(" AND model = ").push_bind(model.clone());
+    }
+    if let Some(since) = filter.since {
+        q.push(" AND started_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        q.push(" AND started_at < ").push_bind(until);
+    }
+}
