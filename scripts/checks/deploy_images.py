@@ -2,7 +2,7 @@
 builder builds and copies out every such binary, and the build context keeps the workspace.
 
 Whether the environment compose gives these images names real flags is checked from clap
-itself by tests/tests/env_parity.rs; here the environment is only resolved (the binary's
+itself by tests/tests/env_parity/; here the environment is only resolved (the binary's
 defaults, then the image's ENV, then compose's) for the wiring checks."""
 
 import json
@@ -14,7 +14,7 @@ from docker_build import dockerignore_excludes, workspace
 
 def load_flag_defaults(path):
     """{binary: {ENV_NAME: default}}: the defaults of the flags the wiring checks read when
-    compose leaves them unset. env_parity.rs proves each equals clap's."""
+    compose leaves them unset. The env_parity test proves each equals clap's."""
     return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("//")}
 
 
@@ -99,7 +99,7 @@ def check_images(report, root, services, builds, dockerfiles, defaults):
     if report.clean_since(mark):
         report.ok(
             f"{', '.join(sorted(builds))} run a binary their target copies from the builder "
-            "(their environment: tests/tests/env_parity.rs)"
+            "(their environment: tests/tests/env_parity/)"
         )
     check_builder(report, root, builds, dockerfiles, members, bins)
     return service_env
