@@ -78,7 +78,7 @@ struct Columns {
     request_id: Vec<String>,
     key_id: Vec<i64>,
     user_id: Vec<i64>,
-    upstream_id: Vec<i64>,
+    upstream_id: Vec<Option<i64>>,
     model: Vec<String>,
     endpoint: Vec<String>,
     input_tokens: Vec<i64>,
@@ -103,7 +103,7 @@ impl Columns {
             c.request_id.push(r.request_id.clone());
             c.key_id.push(r.key_id);
             c.user_id.push(r.user_id);
-            c.upstream_id.push(r.upstream_id.unwrap_or(0));
+            c.upstream_id.push(r.upstream_id);
             c.model.push(r.model.clone());
             c.endpoint.push(r.endpoint.clone());
             c.input_tokens.push(r.input_tokens);
@@ -140,7 +140,7 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
            INSERT INTO usage_events (id, request_id, key_id, user_id, upstream_id, model, \
              endpoint, input_tokens, cached_tokens, output_tokens, reasoning_tokens, \
              cost_micros, status, stream, estimated, ttfb_ms, duration_ms, node_id, started_at) \
-           SELECT id, request_id, key_id, user_id, NULLIF(upstream_id, 0), model, endpoint, \
+           SELECT id, request_id, key_id, user_id, upstream_id, model, endpoint, \
              input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, status, \
              stream, estimated, ttfb_ms, duration_ms, node_id, started_at \
            FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
