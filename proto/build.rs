@@ -32,6 +32,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .type_attribute(".codex_gateway.v1", "#[derive(serde::Serialize)]")
         .skip_debug(REDACTED_DEBUG)
+        // Enums print by their lowercase names in JSON (what scripts read), not as numbers.
+        .field_attribute(
+            ".codex_gateway.v1.Upstream.health",
+            "#[serde(serialize_with = \"crate::names::serialize::<_, UpstreamHealth>\")]",
+        )
+        .field_attribute(
+            ".codex_gateway.v1.UsageRecord.status",
+            "#[serde(serialize_with = \"crate::names::serialize::<_, UsageStatus>\")]",
+        )
+        .field_attribute(
+            ".codex_gateway.v1.UsageEvent.status",
+            "#[serde(serialize_with = \"crate::names::serialize::<_, UsageStatus>\")]",
+        )
+        .field_attribute(
+            ".codex_gateway.v1.SummarizeUsageResponse.by",
+            "#[serde(serialize_with = \"crate::names::serialize::<_, SummaryBy>\")]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! The wire contract of Codex Gateway and the pieces of logic both planes must share exactly:
 //! the hash-ring algorithm that interprets the snapshot's ring messages, key digests and the
-//! bearer-token helpers used on every gRPC call.
+//! bearer-token helpers used on every gRPC call, and the identifier and money types both planes
+//! and the CLI hold.
 
 pub mod auth;
 pub mod digest;
+pub mod ids;
+pub mod money;
+pub mod names;
 mod redact;
 pub mod ring;
 
