@@ -224,7 +224,7 @@ impl Discovery {
         let table = AppliedSnapshot::build(snapshot, &self.states)?;
         let version = table.version;
         let keys = table.key_count();
-        let ids: std::collections::HashSet<i64> = table.router().upstream_ids().collect();
+        let ids: std::collections::HashSet<_> = table.router().upstream_ids().collect();
         self.states.retain(|id| ids.contains(&id));
         self.table.store(Some(Arc::new(table)));
         self.applied.send_replace(version);

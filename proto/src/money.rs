@@ -167,7 +167,10 @@ mod tests {
     fn arithmetic_saturates() {
         assert_eq!(Micros(i64::MAX).saturating_add(Micros(1)), Micros(i64::MAX));
         assert_eq!(Micros(5).saturating_sub(Micros(7)), Micros(-2));
-        assert_eq!([Micros(1), Micros(2)].into_iter().sum::<Micros>(), Micros(3));
+        assert_eq!(
+            [Micros(1), Micros(2)].into_iter().sum::<Micros>(),
+            Micros(3)
+        );
         assert!(!Micros::ZERO.is_positive());
     }
 }

@@ -154,6 +154,9 @@ mod tests {
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "client_cancelled");
         let upstream = crate::v1::Upstream::default();
-        assert_eq!(serde_json::to_value(&upstream).unwrap()["health"], "unknown");
+        assert_eq!(
+            serde_json::to_value(&upstream).unwrap()["health"],
+            "unknown"
+        );
     }
 }

@@ -10,7 +10,9 @@ use hyper::body::Incoming;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::warn;
 
-use super::{Meter, Outcome, tap::Held, tap::Tap};
+use gateway_proto::ids::UpstreamId;
+
+use super::{Meter, Outcome, reader::Tap, tap::Held};
 
 /// How long, and how much, is read from the upstream after the client has gone.
 const DRAIN_TIME: Duration = Duration::from_secs(60);
@@ -54,7 +56,7 @@ pub(super) struct Drain {
     pub(super) inner: Incoming,
     pub(super) tap: Tap,
     pub(super) meter: Meter,
-    pub(super) upstream_id: i64,
+    pub(super) upstream_id: UpstreamId,
     pub(super) idle: Duration,
     /// In-flight counts and slots, released when the drain ends.
     pub(super) held: Vec<Held>,

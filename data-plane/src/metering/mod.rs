@@ -5,20 +5,26 @@ mod drain;
 pub(crate) mod extract;
 mod price;
 mod publish;
+mod reader;
 pub mod spool;
 mod tap;
 mod unsettled;
 
 pub use drain::Drains;
 pub use extract::TokenUsage;
-pub use price::{Price, cost_micros};
+pub use price::{Price, cost};
 pub use publish::{PublisherSettings, UsagePublisher, spawn_publisher};
 pub use tap::{BodyError, Held, MeteredBody, TapKind};
 pub use unsettled::{SETTLE_MARGIN_MS, Unsettled};
 
 use std::{sync::Arc, time::Instant};
 
-use gateway_proto::v1::UsageEvent;
+use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    names::Named,
+    v1::UsageEvent,
+};
 
 use crate::metrics::{EndpointLabels, StatusLabels, TokenLabels};
 
@@ -27,33 +33,9 @@ const ESTIMATED_TOKENS_PER_CHUNK: u64 = 25;
 /// Request bytes assumed per input token when estimating.
 const ESTIMATED_BYTES_PER_TOKEN: u64 = 4;
 
-/// How a metered request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// `response.completed` or a successful JSON body.
-    Completed,
-    /// `response.incomplete`.
-    Incomplete,
-    /// `response.failed`.
-    Failed,
-    /// The client went away before the upstream finished.
-    ClientCancelled,
-    /// The upstream failed, stalled or cut the stream.
-    UpstreamError,
-}
-
-impl Outcome {
-    /// Name stored in the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Incomplete => "incomplete",
-            Self::Failed => "failed",
-            Self::ClientCancelled => "client_cancelled",
-            Self::UpstreamError => "upstream_error",
-        }
-    }
-}
+/// How a metered request ended: the wire's status, named for the ledger, logs and metrics
+/// by [`Named::name`](gateway_proto::names::Named::name). (`Unspecified` is never produced.)
+pub use gateway_proto::v1::UsageStatus as Outcome;
 
 /// Everything known about a request once it is admitted and read; consumed by
 /// [`Meter::finish`], with the upstream that answered (if any), so an event is published at
@@ -62,8 +44,8 @@ impl Outcome {
 pub struct Meter {
     pub publisher: UsagePublisher,
     pub request_id: String,
-    pub key_id: i64,
-    pub user_id: i64,
+    pub key_id: KeyId,
+    pub user_id: UserId,
     pub model: String,
     pub endpoint: &'static str,
     pub stream: bool,
@@ -84,7 +66,7 @@ impl Meter {
     /// `upstream` is the upstream that answered, or the last one tried; `None` when none was.
     pub fn finish(
         self,
-        upstream: Option<i64>,
+        upstream: Option<UpstreamId>,
         outcome: Outcome,
         reported: Option<TokenUsage>,
         content_chunks: u64,
@@ -102,16 +84,16 @@ impl Meter {
                 true,
             ),
         };
-        let cost_micros = self
+        let cost = self
             .price
-            .map_or(0, |p| cost_micros(&usage, &p, self.multiplier_ppm));
+            .map_or(Micros::ZERO, |p| cost(&usage, &p, self.multiplier_ppm));
         self.record_metrics(outcome, &usage);
         let duration = self.started.elapsed();
         self.unsettled.record(
             self.user_id,
             self.started_at_ms
                 .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
-            cost_micros,
+            cost,
             self.settle_floor_ms,
         );
         let ttfb_ms = self
@@ -120,17 +102,17 @@ impl Meter {
         let event = UsageEvent {
             id: uuid::Uuid::now_v7().to_string(),
             request_id: self.request_id,
-            key_id: self.key_id,
-            user_id: self.user_id,
-            upstream_id: upstream,
+            key_id: self.key_id.get(),
+            user_id: self.user_id.get(),
+            upstream_id: upstream.map(UpstreamId::get),
             model: self.model,
             endpoint: self.endpoint.to_owned(),
             input_tokens: usage.input,
             cached_tokens: usage.cached,
             output_tokens: usage.output,
             reasoning_tokens: usage.reasoning,
-            cost_micros,
-            status: outcome.as_str().to_owned(),
+            cost_micros: cost.get(),
+            status: outcome as i32,
             stream: self.stream,
             estimated,
             ttfb_ms: u32::try_from(ttfb_ms).unwrap_or(u32::MAX),
@@ -158,7 +140,7 @@ impl Meter {
         }
         m.usage_events
             .get_or_create(&StatusLabels {
-                status: outcome.as_str(),
+                status: outcome.name(),
             })
             .inc();
         for (token_type, n) in [
@@ -196,7 +178,7 @@ impl MeterGuard {
     }
 
     /// Bills now a request that produced nothing, with the last upstream tried.
-    pub fn finish_unproduced(mut self, upstream: Option<i64>, outcome: Outcome) {
+    pub fn finish_unproduced(mut self, upstream: Option<UpstreamId>, outcome: Outcome) {
         if let Some(meter) = self.0.take() {
             meter.finish(upstream, outcome, None, 0);
         }

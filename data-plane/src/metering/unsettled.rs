@@ -12,6 +12,7 @@
 //! balance, once here), which errs on refusing a nearly exhausted user slightly early rather
 //! than letting them overspend.
 
+use gateway_proto::{ids::UserId, money::Micros};
 use std::{
     collections::{HashMap, VecDeque},
     sync::Mutex,
@@ -33,13 +34,13 @@ pub struct Unsettled {
 struct State {
     /// Entries older than this are settled; raised as newer snapshots arrive.
     floor_ms: i64,
-    users: HashMap<i64, VecDeque<Entry>>,
+    users: HashMap<UserId, VecDeque<Entry>>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     at_ms: i64,
-    micros: i64,
+    micros: Micros,
 }
 
 impl Unsettled {
@@ -49,8 +50,8 @@ impl Unsettled {
     }
 
     /// Records `micros` spent by `user_id` at `at_ms`, under a snapshot whose floor is `floor_ms`.
-    pub fn record(&self, user_id: i64, at_ms: i64, micros: i64, floor_ms: i64) {
-        if micros <= 0 {
+    pub fn record(&self, user_id: UserId, at_ms: i64, micros: Micros, floor_ms: i64) {
+        if !micros.is_positive() {
             return;
         }
         let mut state = self.lock();
@@ -69,14 +70,15 @@ impl Unsettled {
     }
 
     /// What `user_id` has spent here since the snapshot whose floor is `floor_ms`.
-    pub fn spent(&self, user_id: i64, floor_ms: i64) -> i64 {
+    pub fn spent(&self, user_id: UserId, floor_ms: i64) -> Micros {
         let mut state = self.lock();
         state.settle(floor_ms);
-        state.users.get(&user_id).map_or(0, |entries| {
+        state.users.get(&user_id).map_or(Micros::ZERO, |entries| {
             entries
                 .iter()
                 .filter(|e| e.at_ms >= floor_ms)
-                .fold(0i64, |sum, e| sum.saturating_add(e.micros))
+                .map(|e| e.micros)
+                .sum()
         })
     }
 
@@ -118,32 +120,36 @@ mod tests {
         let u = Unsettled::default();
         let floor = Unsettled::floor(10_000);
         assert_eq!(floor, 5_000);
-        u.record(1, 4_000, 100, floor);
-        u.record(1, 6_000, 200, floor);
-        u.record(1, 6_000, 300, floor);
-        u.record(2, 7_000, 50, floor);
-        u.record(2, 7_000, 0, floor);
-        assert_eq!(u.spent(1, floor), 500, "before the floor is settled");
-        assert_eq!(u.spent(2, floor), 50);
-        assert_eq!(u.spent(3, floor), 0);
+        u.record(UserId(1), 4_000, Micros(100), floor);
+        u.record(UserId(1), 6_000, Micros(200), floor);
+        u.record(UserId(1), 6_000, Micros(300), floor);
+        u.record(UserId(2), 7_000, Micros(50), floor);
+        u.record(UserId(2), 7_000, Micros(0), floor);
+        assert_eq!(
+            u.spent(UserId(1), floor),
+            Micros(500),
+            "before the floor is settled"
+        );
+        assert_eq!(u.spent(UserId(2), floor), Micros(50));
+        assert_eq!(u.spent(UserId(3), floor), Micros(0));
         // A newer snapshot settles what came before its floor, for every user.
-        assert_eq!(u.spent(1, 6_500), 0);
+        assert_eq!(u.spent(UserId(1), 6_500), Micros(0));
         assert_eq!(u.users(), 1);
-        assert_eq!(u.spent(2, 6_500), 50);
+        assert_eq!(u.spent(UserId(2), 6_500), Micros(50));
         // An older floor (a stale table still in use) never resurrects settled spend.
-        assert_eq!(u.spent(1, floor), 0);
+        assert_eq!(u.spent(UserId(1), floor), Micros(0));
     }
 
     #[test]
     fn merging_keeps_every_micro() {
         let u = Unsettled::default();
         for i in 0..1_000 {
-            u.record(7, 1_000 + i, 3, 0);
+            u.record(UserId(7), 1_000 + i, Micros(3), 0);
         }
-        assert_eq!(u.spent(7, 0), 3_000);
+        assert_eq!(u.spent(UserId(7), 0), Micros(3_000));
         // Merged spend moves later, never earlier: it is not settled before its time...
-        assert_eq!(u.spent(7, 1_500), 3_000);
+        assert_eq!(u.spent(UserId(7), 1_500), Micros(3_000));
         // ...while the most recent entries stay exact.
-        assert_eq!(u.spent(7, 1_990), 30);
+        assert_eq!(u.spent(UserId(7), 1_990), Micros(30));
     }
 }

@@ -110,7 +110,7 @@ fn authenticate<'t>(
 ) -> Result<(&'t KeyEntry, &'t UserEntry), ProxyError> {
     let (key, user) = authenticate_key(table, headers, now_ms)?;
     let local = unsettled.spent(user.id, Unsettled::floor(table.built_at_ms));
-    if user.balance_micros.saturating_sub(local) <= 0 {
+    if !user.balance.saturating_sub(local).is_positive() {
         return Err(ProxyError::InsufficientQuota);
     }
     Ok((key, user))

@@ -15,6 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use gateway_proto::ids::UpstreamId;
 use http::{Request, Response, StatusCode, header, response::Parts};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -110,7 +111,7 @@ pub(super) struct Committed {
 #[derive(Debug)]
 pub(super) struct Exhausted {
     pub(super) error: ProxyError,
-    pub(super) upstream_id: Option<i64>,
+    pub(super) upstream_id: Option<UpstreamId>,
 }
 
 /// Picks upstreams in the affinity key's order (see [`Router::choose`]) and tries each until
@@ -124,7 +125,7 @@ pub(super) async fn run(
     prefetch_sse: bool,
     request_id: &str,
 ) -> Result<Committed, Exhausted> {
-    let mut tried: Vec<i64> = Vec::new();
+    let mut tried: Vec<UpstreamId> = Vec::new();
     let mut last: Option<Failure> = None;
     let mut attempts = 0;
     'upstreams: while let Some(upstream) = router.choose(affinity_key, &tried, Instant::now()) {

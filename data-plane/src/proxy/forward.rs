@@ -121,7 +121,7 @@ mod tests {
 
     fn upstream() -> Upstream {
         Upstream {
-            id: 1,
+            id: gateway_proto::ids::UpstreamId(1),
             name: "pool".into(),
             base_url: "http://pool.example/openai".into(),
             authorization: HeaderValue::from_static("Bearer sk-upstream"),

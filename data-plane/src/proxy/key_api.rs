@@ -39,8 +39,8 @@ impl Proxy {
             .ok_or(ProxyError::NotReady)?;
         let (key, user) = auth::authenticate_key(&snapshot, headers, now_ms())?;
         let mut request = tonic::Request::new(gateway_proto::v1::KeyUsageRequest {
-            key_id: key.id,
-            user_id: user.id,
+            key_id: key.id.get(),
+            user_id: user.id.get(),
             limit,
         });
         request.set_timeout(Duration::from_secs(5));

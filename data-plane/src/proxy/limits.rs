@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gateway_proto::ids::KeyId;
 use http::HeaderMap;
 use ipnet::IpNet;
 
@@ -40,11 +41,11 @@ impl Drop for KeySlot {
 /// Counters of every key that has limits, created on first use.
 #[derive(Debug, Default)]
 pub(super) struct KeyLimits {
-    states: RwLock<HashMap<i64, Arc<KeyState>>>,
+    states: RwLock<HashMap<KeyId, Arc<KeyState>>>,
 }
 
 impl KeyLimits {
-    fn state(&self, key_id: i64) -> Arc<KeyState> {
+    fn state(&self, key_id: KeyId) -> Arc<KeyState> {
         if let Some(s) = self
             .states
             .read()
@@ -143,8 +144,8 @@ mod tests {
 
     fn key(rpm: u32, concurrency: u32) -> KeyEntry {
         KeyEntry {
-            id: 1,
-            user_id: 1,
+            id: KeyId(1),
+            user_id: gateway_proto::ids::UserId(1),
             expires_at_ms: 0,
             models: vec![],
             ip_allow: vec![parse_net("10.0.0.0/8").unwrap(), parse_net("::1").unwrap()],

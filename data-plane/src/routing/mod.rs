@@ -14,6 +14,7 @@ use std::{
 use self::passive::{StateRegistry, UpstreamState};
 
 use gateway_proto::{
+    ids::{UpstreamId, UserId},
     ring::{Ring, RingError, RingMember},
     v1,
 };
@@ -22,7 +23,7 @@ use http::{HeaderMap, HeaderValue};
 /// An upstream as the proxy uses it.
 #[derive(Debug)]
 pub struct Upstream {
-    pub id: i64,
+    pub id: UpstreamId,
     pub name: String,
     /// Without a trailing slash; never contains `/v1`.
     pub base_url: String,
@@ -66,7 +67,7 @@ struct Tier {
 /// The upstreams of one snapshot and their rings. Immutable; replaced with the snapshot.
 #[derive(Debug)]
 pub struct Router {
-    upstreams: HashMap<i64, Arc<Upstream>>,
+    upstreams: HashMap<UpstreamId, Arc<Upstream>>,
     /// Best (lowest priority number) first.
     tiers: Vec<Tier>,
 }
@@ -83,11 +84,11 @@ pub enum RouteRejected {
     #[error(
         "ring for priority {priority} names upstream {upstream}, which the snapshot lacks or puts in another tier"
     )]
-    UnknownMember { priority: i32, upstream: i64 },
+    UnknownMember { priority: i32, upstream: UpstreamId },
     #[error("upstream {0} has an API key that cannot be sent as a header")]
-    BadApiKey(i64),
+    BadApiKey(UpstreamId),
     #[error("upstream {0} is in no ring")]
-    Unrouted(i64),
+    Unrouted(UpstreamId),
 }
 
 impl Router {
@@ -100,13 +101,14 @@ impl Router {
     ) -> Result<Self, RouteRejected> {
         let mut upstreams = HashMap::with_capacity(snapshot_upstreams.len());
         for u in snapshot_upstreams {
+            let id = UpstreamId(u.id);
             let mut authorization = HeaderValue::try_from(format!("Bearer {}", u.api_key))
-                .map_err(|_| RouteRejected::BadApiKey(u.id))?;
+                .map_err(|_| RouteRejected::BadApiKey(id))?;
             authorization.set_sensitive(true);
             upstreams.insert(
-                u.id,
+                id,
                 Arc::new(Upstream {
-                    id: u.id,
+                    id,
                     name: u.name,
                     base_url: u.base_url.trim_end_matches('/').to_owned(),
                     authorization,
@@ -115,7 +117,7 @@ impl Router {
                     max_retries: u.max_retries,
                     timeout: Duration::from_millis(u64::from(u.timeout_ms.max(1))),
                     healthy: u.healthy,
-                    state: states.get(u.id),
+                    state: states.get(id),
                 }),
             );
         }
@@ -125,12 +127,12 @@ impl Router {
         let mut routed = 0;
         for r in rings {
             for m in &r.members {
-                match upstreams.get(&m.upstream_id) {
+                match upstreams.get(&UpstreamId(m.upstream_id)) {
                     Some(u) if u.priority == r.priority => routed += 1,
                     _ => {
                         return Err(RouteRejected::UnknownMember {
                             priority: r.priority,
-                            upstream: m.upstream_id,
+                            upstream: UpstreamId(m.upstream_id),
                         });
                     }
                 }
@@ -151,14 +153,16 @@ impl Router {
             let members = r
                 .members
                 .iter()
-                .filter_map(|m| upstreams.get(&m.upstream_id).cloned())
+                .filter_map(|m| upstreams.get(&UpstreamId(m.upstream_id)).cloned())
                 .collect();
             tiers.push(Tier { ring, members });
         }
         if routed != upstreams.len()
-            && let Some(id) = upstreams
-                .keys()
-                .find(|id| !tiers.iter().any(|t| t.ring.members().any(|m| m.id == **id)))
+            && let Some(id) = upstreams.keys().find(|id| {
+                !tiers
+                    .iter()
+                    .any(|t| t.ring.members().any(|m| m.id == id.get()))
+            })
         {
             return Err(RouteRejected::Unrouted(*id));
         }
@@ -168,7 +172,7 @@ impl Router {
 
 impl Router {
     /// An upstream by id.
-    pub fn upstream(&self, id: i64) -> Option<&Arc<Upstream>> {
+    pub fn upstream(&self, id: UpstreamId) -> Option<&Arc<Upstream>> {
         self.upstreams.get(&id)
     }
 
@@ -183,9 +187,11 @@ impl Router {
         self.tiers.iter().find_map(|tier| {
             tier.ring
                 .pick(affinity_key, |id| {
-                    self.upstreams.get(&id).is_some_and(|u| eligible(u))
+                    self.upstreams
+                        .get(&UpstreamId(id))
+                        .is_some_and(|u| eligible(u))
                 })
-                .and_then(|id| self.upstreams.get(&id))
+                .and_then(|id| self.upstreams.get(&UpstreamId(id)))
         })
     }
 
@@ -200,7 +206,7 @@ impl Router {
     pub fn choose(
         &self,
         affinity_key: &[u8],
-        tried: &[i64],
+        tried: &[UpstreamId],
         now: Instant,
     ) -> Option<Arc<Upstream>> {
         self.choose_with(affinity_key, tried, |u| u.available(now))
@@ -215,13 +221,13 @@ impl Router {
     fn choose_with(
         &self,
         affinity_key: &[u8],
-        tried: &[i64],
+        tried: &[UpstreamId],
         available: impl Fn(&Upstream) -> bool,
     ) -> Option<Arc<Upstream>> {
-        let mut over_cap: Vec<i64> = Vec::new();
+        let mut over_cap: Vec<UpstreamId> = Vec::new();
         for tier in &self.tiers {
             let hash = tier.ring.hash_key(affinity_key);
-            let eligible = |id: i64| {
+            let eligible = |id: UpstreamId| {
                 !tried.contains(&id) && self.upstreams.get(&id).is_some_and(|u| available(u))
             };
             let (load, weights) = tier
@@ -235,7 +241,11 @@ impl Router {
             over_cap.clear();
             while let Some(id) = tier
                 .ring
-                .pick_hashed(hash, |id| eligible(id) && !over_cap.contains(&id))
+                .pick_hashed(hash, |id| {
+                    let id = UpstreamId(id);
+                    eligible(id) && !over_cap.contains(&id)
+                })
+                .map(UpstreamId)
             {
                 let upstream = self.upstreams.get(&id)?;
                 let fair = (load + 1) as f64 * f64::from(upstream.weight) / weights.max(1) as f64;
@@ -272,7 +282,7 @@ impl Router {
     }
 
     /// Ids of every upstream in the table.
-    pub fn upstream_ids(&self) -> impl Iterator<Item = i64> + '_ {
+    pub fn upstream_ids(&self) -> impl Iterator<Item = UpstreamId> + '_ {
         self.upstreams.keys().copied()
     }
 }
@@ -282,7 +292,7 @@ impl Router {
 /// `prompt_cache_key`).
 pub fn affinity_key(
     mode: Affinity,
-    user_id: i64,
+    user_id: UserId,
     headers: &HeaderMap,
     prompt_cache_key: Option<&str>,
 ) -> String {
@@ -307,18 +317,21 @@ mod tests {
     #[test]
     fn affinity_modes() {
         let mut h = HeaderMap::new();
-        assert_eq!(affinity_key(Affinity::User, 7, &h, Some("pck")), "user:7");
         assert_eq!(
-            affinity_key(Affinity::UserSession, 7, &h, Some("pck")),
+            affinity_key(Affinity::User, UserId(7), &h, Some("pck")),
+            "user:7"
+        );
+        assert_eq!(
+            affinity_key(Affinity::UserSession, UserId(7), &h, Some("pck")),
             "user:7|session:pck"
         );
         h.insert("session_id", HeaderValue::from_static("s1"));
         assert_eq!(
-            affinity_key(Affinity::UserSession, 7, &h, Some("pck")),
+            affinity_key(Affinity::UserSession, UserId(7), &h, Some("pck")),
             "user:7|session:s1"
         );
         assert_eq!(
-            affinity_key(Affinity::UserSession, 7, &HeaderMap::new(), None),
+            affinity_key(Affinity::UserSession, UserId(7), &HeaderMap::new(), None),
             "user:7"
         );
     }

@@ -4,6 +4,7 @@
 //! upstream id and outlives snapshots, so a config change does not reset it; it is local and
 //! short-lived by design — the control plane's active checks are the fleet-wide view.
 
+use gateway_proto::ids::UpstreamId;
 use std::{
     collections::HashMap,
     sync::{
@@ -137,12 +138,12 @@ impl Drop for InFlight {
 /// Upstream states by id, kept across snapshots.
 #[derive(Debug, Default)]
 pub struct StateRegistry {
-    states: Mutex<HashMap<i64, Arc<UpstreamState>>>,
+    states: Mutex<HashMap<UpstreamId, Arc<UpstreamState>>>,
 }
 
 impl StateRegistry {
     /// The state of upstream `id`, created on first use.
-    pub fn get(&self, id: i64) -> Arc<UpstreamState> {
+    pub fn get(&self, id: UpstreamId) -> Arc<UpstreamState> {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states
             .entry(id)
@@ -151,7 +152,7 @@ impl StateRegistry {
     }
 
     /// Forgets upstreams no longer in the snapshot.
-    pub fn retain(&self, ids: impl Fn(i64) -> bool) {
+    pub fn retain(&self, ids: impl Fn(UpstreamId) -> bool) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states.retain(|id, _| ids(*id));
     }

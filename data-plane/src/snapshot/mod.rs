@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use gateway_proto::{
     digest::{BadDigest, KeyDigest},
+    ids::{KeyId, UserId},
+    money::Micros,
     v1,
 };
 
@@ -19,8 +21,8 @@ use crate::{
 /// A gateway key's identity and limits.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
-    pub id: i64,
-    pub user_id: i64,
+    pub id: KeyId,
+    pub user_id: UserId,
     /// Unix milliseconds; 0 = never.
     pub expires_at_ms: i64,
     /// Empty = every model.
@@ -34,8 +36,8 @@ pub struct KeyEntry {
 /// A user's billing state as of the snapshot.
 #[derive(Debug, Clone, Copy)]
 pub struct UserEntry {
-    pub id: i64,
-    pub balance_micros: i64,
+    pub id: UserId,
+    pub balance: Micros,
     pub multiplier_ppm: u64,
 }
 
@@ -47,7 +49,7 @@ pub struct AppliedSnapshot {
     pub built_at_ms: i64,
     pub affinity: Affinity,
     keys: HashMap<KeyDigest, KeyEntry>,
-    users: HashMap<i64, UserEntry>,
+    users: HashMap<UserId, UserEntry>,
     router: Router,
     prices: HashMap<String, Price>,
     default_price: Option<Price>,
@@ -60,14 +62,14 @@ pub enum SnapshotRejected {
     Routing(#[from] RouteRejected),
     #[error("key {key}: {source}")]
     Digest {
-        key: i64,
+        key: KeyId,
         #[source]
         source: BadDigest,
     },
     #[error("key {key} belongs to unknown user {user}")]
-    UnknownUser { key: i64, user: i64 },
+    UnknownUser { key: KeyId, user: UserId },
     #[error("key {key} has an invalid IP allow-list entry {entry:?}")]
-    BadCidr { key: i64, entry: String },
+    BadCidr { key: KeyId, entry: String },
     #[error("snapshot version {got} is not newer than the applied version {applied}")]
     Stale { got: u64, applied: u64 },
 }
@@ -84,27 +86,28 @@ impl AppliedSnapshot {
     /// Validates and indexes `s`, attaching each upstream's long-lived state from `states`.
     pub fn build(s: v1::Snapshot, states: &StateRegistry) -> Result<Self, SnapshotRejected> {
         let router = Router::build(s.upstreams, s.rings, states)?;
-        let users: HashMap<i64, UserEntry> = s
+        let users: HashMap<UserId, UserEntry> = s
             .users
             .into_iter()
             .map(|u| {
                 let user = UserEntry {
-                    id: u.id,
-                    balance_micros: u.balance_micros,
+                    id: UserId(u.id),
+                    balance: Micros(u.balance_micros),
                     multiplier_ppm: u.multiplier_ppm,
                 };
-                (u.id, user)
+                (user.id, user)
             })
             .collect();
 
         let mut keys = HashMap::with_capacity(s.keys.len());
         for k in s.keys {
+            let (id, user_id) = (KeyId(k.id), UserId(k.user_id));
             let digest = KeyDigest::from_slice(&k.digest)
-                .map_err(|source| SnapshotRejected::Digest { key: k.id, source })?;
-            if !users.contains_key(&k.user_id) {
+                .map_err(|source| SnapshotRejected::Digest { key: id, source })?;
+            if !users.contains_key(&user_id) {
                 return Err(SnapshotRejected::UnknownUser {
-                    key: k.id,
-                    user: k.user_id,
+                    key: id,
+                    user: user_id,
                 });
             }
             let ip_allow = k
@@ -112,14 +115,14 @@ impl AppliedSnapshot {
                 .iter()
                 .map(|e| {
                     parse_net(e).ok_or_else(|| SnapshotRejected::BadCidr {
-                        key: k.id,
+                        key: id,
                         entry: e.clone(),
                     })
                 })
                 .collect::<Result<_, _>>()?;
             let entry = KeyEntry {
-                id: k.id,
-                user_id: k.user_id,
+                id,
+                user_id,
                 expires_at_ms: k.expires_at_ms,
                 models: k.models,
                 ip_allow,
@@ -133,9 +136,9 @@ impl AppliedSnapshot {
         let mut default_price = None;
         for p in s.prices {
             let price = Price {
-                input_micros: p.input_micros,
-                cached_input_micros: p.cached_input_micros,
-                output_micros: p.output_micros,
+                input: Micros(p.input_micros),
+                cached_input: Micros(p.cached_input_micros),
+                output: Micros(p.output_micros),
             };
             if p.model == "*" {
                 default_price = Some(price);
@@ -165,7 +168,7 @@ impl AppliedSnapshot {
     }
 
     /// A user's billing state.
-    pub fn user(&self, id: i64) -> Option<&UserEntry> {
+    pub fn user(&self, id: UserId) -> Option<&UserEntry> {
         self.users.get(&id)
     }
 

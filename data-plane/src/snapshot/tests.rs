@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use gateway_proto::ring::{self, Ring, RingMember};
 
 use super::*;
+use gateway_proto::ids::UpstreamId;
 
 fn upstream(id: i64, priority: i32, healthy: bool) -> v1::SnapshotUpstream {
     v1::SnapshotUpstream {
@@ -80,12 +81,12 @@ fn builds_lookup_tables() {
     let t = AppliedSnapshot::try_from(snapshot()).unwrap();
     assert_eq!(t.version, 5);
     let key = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();
-    assert_eq!((key.id, key.user_id), (10, 20));
+    assert_eq!((key.id, key.user_id), (KeyId(10), UserId(20)));
     assert!(t.key(&KeyDigest::of_secret("cgw-other")).is_none());
-    assert_eq!(t.user(20).unwrap().balance_micros, 5);
-    assert_eq!(t.price("gpt-5").unwrap().output_micros, 4);
-    assert_eq!(t.price("other").unwrap().output_micros, 1);
-    let u = t.router().upstream(1).unwrap();
+    assert_eq!(t.user(UserId(20)).unwrap().balance, Micros(5));
+    assert_eq!(t.price("gpt-5").unwrap().output, Micros(4));
+    assert_eq!(t.price("other").unwrap().output, Micros(1));
+    let u = t.router().upstream(UpstreamId(1)).unwrap();
     assert_eq!(u.base_url, "http://pool-1.example/openai");
     assert!(u.authorization.is_sensitive());
 }
@@ -96,9 +97,9 @@ fn picks_best_tier_and_skips_without_moving_others() {
     for i in 0..200 {
         let key = format!("user:{i}");
         let home = t.router().pick(key.as_bytes(), |_| true).unwrap().id;
-        assert!(home == 1 || home == 2, "tier 0 is preferred");
+        assert!(home.get() == 1 || home.get() == 2, "tier 0 is preferred");
         // Skipping the other tier-0 upstream never moves this user.
-        let other = 3 - home;
+        let other = UpstreamId(3 - home.get());
         assert_eq!(
             t.router()
                 .pick(key.as_bytes(), |u| u.id != other)
@@ -112,7 +113,7 @@ fn picks_best_tier_and_skips_without_moving_others() {
                 .pick(key.as_bytes(), |u| u.priority > 0)
                 .unwrap()
                 .id,
-            3
+            UpstreamId(3)
         );
     }
     assert!(t.router().pick(b"user:1", |_| false).is_none());
@@ -134,14 +135,17 @@ fn rejects_inconsistent_snapshots() {
     bad.keys[0].user_id = 99;
     assert!(matches!(
         AppliedSnapshot::try_from(bad),
-        Err(SnapshotRejected::UnknownUser { key: 10, user: 99 })
+        Err(SnapshotRejected::UnknownUser {
+            key: KeyId(10),
+            user: UserId(99)
+        })
     ));
 
     let mut bad = snapshot();
     bad.keys[0].digest = vec![1, 2, 3];
     assert!(matches!(
         AppliedSnapshot::try_from(bad),
-        Err(SnapshotRejected::Digest { key: 10, .. })
+        Err(SnapshotRejected::Digest { key: KeyId(10), .. })
     ));
 
     let mut bad = snapshot();
@@ -149,7 +153,7 @@ fn rejects_inconsistent_snapshots() {
     assert!(matches!(
         AppliedSnapshot::try_from(bad),
         Err(SnapshotRejected::Routing(RouteRejected::UnknownMember {
-            upstream: 4,
+            upstream: UpstreamId(4),
             ..
         }))
     ));
@@ -158,7 +162,9 @@ fn rejects_inconsistent_snapshots() {
     bad.upstreams.push(upstream(9, 0, true));
     assert!(matches!(
         AppliedSnapshot::try_from(bad),
-        Err(SnapshotRejected::Routing(RouteRejected::Unrouted(9)))
+        Err(SnapshotRejected::Routing(RouteRejected::Unrouted(
+            UpstreamId(9)
+        )))
     ));
 }
 
@@ -174,19 +180,28 @@ fn choose_skips_tried_and_unavailable_and_falls_through_tiers() {
             t.router().pick(key.as_bytes(), |_| true).unwrap().id
         );
         let second = t.router().choose(key.as_bytes(), &[first.id], now).unwrap();
-        assert_eq!(second.id, 3 - first.id, "the other tier-0 upstream next");
-        let third = t.router().choose(key.as_bytes(), &[1, 2], now).unwrap();
-        assert_eq!(third.id, 3, "then the less preferred tier");
-        assert!(t.router().choose(key.as_bytes(), &[1, 2, 3], now).is_none());
+        assert_eq!(
+            second.id.get(),
+            3 - first.id.get(),
+            "the other tier-0 upstream next"
+        );
+        let [one, two, three] = [1, 2, 3].map(UpstreamId);
+        let third = t.router().choose(key.as_bytes(), &[one, two], now).unwrap();
+        assert_eq!(third.id, three, "then the less preferred tier");
+        assert!(
+            t.router()
+                .choose(key.as_bytes(), &[one, two, three], now)
+                .is_none()
+        );
     }
     // A cooling upstream is skipped; only its users move.
-    let cooling = t.router().upstream(1).unwrap();
+    let cooling = t.router().upstream(UpstreamId(1)).unwrap();
     cooling.state.cool_down(now, Duration::from_secs(60));
     for i in 0..100 {
         let key = format!("user:{i}");
         let home = t.router().pick(key.as_bytes(), |_| true).unwrap().id;
         let chosen = t.router().choose(key.as_bytes(), &[], now).unwrap().id;
-        assert_eq!(chosen, 2, "{key} (home {home})");
+        assert_eq!(chosen, UpstreamId(2), "{key} (home {home})");
     }
 }
 
@@ -196,7 +211,11 @@ fn bounded_loads_spill_to_the_users_own_next_choice() {
     let now = Instant::now();
     let key = b"user:7";
     let home = t.router().choose(key, &[], now).unwrap();
-    let other = t.router().upstream(3 - home.id).unwrap().clone();
+    let other = t
+        .router()
+        .upstream(UpstreamId(3 - home.id.get()))
+        .unwrap()
+        .clone();
     // Fill the home upstream far above a fair share while the other is idle.
     let guards: Vec<_> = (0..10).map(|_| home.state.start()).collect();
     let chosen = t.router().choose(key, &[], now).unwrap();
@@ -228,5 +247,8 @@ fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
     s.upstreams[0].healthy = false;
     s.upstreams[1].healthy = false;
     let t = AppliedSnapshot::try_from(s).unwrap();
-    assert_eq!(t.router().choose(b"user:1", &[], now).unwrap().id, 3);
+    assert_eq!(
+        t.router().choose(b"user:1", &[], now).unwrap().id,
+        UpstreamId(3)
+    );
 }
