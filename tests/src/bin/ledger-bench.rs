@@ -34,7 +34,7 @@ fn event(user_id: i64) -> UsageEvent {
         output_tokens: 900,
         reasoning_tokens: 400,
         cost_micros: 16_500,
-        status: "completed".into(),
+        status: gateway_proto::v1::UsageStatus::Completed as i32,
         stream: true,
         estimated: false,
         ttfb_ms: 300,

@@ -97,7 +97,7 @@ async fn a_failing_upstream_is_skipped_without_moving_others_and_returns_when_he
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.health, "unhealthy");
+    assert_eq!(got.health(), v1::UpstreamHealth::Unhealthy);
     assert!(got.health_error.contains("503"), "{}", got.health_error);
     assert_eq!(upstream_of(&h, &on_a).await, "pool-b");
     assert_eq!(upstream_of(&h, &on_b).await, "pool-b");
@@ -122,7 +122,7 @@ async fn a_failing_upstream_is_skipped_without_moving_others_and_returns_when_he
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.health, "healthy");
+    assert_eq!(got.health(), v1::UpstreamHealth::Healthy);
     assert_eq!(upstream_of(&h, &on_a).await, "pool-a");
     h.shutdown().await;
 }
@@ -202,6 +202,6 @@ async fn gatewayctl_upstream_test_reports_status_latency_and_error() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.health, "unknown");
+    assert_eq!(got.health(), v1::UpstreamHealth::Unknown);
     h.shutdown().await;
 }
