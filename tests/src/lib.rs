@@ -733,6 +733,23 @@ impl Harness {
     }
 }
 
+/// Reads `body` until what arrived contains `marker` (or the body ends); returns what arrived
+/// and leaves the rest of the body unread.
+pub async fn read_until(body: &mut Incoming, marker: &str) -> String {
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(marker) {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    seen.extend_from_slice(data);
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 /// Reads a whole response body.
 pub async fn body_bytes(response: Response<Incoming>) -> Bytes {
     response

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use gateway_tests::{Behaviour, Fault, Harness, MockUsage};
+use gateway_tests::{Behaviour, Fault, Harness, MockUsage, read_until};
 use http_body_util::BodyExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,23 +70,6 @@ fn request(api: Api, stream: bool) -> (&'static str, String) {
     }
 }
 
-/// Reads the body until `marker` appears (or the end), then drops it.
-async fn read_until(body: hyper::body::Incoming, marker: &str) -> String {
-    let mut body = body;
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains(marker) {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    seen.extend_from_slice(data);
-                }
-            }
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
 async fn matrix(api: Api, stream: bool) {
     let mut h = Harness::start(1).await;
     h.add_upstream("pool", 0, 1).await;
@@ -148,7 +131,7 @@ async fn matrix(api: Api, stream: bool) {
                     .await;
                 assert_eq!(response.status(), 200);
                 let marker = if stream { "word0" } else { "" };
-                let seen = read_until(response.into_body(), marker).await;
+                let seen = read_until(&mut response.into_body(), marker).await;
                 assert!(!seen.contains("response.completed"));
                 gate.notify_one();
             }
@@ -161,7 +144,7 @@ async fn matrix(api: Api, stream: bool) {
                 } else {
                     "[DONE]"
                 };
-                let seen = read_until(response.into_body(), marker).await;
+                let seen = read_until(&mut response.into_body(), marker).await;
                 assert!(seen.contains(marker), "{seen}");
             }
             _ => {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use gateway_proto::v1;
 use gateway_tests::{
-    Behaviour, Fault, Harness, body_bytes, body_json, codex_request, fake_control_plane, request_id,
+    Behaviour, Fault, Harness, body_bytes, body_json, codex_request, fake_control_plane,
+    read_until, request_id,
 };
 use http_body_util::BodyExt;
 
@@ -290,16 +291,12 @@ async fn a_cut_after_output_ends_with_a_terminal_error_event_and_no_retry() {
         .await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("word0") {
-        let frame = body.frame().await.expect("open").expect("frame");
-        if let Some(data) = frame.data_ref() {
-            seen.extend_from_slice(data);
-        }
-    }
+    let mut seen = read_until(&mut body, "word0").await;
+    assert!(seen.contains("word0"), "the stream is open: {seen}");
     gate.notify_one();
-    seen.extend_from_slice(&body.collect().await.expect("rest").to_bytes());
-    let text = String::from_utf8_lossy(&seen).into_owned();
+    let rest = body.collect().await.expect("rest").to_bytes();
+    seen.push_str(&String::from_utf8_lossy(&rest));
+    let text = seen;
     assert_eq!(text.matches("word0").count(), 1, "output is never repeated");
     assert!(!text.contains("response.completed"));
     let last = text.trim_end().rsplit("\n\n").next().unwrap();

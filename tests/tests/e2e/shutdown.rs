@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use control_plane::config::Affinity;
 use gateway_proto::ring::{Ring, RingMember};
-use gateway_tests::{Behaviour, Harness, body_bytes, codex_request};
+use gateway_tests::{Behaviour, Harness, body_bytes, codex_request, read_until};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -32,13 +32,8 @@ async fn sigterm_lets_open_streams_finish_and_flushes_their_usage() {
         .await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("word0") {
-        let frame = body.frame().await.expect("open").expect("frame");
-        if let Some(data) = frame.data_ref() {
-            seen.extend_from_slice(data);
-        }
-    }
+    let mut seen = read_until(&mut body, "word0").await;
+    assert!(seen.contains("word0"), "the stream is open: {seen}");
 
     // SIGTERM while the stream is open: it is allowed to finish.
     let mut dp = h.data_planes.remove(0);
@@ -55,8 +50,9 @@ async fn sigterm_lets_open_streams_finish_and_flushes_their_usage() {
     }
     assert!(refused, "the data plane stops accepting");
     gate.notify_one();
-    seen.extend_from_slice(&body.collect().await.expect("stream finishes").to_bytes());
-    assert!(String::from_utf8_lossy(&seen).contains("response.completed"));
+    let rest = body.collect().await.expect("stream finishes").to_bytes();
+    seen.push_str(&String::from_utf8_lossy(&rest));
+    assert!(seen.contains("response.completed"));
     dp.stop().await;
     // Its usage was flushed before exit and reaches the ledger.
     h.wait_ingested(1).await;
@@ -87,13 +83,8 @@ async fn sigterm_waits_for_a_stream_its_client_left_and_bills_the_upstreams_usag
         .await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("word0") {
-        let frame = body.frame().await.expect("open").expect("frame");
-        if let Some(data) = frame.data_ref() {
-            seen.extend_from_slice(data);
-        }
-    }
+    let seen = read_until(&mut body, "word0").await;
+    assert!(seen.contains("word0"), "the stream is open: {seen}");
     // The client leaves; the data plane reads on for the upstream's own usage.
     drop(body);
     let mut dp = h.data_planes.remove(0);
