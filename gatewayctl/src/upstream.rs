@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use gateway_proto::v1;
+use gateway_proto::{names, v1};
 
 use crate::{
     CliError, Client,
@@ -69,7 +69,10 @@ pub(crate) async fn run(
             ("max_retries", one.max_retries.to_string()),
             ("timeout", format!("{} s", one.timeout_ms / 1000)),
             ("enabled", one.enabled.to_string()),
-            ("health", one.health),
+            (
+                "health",
+                names::name_of::<v1::UpstreamHealth>(one.health).to_owned(),
+            ),
             ("health_error", one.health_error),
             ("probe_path", one.probe_path),
             ("updated_at", one.updated_at),
@@ -161,7 +164,7 @@ async fn list(
             u.priority.to_string(),
             u.weight.to_string(),
             u.enabled.to_string(),
-            u.health,
+            names::name_of::<v1::UpstreamHealth>(u.health).to_owned(),
             u.api_key_hint,
         ]);
     }

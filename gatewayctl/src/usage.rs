@@ -3,8 +3,11 @@
 
 use std::io::Write;
 
-use clap::{Args, Subcommand, ValueEnum};
-use gateway_proto::v1;
+use clap::{Args, Subcommand};
+use gateway_proto::{
+    names::{self, Named},
+    v1,
+};
 
 use crate::{
     CliError, Client,
@@ -120,7 +123,7 @@ impl UsageList {
                 e.output_tokens.to_string(),
                 e.reasoning_tokens.to_string(),
                 format_amount(e.cost_micros),
-                e.status,
+                names::name_of::<v1::UsageStatus>(e.status).to_owned(),
                 if e.estimated {
                     "yes".into()
                 } else {
@@ -132,31 +135,13 @@ impl UsageList {
     }
 }
 
-/// Grouping of `usage summary`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SummaryBy {
-    User,
-    Model,
-    Upstream,
-    Day,
-}
-
-impl SummaryBy {
-    /// The grouping as the admin API names it: the same word `--by` takes, so the names are
-    /// written once (by the `ValueEnum` derive).
-    fn name(self) -> String {
-        // Every variant has a value; none is skipped.
-        self.to_possible_value()
-            .map(|value| value.get_name().to_owned())
-            .unwrap_or_default()
-    }
-}
-
 /// `usage summary`.
 #[derive(Debug, Args)]
 pub struct UsageSummary {
-    #[arg(long, value_enum, default_value_t = SummaryBy::User)]
-    pub by: SummaryBy,
+    // The words `--by` takes are the groupings' names in `names::Named`; the unspecified
+    // value has none, so it cannot be asked for.
+    #[arg(long, value_enum, default_value_t = v1::SummaryBy::User)]
+    pub by: v1::SummaryBy,
     #[command(flatten)]
     pub filter: UsageFilter,
 }
@@ -168,7 +153,6 @@ impl UsageSummary {
         json: bool,
         out: &mut (dyn Write + Send),
     ) -> Result<(), CliError> {
-        let by = self.by.name();
         let UsageFilter {
             user,
             key,
@@ -179,7 +163,7 @@ impl UsageSummary {
         } = self.filter;
         let summary = client
             .summarize_usage(v1::SummarizeUsageRequest {
-                by: by.clone(),
+                by: i32::from(self.by),
                 user_id: user,
                 key_id: key,
                 upstream_id: upstream,
@@ -193,7 +177,7 @@ impl UsageSummary {
             return print_json(out, &summary.rows);
         }
         let mut t = Table::new(&[
-            &by.to_uppercase(),
+            &self.by.name().to_uppercase(),
             "REQUESTS",
             "IN",
             "CACHED",
@@ -220,14 +204,36 @@ impl UsageSummary {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::{Cli, Command};
+
+    fn summary(args: &[&str]) -> Result<UsageSummary, clap::Error> {
+        let argv = ["gatewayctl", "usage", "summary"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Usage(UsageCmd::Summary(summary)) => Ok(summary),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 
     #[test]
-    fn summary_groupings_carry_the_names_the_admin_api_takes() {
-        let names: Vec<String> = SummaryBy::value_variants()
-            .iter()
-            .map(|by| by.name())
-            .collect();
-        assert_eq!(names, ["user", "model", "upstream", "day"]);
+    fn by_takes_the_groupings_names_and_defaults_to_user() {
+        assert_eq!(summary(&[]).unwrap().by, v1::SummaryBy::User);
+        for (word, by) in [
+            ("user", v1::SummaryBy::User),
+            ("model", v1::SummaryBy::Model),
+            ("upstream", v1::SummaryBy::Upstream),
+            ("day", v1::SummaryBy::Day),
+        ] {
+            assert_eq!(summary(&["--by", word]).unwrap().by, by);
+        }
+        for refused in ["unspecified", "week", "USER"] {
+            let err = summary(&["--by", refused]).unwrap_err().to_string();
+            assert!(
+                err.contains("[possible values: user, model, upstream, day]"),
+                "{err}"
+            );
+        }
     }
 }
