@@ -5,13 +5,14 @@ use std::io::Write;
 
 use clap::{Args, Subcommand};
 use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
     names::{self, Named},
     v1,
 };
 
 use crate::{
     CliError, Client,
-    money::format_amount,
     output::{Table, print_json},
 };
 
@@ -42,11 +43,11 @@ pub(crate) async fn run(
 #[derive(Debug, Args)]
 pub struct UsageFilter {
     #[arg(long)]
-    pub user: Option<i64>,
+    pub user: Option<UserId>,
     #[arg(long)]
-    pub key: Option<i64>,
+    pub key: Option<KeyId>,
     #[arg(long)]
-    pub upstream: Option<i64>,
+    pub upstream: Option<UpstreamId>,
     #[arg(long)]
     pub model: Option<String>,
     /// RFC 3339.
@@ -83,9 +84,9 @@ impl UsageList {
         } = self.filter;
         let events = client
             .list_usage(v1::ListUsageRequest {
-                user_id: user,
-                key_id: key,
-                upstream_id: upstream,
+                user_id: user.map(UserId::get),
+                key_id: key.map(KeyId::get),
+                upstream_id: upstream.map(UpstreamId::get),
                 model,
                 since,
                 until,
@@ -122,7 +123,7 @@ impl UsageList {
                 e.cached_tokens.to_string(),
                 e.output_tokens.to_string(),
                 e.reasoning_tokens.to_string(),
-                format_amount(e.cost_micros),
+                Micros(e.cost_micros).to_string(),
                 names::name_of::<v1::UsageStatus>(e.status).to_owned(),
                 if e.estimated {
                     "yes".into()
@@ -164,9 +165,9 @@ impl UsageSummary {
         let summary = client
             .summarize_usage(v1::SummarizeUsageRequest {
                 by: i32::from(self.by),
-                user_id: user,
-                key_id: key,
-                upstream_id: upstream,
+                user_id: user.map(UserId::get),
+                key_id: key.map(KeyId::get),
+                upstream_id: upstream.map(UpstreamId::get),
                 model,
                 since,
                 until,
@@ -194,7 +195,7 @@ impl UsageSummary {
                 r.cached_tokens.to_string(),
                 r.output_tokens.to_string(),
                 r.reasoning_tokens.to_string(),
-                format_amount(r.cost_micros),
+                Micros(r.cost_micros).to_string(),
                 r.estimated.to_string(),
             ]);
         }
@@ -235,5 +236,18 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn filters_take_typed_ids() {
+        let filter = summary(&["--user", "3", "--key", "4", "--upstream", "5"])
+            .unwrap()
+            .filter;
+        assert_eq!(filter.user, Some(UserId(3)));
+        assert_eq!(filter.key, Some(KeyId(4)));
+        assert_eq!(filter.upstream, Some(UpstreamId(5)));
+        let err = summary(&["--key", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--key"), "{err}");
+        assert!(err.contains("not a valid key id"), "{err}");
     }
 }
