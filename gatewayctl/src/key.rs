@@ -3,7 +3,10 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use gateway_proto::v1;
+use gateway_proto::{
+    ids::{KeyId, UserId},
+    v1,
+};
 use serde::Serialize;
 use tonic::Status;
 
@@ -20,10 +23,10 @@ pub enum KeyCmd {
     /// List keys.
     List {
         #[arg(long)]
-        user: Option<i64>,
+        user: Option<UserId>,
     },
     /// Revoke a key (refused fleet-wide within a second).
-    Revoke { id: i64 },
+    Revoke { id: KeyId },
     /// Change a key's limits.
     Update(KeyUpdate),
 }
@@ -39,7 +42,7 @@ pub(crate) async fn run(
         KeyCmd::Create(args) => return args.run(client, json, out).await,
         KeyCmd::List { user } => return list(client, user, json, out).await,
         KeyCmd::Revoke { id } => client
-            .revoke_key(v1::RevokeKeyRequest { id })
+            .revoke_key(v1::RevokeKeyRequest { id: id.get() })
             .await?
             .into_inner(),
         KeyCmd::Update(args) => args.send(client).await?,
@@ -87,7 +90,7 @@ fn list_or_all(items: &[String]) -> String {
 #[derive(Debug, Args)]
 pub struct KeyCreate {
     #[arg(long)]
-    pub user: i64,
+    pub user: UserId,
     #[arg(long, default_value = "")]
     pub name: String,
     /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
@@ -124,7 +127,7 @@ impl KeyCreate {
     ) -> Result<(), CliError> {
         let created = client
             .create_key(v1::CreateKeyRequest {
-                user_id: self.user,
+                user_id: self.user.get(),
                 name: self.name,
                 expires_at: self.expires,
                 models: self.models,
@@ -156,12 +159,14 @@ impl KeyCreate {
 
 async fn list(
     client: &mut Client,
-    user: Option<i64>,
+    user: Option<UserId>,
     json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let list = client
-        .list_keys(v1::ListKeysRequest { user_id: user })
+        .list_keys(v1::ListKeysRequest {
+            user_id: user.map(UserId::get),
+        })
         .await?
         .into_inner()
         .keys;
@@ -188,7 +193,7 @@ async fn list(
 /// `key update`.
 #[derive(Debug, Args)]
 pub struct KeyUpdate {
-    pub id: i64,
+    pub id: KeyId,
     #[arg(long)]
     pub name: Option<String>,
     /// New expiry, RFC 3339.
@@ -228,7 +233,7 @@ impl KeyUpdate {
             }
         };
         let request = v1::UpdateKeyRequest {
-            id: self.id,
+            id: self.id.get(),
             name: self.name,
             // An empty expiry removes it.
             expires_at: if self.no_expiry {
@@ -242,5 +247,44 @@ impl KeyUpdate {
             concurrency: self.concurrency,
         };
         Ok(client.update_key(request).await?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn key(args: &[&str]) -> Result<KeyCmd, clap::Error> {
+        let argv = ["gatewayctl", "key"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Key(cmd) => Ok(cmd),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_are_typed() {
+        assert!(matches!(
+            key(&["list", "--user", "3"]),
+            Ok(KeyCmd::List {
+                user: Some(UserId(3))
+            })
+        ));
+        assert!(matches!(
+            key(&["revoke", "9"]),
+            Ok(KeyCmd::Revoke { id: KeyId(9) })
+        ));
+        assert!(matches!(
+            key(&["update", "9", "--rpm", "60"]),
+            Ok(KeyCmd::Update(KeyUpdate { id: KeyId(9), .. }))
+        ));
+        let err = key(&["create", "--user", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--user"), "{err}");
+        assert!(err.contains("not a valid user id"), "{err}");
+        let err = key(&["revoke", "abc"]).unwrap_err().to_string();
+        assert!(err.contains("not a valid key id"), "{err}");
     }
 }

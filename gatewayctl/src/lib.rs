@@ -6,7 +6,6 @@
 //! errors, the authenticated client, and the dispatch.
 
 pub mod key;
-pub mod money;
 mod output;
 pub mod price;
 pub mod standalone;

@@ -3,11 +3,10 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use gateway_proto::v1;
+use gateway_proto::{money::Micros, v1};
 
 use crate::{
     CliError, Client,
-    money::{format_amount, parse_amount},
     output::{Table, print_json},
 };
 
@@ -51,9 +50,9 @@ pub(crate) async fn run(
     for p in prices {
         t.row(vec![
             p.model,
-            format_amount(p.input_micros),
-            format_amount(p.cached_input_micros),
-            format_amount(p.output_micros),
+            Micros(p.input_micros).to_string(),
+            Micros(p.cached_input_micros).to_string(),
+            Micros(p.output_micros).to_string(),
         ]);
     }
     Ok(t.write(out)?)
@@ -65,22 +64,61 @@ pub struct PriceSet {
     #[arg(long)]
     pub model: String,
     #[arg(long)]
-    pub input: String,
+    pub input: Micros,
     #[arg(long)]
-    pub cached_input: String,
+    pub cached_input: Micros,
     #[arg(long)]
-    pub output: String,
+    pub output: Micros,
 }
 
 impl PriceSet {
     async fn send(self, client: &mut Client) -> Result<v1::Price, CliError> {
         let price = v1::Price {
             model: self.model,
-            input_micros: parse_amount(&self.input).map_err(CliError::Usage)?,
-            cached_input_micros: parse_amount(&self.cached_input).map_err(CliError::Usage)?,
-            output_micros: parse_amount(&self.output).map_err(CliError::Usage)?,
+            input_micros: self.input.get(),
+            cached_input_micros: self.cached_input.get(),
+            output_micros: self.output.get(),
         };
         let request = v1::SetPriceRequest { price: Some(price) };
         Ok(client.set_price(request).await?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn set(args: &[&str]) -> Result<PriceSet, clap::Error> {
+        let argv = ["gatewayctl", "price", "set", "--model", "*"]
+            .iter()
+            .chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Price(PriceCmd::Set(set)) => Ok(set),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prices_are_currency_units_parsed_exactly() {
+        let price = set(&[
+            "--input",
+            "1.25",
+            "--cached-input",
+            "0.125",
+            "--output",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(price.input, Micros(1_250_000));
+        assert_eq!(price.cached_input, Micros(125_000));
+        assert_eq!(price.output, Micros(10_000_000));
+        let err = set(&["--input", "1", "--cached-input", "0", "--output", "1e3"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--output"), "{err}");
+        assert!(err.contains("is not an amount"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use gateway_proto::v1;
+use gateway_proto::{ids::UpstreamId, names, v1};
 
 use crate::{
     CliError, Client,
@@ -18,17 +18,17 @@ pub enum UpstreamCmd {
     /// List upstreams.
     List,
     /// Show one upstream.
-    Get { id: i64 },
+    Get { id: UpstreamId },
     /// Change an upstream's settings.
     Update(UpstreamUpdate),
     /// Route traffic to an upstream again.
-    Enable { id: i64 },
+    Enable { id: UpstreamId },
     /// Stop routing traffic to an upstream (its users move to their next choice).
-    Disable { id: i64 },
+    Disable { id: UpstreamId },
     /// Delete an upstream.
-    Delete { id: i64 },
+    Delete { id: UpstreamId },
     /// Run one health probe now and show status, latency and error.
-    Test { id: i64 },
+    Test { id: UpstreamId },
 }
 
 /// Runs one upstream command.
@@ -42,7 +42,7 @@ pub(crate) async fn run(
         UpstreamCmd::Add(args) => args.send(client).await?,
         UpstreamCmd::List => return list(client, json, out).await,
         UpstreamCmd::Get { id } => client
-            .get_upstream(v1::GetUpstreamRequest { id })
+            .get_upstream(v1::GetUpstreamRequest { id: id.get() })
             .await?
             .into_inner(),
         UpstreamCmd::Update(args) => args.send(client).await?,
@@ -69,7 +69,10 @@ pub(crate) async fn run(
             ("max_retries", one.max_retries.to_string()),
             ("timeout", format!("{} s", one.timeout_ms / 1000)),
             ("enabled", one.enabled.to_string()),
-            ("health", one.health),
+            (
+                "health",
+                names::name_of::<v1::UpstreamHealth>(one.health).to_owned(),
+            ),
             ("health_error", one.health_error),
             ("probe_path", one.probe_path),
             ("updated_at", one.updated_at),
@@ -161,7 +164,7 @@ async fn list(
             u.priority.to_string(),
             u.weight.to_string(),
             u.enabled.to_string(),
-            u.health,
+            names::name_of::<v1::UpstreamHealth>(u.health).to_owned(),
             u.api_key_hint,
         ]);
     }
@@ -171,7 +174,7 @@ async fn list(
 /// `upstream update`.
 #[derive(Debug, Args)]
 pub struct UpstreamUpdate {
-    pub id: i64,
+    pub id: UpstreamId,
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long)]
@@ -196,7 +199,7 @@ pub struct UpstreamUpdate {
 impl UpstreamUpdate {
     async fn send(self, client: &mut Client) -> Result<v1::Upstream, CliError> {
         let request = v1::UpdateUpstreamRequest {
-            id: self.id,
+            id: self.id.get(),
             name: self.name,
             base_url: self.base_url,
             api_key: self.api_key,
@@ -214,11 +217,11 @@ impl UpstreamUpdate {
 /// `upstream enable` and `upstream disable`.
 async fn set_enabled(
     client: &mut Client,
-    id: i64,
+    id: UpstreamId,
     enabled: bool,
 ) -> Result<v1::Upstream, CliError> {
     let request = v1::UpdateUpstreamRequest {
-        id,
+        id: id.get(),
         enabled: Some(enabled),
         ..Default::default()
     };
@@ -227,12 +230,12 @@ async fn set_enabled(
 
 async fn delete(
     client: &mut Client,
-    id: i64,
+    id: UpstreamId,
     json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let deleted = client
-        .delete_upstream(v1::DeleteUpstreamRequest { id })
+        .delete_upstream(v1::DeleteUpstreamRequest { id: id.get() })
         .await?
         .into_inner();
     if json {
@@ -245,12 +248,12 @@ async fn delete(
 /// `upstream test`: one health probe, now.
 async fn test(
     client: &mut Client,
-    id: i64,
+    id: UpstreamId,
     json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let probe = client
-        .test_upstream(v1::TestUpstreamRequest { id })
+        .test_upstream(v1::TestUpstreamRequest { id: id.get() })
         .await?
         .into_inner();
     if json {
@@ -277,4 +280,39 @@ async fn test(
             ("error", probe.error),
         ],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn upstream(args: &[&str]) -> Result<UpstreamCmd, clap::Error> {
+        let argv = ["gatewayctl", "upstream"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Upstream(cmd) => Ok(cmd),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_are_typed() {
+        assert!(matches!(
+            upstream(&["get", "7"]),
+            Ok(UpstreamCmd::Get { id: UpstreamId(7) })
+        ));
+        assert!(matches!(
+            upstream(&["update", "7", "--weight", "2"]),
+            Ok(UpstreamCmd::Update(UpstreamUpdate {
+                id: UpstreamId(7),
+                ..
+            }))
+        ));
+        for command in ["get", "enable", "disable", "delete", "test"] {
+            let err = upstream(&[command, "0"]).unwrap_err().to_string();
+            assert!(err.contains("not a valid upstream id"), "{command}: {err}");
+        }
+    }
 }

@@ -3,12 +3,16 @@
 
 use std::io::Write;
 
-use clap::{Args, Subcommand, ValueEnum};
-use gateway_proto::v1;
+use clap::{Args, Subcommand};
+use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    names::{self, Named},
+    v1,
+};
 
 use crate::{
     CliError, Client,
-    money::format_amount,
     output::{Table, print_json},
 };
 
@@ -39,11 +43,11 @@ pub(crate) async fn run(
 #[derive(Debug, Args)]
 pub struct UsageFilter {
     #[arg(long)]
-    pub user: Option<i64>,
+    pub user: Option<UserId>,
     #[arg(long)]
-    pub key: Option<i64>,
+    pub key: Option<KeyId>,
     #[arg(long)]
-    pub upstream: Option<i64>,
+    pub upstream: Option<UpstreamId>,
     #[arg(long)]
     pub model: Option<String>,
     /// RFC 3339.
@@ -80,9 +84,9 @@ impl UsageList {
         } = self.filter;
         let events = client
             .list_usage(v1::ListUsageRequest {
-                user_id: user,
-                key_id: key,
-                upstream_id: upstream,
+                user_id: user.map(UserId::get),
+                key_id: key.map(KeyId::get),
+                upstream_id: upstream.map(UpstreamId::get),
                 model,
                 since,
                 until,
@@ -119,8 +123,8 @@ impl UsageList {
                 e.cached_tokens.to_string(),
                 e.output_tokens.to_string(),
                 e.reasoning_tokens.to_string(),
-                format_amount(e.cost_micros),
-                e.status,
+                Micros(e.cost_micros).to_string(),
+                names::name_of::<v1::UsageStatus>(e.status).to_owned(),
                 if e.estimated {
                     "yes".into()
                 } else {
@@ -132,31 +136,13 @@ impl UsageList {
     }
 }
 
-/// Grouping of `usage summary`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SummaryBy {
-    User,
-    Model,
-    Upstream,
-    Day,
-}
-
-impl SummaryBy {
-    /// The grouping as the admin API names it: the same word `--by` takes, so the names are
-    /// written once (by the `ValueEnum` derive).
-    fn name(self) -> String {
-        // Every variant has a value; none is skipped.
-        self.to_possible_value()
-            .map(|value| value.get_name().to_owned())
-            .unwrap_or_default()
-    }
-}
-
 /// `usage summary`.
 #[derive(Debug, Args)]
 pub struct UsageSummary {
-    #[arg(long, value_enum, default_value_t = SummaryBy::User)]
-    pub by: SummaryBy,
+    // The words `--by` takes are the groupings' names in `names::Named`; the unspecified
+    // value has none, so it cannot be asked for.
+    #[arg(long, value_enum, default_value_t = v1::SummaryBy::User)]
+    pub by: v1::SummaryBy,
     #[command(flatten)]
     pub filter: UsageFilter,
 }
@@ -168,7 +154,6 @@ impl UsageSummary {
         json: bool,
         out: &mut (dyn Write + Send),
     ) -> Result<(), CliError> {
-        let by = self.by.name();
         let UsageFilter {
             user,
             key,
@@ -179,10 +164,10 @@ impl UsageSummary {
         } = self.filter;
         let summary = client
             .summarize_usage(v1::SummarizeUsageRequest {
-                by: by.clone(),
-                user_id: user,
-                key_id: key,
-                upstream_id: upstream,
+                by: i32::from(self.by),
+                user_id: user.map(UserId::get),
+                key_id: key.map(KeyId::get),
+                upstream_id: upstream.map(UpstreamId::get),
                 model,
                 since,
                 until,
@@ -193,7 +178,7 @@ impl UsageSummary {
             return print_json(out, &summary.rows);
         }
         let mut t = Table::new(&[
-            &by.to_uppercase(),
+            &self.by.name().to_uppercase(),
             "REQUESTS",
             "IN",
             "CACHED",
@@ -210,7 +195,7 @@ impl UsageSummary {
                 r.cached_tokens.to_string(),
                 r.output_tokens.to_string(),
                 r.reasoning_tokens.to_string(),
-                format_amount(r.cost_micros),
+                Micros(r.cost_micros).to_string(),
                 r.estimated.to_string(),
             ]);
         }
@@ -220,14 +205,49 @@ impl UsageSummary {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::{Cli, Command};
+
+    fn summary(args: &[&str]) -> Result<UsageSummary, clap::Error> {
+        let argv = ["gatewayctl", "usage", "summary"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Usage(UsageCmd::Summary(summary)) => Ok(summary),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 
     #[test]
-    fn summary_groupings_carry_the_names_the_admin_api_takes() {
-        let names: Vec<String> = SummaryBy::value_variants()
-            .iter()
-            .map(|by| by.name())
-            .collect();
-        assert_eq!(names, ["user", "model", "upstream", "day"]);
+    fn by_takes_the_groupings_names_and_defaults_to_user() {
+        assert_eq!(summary(&[]).unwrap().by, v1::SummaryBy::User);
+        for (word, by) in [
+            ("user", v1::SummaryBy::User),
+            ("model", v1::SummaryBy::Model),
+            ("upstream", v1::SummaryBy::Upstream),
+            ("day", v1::SummaryBy::Day),
+        ] {
+            assert_eq!(summary(&["--by", word]).unwrap().by, by);
+        }
+        for refused in ["unspecified", "week", "USER"] {
+            let err = summary(&["--by", refused]).unwrap_err().to_string();
+            assert!(
+                err.contains("[possible values: user, model, upstream, day]"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_take_typed_ids() {
+        let filter = summary(&["--user", "3", "--key", "4", "--upstream", "5"])
+            .unwrap()
+            .filter;
+        assert_eq!(filter.user, Some(UserId(3)));
+        assert_eq!(filter.key, Some(KeyId(4)));
+        assert_eq!(filter.upstream, Some(UpstreamId(5)));
+        let err = summary(&["--key", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--key"), "{err}");
+        assert!(err.contains("not a valid key id"), "{err}");
     }
 }

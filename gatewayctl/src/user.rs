@@ -3,11 +3,10 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use gateway_proto::v1;
+use gateway_proto::{ids::UserId, money::Micros, v1};
 
 use crate::{
     CliError, Client,
-    money::{format_amount, parse_amount},
     output::{Table, print_json, write_fields},
 };
 
@@ -19,7 +18,7 @@ pub enum UserCmd {
     /// List users.
     List,
     /// Show one user.
-    Get { id: i64 },
+    Get { id: UserId },
     /// Rename a user or change their price multiplier.
     Update(UserUpdate),
     /// Add to a user's balance (currency units, e.g. 10.00).
@@ -37,7 +36,7 @@ pub(crate) async fn run(
         UserCmd::Create(args) => args.send(client).await?,
         UserCmd::List => return list(client, json, out).await,
         UserCmd::Get { id } => client
-            .get_user(v1::GetUserRequest { id })
+            .get_user(v1::GetUserRequest { id: id.get() })
             .await?
             .into_inner(),
         UserCmd::Update(args) => args.send(client).await?,
@@ -51,26 +50,29 @@ pub(crate) async fn run(
         &[
             ("id", one.id.to_string()),
             ("name", one.name),
-            ("balance", format_amount(one.balance_micros)),
+            ("balance", Micros(one.balance_micros).to_string()),
             ("multiplier", format_multiplier(one.multiplier_ppm)),
             ("created_at", one.created_at),
         ],
     )?)
 }
 
-fn parse_multiplier(text: &str) -> Result<u64, CliError> {
-    // A multiplier has the same shape as an amount: 1.5 → 1_500_000 parts per million.
-    let ppm = parse_amount(text).map_err(|_| {
-        CliError::Usage(format!("{text:?} is not a multiplier (expected e.g. 1.5)"))
-    })?;
-    u64::try_from(ppm)
+// A multiplier has the same shape as an amount, so it is written and printed as one: 1.5 is
+// 1_500_000 parts per million as 1.50 is 1_500_000 micro-units.
+
+/// `--multiplier`: a positive factor such as `1.5`, in parts per million.
+fn parse_multiplier(text: &str) -> Result<u64, String> {
+    let ppm = text
+        .parse::<Micros>()
+        .map_err(|_| format!("{text:?} is not a multiplier (expected e.g. 1.5)"))?;
+    u64::try_from(ppm.get())
         .ok()
         .filter(|v| *v > 0)
-        .ok_or_else(|| CliError::Usage("multiplier must be positive".into()))
+        .ok_or_else(|| "multiplier must be positive".to_owned())
 }
 
 fn format_multiplier(ppm: u64) -> String {
-    format_amount(i64::try_from(ppm).unwrap_or(i64::MAX))
+    Micros(i64::try_from(ppm).unwrap_or(i64::MAX)).to_string()
 }
 
 /// `user create`.
@@ -80,24 +82,19 @@ pub struct UserCreate {
     pub name: String,
     /// Initial balance in currency units (e.g. 10.00).
     #[arg(long, default_value = "0")]
-    pub balance: String,
+    pub balance: Micros,
     /// Price multiplier (e.g. 1.5).
-    #[arg(long)]
-    pub multiplier: Option<String>,
+    #[arg(long, value_parser = parse_multiplier)]
+    pub multiplier: Option<u64>,
 }
 
 impl UserCreate {
     async fn send(self, client: &mut Client) -> Result<v1::User, CliError> {
-        let balance_micros = parse_amount(&self.balance).map_err(CliError::Usage)?;
-        let multiplier_ppm = self
-            .multiplier
-            .as_deref()
-            .map(parse_multiplier)
-            .transpose()?;
         let request = v1::CreateUserRequest {
             name: self.name,
-            balance_micros,
-            multiplier_ppm: multiplier_ppm.unwrap_or(0),
+            balance_micros: self.balance.get(),
+            // 0: the control plane's default multiplier.
+            multiplier_ppm: self.multiplier.unwrap_or(0),
         };
         Ok(client.create_user(request).await?.into_inner())
     }
@@ -121,7 +118,7 @@ async fn list(
         t.row(vec![
             u.id.to_string(),
             u.name,
-            format_amount(u.balance_micros),
+            Micros(u.balance_micros).to_string(),
             format_multiplier(u.multiplier_ppm),
             u.created_at,
         ]);
@@ -132,24 +129,20 @@ async fn list(
 /// `user update`.
 #[derive(Debug, Args)]
 pub struct UserUpdate {
-    pub id: i64,
+    pub id: UserId,
     #[arg(long)]
     pub name: Option<String>,
     /// Price multiplier (e.g. 1.5).
-    #[arg(long)]
-    pub multiplier: Option<String>,
+    #[arg(long, value_parser = parse_multiplier)]
+    pub multiplier: Option<u64>,
 }
 
 impl UserUpdate {
     async fn send(self, client: &mut Client) -> Result<v1::User, CliError> {
         let request = v1::UpdateUserRequest {
-            id: self.id,
+            id: self.id.get(),
             name: self.name,
-            multiplier_ppm: self
-                .multiplier
-                .as_deref()
-                .map(parse_multiplier)
-                .transpose()?,
+            multiplier_ppm: self.multiplier,
         };
         Ok(client.update_user(request).await?.into_inner())
     }
@@ -158,23 +151,88 @@ impl UserUpdate {
 /// `user topup`.
 #[derive(Debug, Args)]
 pub struct UserTopup {
-    pub id: i64,
-    pub amount: String,
+    pub id: UserId,
+    pub amount: Micros,
     #[arg(long, default_value = "")]
     pub reason: String,
 }
 
 impl UserTopup {
     async fn send(self, client: &mut Client) -> Result<v1::User, CliError> {
-        let amount_micros = parse_amount(&self.amount).map_err(CliError::Usage)?;
-        if amount_micros <= 0 {
+        if !self.amount.is_positive() {
             return Err(CliError::Usage("a top-up amount must be positive".into()));
         }
         let request = v1::AdjustBalanceRequest {
-            user_id: self.id,
-            amount_micros,
+            user_id: self.id.get(),
+            amount_micros: self.amount.get(),
             reason: self.reason,
         };
         Ok(client.adjust_balance(request).await?.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn user(args: &[&str]) -> Result<UserCmd, clap::Error> {
+        let argv = ["gatewayctl", "user"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::User(cmd) => Ok(cmd),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn amounts_and_multipliers_are_parsed_exactly() {
+        let Ok(UserCmd::Create(created)) = user(&["create", "--name", "a"]) else {
+            panic!("not a create");
+        };
+        assert_eq!((created.balance, created.multiplier), (Micros::ZERO, None));
+        let Ok(UserCmd::Create(created)) = user(&[
+            "create",
+            "--name",
+            "a",
+            "--balance",
+            "10.00",
+            "--multiplier",
+            "1.5",
+        ]) else {
+            panic!("not a create");
+        };
+        assert_eq!(created.balance, Micros(10_000_000));
+        assert_eq!(created.multiplier, Some(1_500_000));
+        let Ok(UserCmd::Topup(topup)) = user(&["topup", "7", "2.50"]) else {
+            panic!("not a topup");
+        };
+        assert_eq!((topup.id, topup.amount), (UserId(7), Micros(2_500_000)));
+        assert_eq!(format_multiplier(1_500_000), "1.50");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_argument() {
+        for (args, needle) in [
+            (
+                &["create", "--name", "a", "--balance", "1.0000001"][..],
+                "is not an amount",
+            ),
+            (&["topup", "7", "ten"], "is not an amount"),
+            (&["topup", "0", "1"], "not a valid user id"),
+            (&["update", "7", "--multiplier", "x"], "is not a multiplier"),
+            (
+                &["update", "7", "--multiplier", "0"],
+                "multiplier must be positive",
+            ),
+            (
+                &["create", "--name", "a", "--multiplier=-1"],
+                "multiplier must be positive",
+            ),
+        ] {
+            let err = user(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 }
