@@ -12,6 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use gateway_proto::{ids::UpstreamId, v1::UpstreamHealth};
 use http::{Request, StatusCode, header};
 use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
@@ -163,7 +164,7 @@ impl HealthChecker {
         if self.settings.interval.is_zero() {
             return;
         }
-        let mut streaks: HashMap<i64, Streak> = HashMap::new();
+        let mut streaks: HashMap<UpstreamId, Streak> = HashMap::new();
         while !cancel.is_cancelled() {
             match self.store.try_lead().await {
                 Ok(Some(conn)) => {
@@ -184,7 +185,7 @@ impl HealthChecker {
     async fn lead(
         &self,
         mut conn: Leadership,
-        streaks: &mut HashMap<i64, Streak>,
+        streaks: &mut HashMap<UpstreamId, Streak>,
         cancel: &CancellationToken,
     ) {
         loop {
@@ -213,7 +214,7 @@ impl HealthChecker {
         }
     }
 
-    async fn round(&self, streaks: &mut HashMap<i64, Streak>) -> anyhow::Result<()> {
+    async fn round(&self, streaks: &mut HashMap<UpstreamId, Streak>) -> anyhow::Result<()> {
         let upstreams = self.store.upstreams_to_probe().await?;
         let spread = self.settings.interval / 4;
         let probes = upstreams.iter().map(|row| {
@@ -235,13 +236,13 @@ impl HealthChecker {
                     failures: 0,
                     successes: streak.successes + 1,
                 };
-                let recovered =
-                    u.health == "unhealthy" && streak.successes >= self.settings.healthy_after;
-                if recovered || u.health == "unknown" {
-                    info!(target: "HealthCheck", upstream = u.id, name = %u.name, latency_ms = result.latency.as_millis() as u64, "upstream healthy");
+                let recovered = u.health == UpstreamHealth::Unhealthy
+                    && streak.successes >= self.settings.healthy_after;
+                if recovered || u.health == UpstreamHealth::Unknown {
+                    info!(target: "HealthCheck", upstream = u.id.get(), name = %u.name, latency_ms = result.latency.as_millis() as u64, "upstream healthy");
                     updates.push(HealthUpdate {
                         upstream_id: u.id,
-                        health: "healthy",
+                        health: UpstreamHealth::Healthy,
                         error: String::new(),
                         bump: recovered,
                     });
@@ -251,18 +252,18 @@ impl HealthChecker {
                     failures: streak.failures + 1,
                     successes: 0,
                 };
-                let failing =
-                    u.health != "unhealthy" && streak.failures >= self.settings.unhealthy_after;
+                let was_unhealthy = u.health == UpstreamHealth::Unhealthy;
+                let failing = !was_unhealthy && streak.failures >= self.settings.unhealthy_after;
                 if failing {
-                    warn!(target: "HealthCheck", upstream = u.id, name = %u.name, error = %result.error, "upstream unhealthy");
+                    warn!(target: "HealthCheck", upstream = u.id.get(), name = %u.name, error = %result.error, "upstream unhealthy");
                 }
-                if failing || (u.health == "unhealthy" && u.health_error != result.error) {
+                if failing || (was_unhealthy && u.health_error != result.error) {
                     updates.push(HealthUpdate {
                         upstream_id: u.id,
-                        health: if failing || u.health == "unhealthy" {
-                            "unhealthy"
+                        health: if failing || was_unhealthy {
+                            UpstreamHealth::Unhealthy
                         } else {
-                            "healthy"
+                            UpstreamHealth::Healthy
                         },
                         error: result.error.clone(),
                         bump: failing,

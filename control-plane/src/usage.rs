@@ -12,7 +12,12 @@ use std::{
 };
 
 use chrono::DateTime;
-use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
+use gateway_proto::{
+    USAGE_EVENT_FIELD,
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    v1::UsageEvent,
+};
 use prost::Message;
 use redis::{
     AsyncCommands, RedisError,
@@ -338,7 +343,7 @@ impl UsageConsumer {
                                 pending.push(id);
                                 continue;
                             }
-                            error!(target: "UsageConsumer", stream_id = %id, event_id = %row.id, user_id = row.user_id, cost_micros = row.cost_micros, error = %err, "usage event refused repeatedly; moved to dead letters");
+                            error!(target: "UsageConsumer", stream_id = %id, event_id = %row.id, user_id = row.user_id.get(), cost_micros = row.cost_micros.get(), error = %err, "usage event refused repeatedly; moved to dead letters");
                             let payload = entries
                                 .iter()
                                 .find(|e| e.id == *id)
@@ -376,7 +381,8 @@ impl UsageConsumer {
     fn committed(&self, outcome: &IngestOutcome) {
         debug!(target: "UsageConsumer", inserted = outcome.inserted, "usage batch committed");
         if let Some(version) = outcome.version {
-            info!(target: "UsageConsumer", users = ?outcome.exhausted_users, version, "balances exhausted");
+            let users: Vec<i64> = outcome.exhausted_users.iter().map(|u| u.get()).collect();
+            info!(target: "UsageConsumer", users = ?users, version, "balances exhausted");
         }
         self.ingested.send_modify(|n| *n += outcome.inserted);
     }
@@ -475,23 +481,26 @@ impl TryFrom<UsageEvent> for UsageRow {
 
     fn try_from(e: UsageEvent) -> Result<Self, BadEvent> {
         let tokens = |v: u64, what| i64::try_from(v).map_err(|_| BadEvent::Tokens(what));
+        // A status this build does not know (a newer data plane's) is kept as unspecified:
+        // the event is still billed, as it was when statuses were free text.
+        let status = e.status();
         Ok(UsageRow {
             id: Uuid::parse_str(&e.id).map_err(|source| BadEvent::Id {
                 id: e.id.clone(),
                 source,
             })?,
             request_id: e.request_id,
-            key_id: e.key_id,
-            user_id: e.user_id,
-            upstream_id: e.upstream_id,
+            key_id: KeyId(e.key_id),
+            user_id: UserId(e.user_id),
+            upstream_id: e.upstream_id.map(UpstreamId),
             model: e.model,
             endpoint: e.endpoint,
             input_tokens: tokens(e.input_tokens, "input_tokens")?,
             cached_tokens: tokens(e.cached_tokens, "cached_tokens")?,
             output_tokens: tokens(e.output_tokens, "output_tokens")?,
             reasoning_tokens: tokens(e.reasoning_tokens, "reasoning_tokens")?,
-            cost_micros: e.cost_micros,
-            status: e.status,
+            cost_micros: Micros(e.cost_micros),
+            status,
             stream: e.stream,
             estimated: e.estimated,
             ttfb_ms: i32::try_from(e.ttfb_ms).unwrap_or(i32::MAX),
@@ -505,6 +514,8 @@ impl TryFrom<UsageEvent> for UsageRow {
 
 #[cfg(test)]
 mod tests {
+    use gateway_proto::v1::UsageStatus;
+
     use super::*;
 
     #[test]
@@ -531,6 +542,37 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("bad event id")
+        );
+    }
+
+    #[test]
+    fn statuses_are_kept_and_unknown_ones_still_billed() {
+        let event = UsageEvent {
+            id: Uuid::now_v7().to_string(),
+            key_id: 4,
+            upstream_id: Some(2),
+            cost_micros: 125,
+            status: UsageStatus::ClientCancelled as i32,
+            ..Default::default()
+        };
+        let row = decode(&event.encode_to_vec()).unwrap();
+        assert_eq!(
+            (row.key_id, row.upstream_id, row.cost_micros, row.status),
+            (
+                KeyId(4),
+                Some(UpstreamId(2)),
+                Micros(125),
+                UsageStatus::ClientCancelled
+            )
+        );
+        let newer = UsageEvent {
+            status: 99,
+            ..event
+        };
+        let row = decode(&newer.encode_to_vec()).unwrap();
+        assert_eq!(
+            (row.status, row.cost_micros),
+            (UsageStatus::Unspecified, Micros(125))
         );
     }
 }

@@ -3,18 +3,23 @@
 
 use gateway_proto::{
     CONFIG_VERSION_METADATA,
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
     v1::{self, admin_service_server::AdminService},
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tracing::{error, info};
 
-use super::validate;
+use super::{
+    convert::{summary_by, usage_filter},
+    validate,
+};
 use crate::{
     crypto::{Cipher, generate_key_secret, key_hint},
     health::SharedProber,
     store::{
-        KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError, SummaryBy, UpstreamPatch,
-        UsageFilter, UserPatch, Versioned,
+        KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError, UpstreamPatch, UserPatch,
+        Versioned,
     },
 };
 
@@ -44,26 +49,6 @@ impl Admin {
 
 fn multiplier(value: u64) -> Result<i64, Status> {
     i64::try_from(value).map_err(|_| Status::invalid_argument("multiplier is too large"))
-}
-
-fn usage_filter(
-    user_id: Option<i64>,
-    key_id: Option<i64>,
-    upstream_id: Option<i64>,
-    model: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    limit: i64,
-) -> Result<UsageFilter, Status> {
-    Ok(UsageFilter {
-        user_id,
-        key_id,
-        upstream_id,
-        model,
-        since: since.map(|t| validate::timestamp("since", t)).transpose()?,
-        until: until.map(|t| validate::timestamp("until", t)).transpose()?,
-        limit,
-    })
 }
 
 /// Maps a store error to a status by whose fault it was; our own failures are logged here,
@@ -117,7 +102,7 @@ impl AdminService for Admin {
             )?,
         };
         let created = self.store.create_upstream(new).await.map_err(status)?;
-        info!(upstream = created.value.id, name = %created.value.name, version = created.version, "upstream created");
+        info!(upstream = created.value.id.get(), name = %created.value.name, version = created.version, "upstream created");
         Ok(versioned(created))
     }
 
@@ -127,7 +112,7 @@ impl AdminService for Admin {
     ) -> Result<Response<v1::Upstream>, Status> {
         let row = self
             .store
-            .get_upstream(request.into_inner().id)
+            .get_upstream(UpstreamId(request.into_inner().id))
             .await
             .map_err(status)?;
         Ok(Response::new(row.into()))
@@ -174,7 +159,7 @@ impl AdminService for Admin {
         };
         let updated = self
             .store
-            .update_upstream(r.id, patch)
+            .update_upstream(UpstreamId(r.id), patch)
             .await
             .map_err(status)?;
         info!(
@@ -190,7 +175,11 @@ impl AdminService for Admin {
         request: Request<v1::DeleteUpstreamRequest>,
     ) -> Result<Response<v1::DeleteUpstreamResponse>, Status> {
         let id = request.into_inner().id;
-        let deleted = self.store.delete_upstream(id).await.map_err(status)?;
+        let deleted = self
+            .store
+            .delete_upstream(UpstreamId(id))
+            .await
+            .map_err(status)?;
         info!(upstream = id, version = deleted.version, "upstream deleted");
         Ok(versioned(Versioned {
             value: v1::DeleteUpstreamResponse { id },
@@ -217,11 +206,11 @@ impl AdminService for Admin {
         let multiplier = self::multiplier(multiplier)?;
         let created = self
             .store
-            .create_user(&name, r.balance_micros, multiplier)
+            .create_user(&name, Micros(r.balance_micros), multiplier)
             .await
             .map_err(status)?;
         info!(
-            user = created.value.id,
+            user = created.value.id.get(),
             version = created.version,
             "user created"
         );
@@ -234,7 +223,7 @@ impl AdminService for Admin {
     ) -> Result<Response<v1::User>, Status> {
         let row = self
             .store
-            .get_user(request.into_inner().id)
+            .get_user(UserId(request.into_inner().id))
             .await
             .map_err(status)?;
         Ok(Response::new(row.into()))
@@ -269,7 +258,7 @@ impl AdminService for Admin {
         };
         let updated = self
             .store
-            .adjust_balance(r.user_id, r.amount_micros, reason)
+            .adjust_balance(UserId(r.user_id), Micros(r.amount_micros), reason)
             .await
             .map_err(status)?;
         info!(
@@ -296,7 +285,7 @@ impl AdminService for Admin {
         }
         let secret = generate_key_secret();
         let new = NewKey {
-            user_id: r.user_id,
+            user_id: UserId(r.user_id),
             name: r.name.trim().to_owned(),
             prefix: secret.prefix.clone(),
             digest: secret.digest.as_bytes().to_vec(),
@@ -307,7 +296,7 @@ impl AdminService for Admin {
             concurrency: validate::positive_limit("concurrency", r.concurrency)?,
         };
         let created = self.store.create_key(new).await.map_err(status)?;
-        info!(key = created.value.id, user = r.user_id, prefix = %created.value.prefix, version = created.version, "key created");
+        info!(key = created.value.id.get(), user = r.user_id, prefix = %created.value.prefix, version = created.version, "key created");
         Ok(versioned(Versioned {
             value: v1::CreateKeyResponse {
                 key: Some(created.value.into()),
@@ -323,7 +312,7 @@ impl AdminService for Admin {
     ) -> Result<Response<v1::ListKeysResponse>, Status> {
         let rows = self
             .store
-            .list_keys(request.into_inner().user_id)
+            .list_keys(request.into_inner().user_id.map(UserId))
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ListKeysResponse {
@@ -336,7 +325,7 @@ impl AdminService for Admin {
         request: Request<v1::RevokeKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
         let id = request.into_inner().id;
-        let revoked = self.store.revoke_key(id).await.map_err(status)?;
+        let revoked = self.store.revoke_key(KeyId(id)).await.map_err(status)?;
         info!(key = id, version = revoked.version, "key revoked");
         Ok(versioned(revoked))
     }
@@ -345,25 +334,12 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::SetPriceRequest>,
     ) -> Result<Response<v1::Price>, Status> {
-        let p = request
-            .into_inner()
-            .price
-            .ok_or_else(|| Status::invalid_argument("price is required"))?;
-        let model = p.model.trim().to_owned();
-        if model.is_empty() {
-            return Err(Status::invalid_argument(
-                "model must not be empty (use \"*\" for the default price)",
-            ));
-        }
-        let row = PriceRow {
-            model,
-            input_micros: validate::price_micros("input price", p.input_micros)?,
-            cached_input_micros: validate::price_micros(
-                "cached input price",
-                p.cached_input_micros,
-            )?,
-            output_micros: validate::price_micros("output price", p.output_micros)?,
-        };
+        let row = PriceRow::try_from(
+            request
+                .into_inner()
+                .price
+                .ok_or_else(|| Status::invalid_argument("price is required"))?,
+        )?;
         let set = self.store.set_price(row).await.map_err(status)?;
         info!(model = %set.value.model, version = set.version, "price set");
         Ok(versioned(set))
@@ -413,7 +389,11 @@ impl AdminService for Admin {
         request: Request<v1::TestUpstreamRequest>,
     ) -> Result<Response<v1::UpstreamProbe>, Status> {
         let id = request.into_inner().id;
-        let row = self.store.upstream_with_secret(id).await.map_err(status)?;
+        let row = self
+            .store
+            .upstream_with_secret(UpstreamId(id))
+            .await
+            .map_err(status)?;
         let api_key = self.cipher.decrypt(&row.api_key_enc).map_err(|e| {
             error!(upstream = id, error = %e, "cannot decrypt upstream key");
             Status::failed_precondition(e.to_string())
@@ -451,7 +431,11 @@ impl AdminService for Admin {
                 .transpose()?,
             multiplier_ppm: r.multiplier_ppm.map(multiplier).transpose()?,
         };
-        let updated = self.store.update_user(r.id, patch).await.map_err(status)?;
+        let updated = self
+            .store
+            .update_user(UserId(r.id), patch)
+            .await
+            .map_err(status)?;
         info!(user = r.id, version = updated.version, "user updated");
         Ok(versioned(updated))
     }
@@ -487,7 +471,11 @@ impl AdminService for Admin {
             rpm: limit("rpm", r.rpm)?,
             concurrency: limit("concurrency", r.concurrency)?,
         };
-        let updated = self.store.update_key(r.id, patch).await.map_err(status)?;
+        let updated = self
+            .store
+            .update_key(KeyId(r.id), patch)
+            .await
+            .map_err(status)?;
         info!(key = r.id, version = updated.version, "key limits updated");
         Ok(versioned(updated))
     }
@@ -497,17 +485,7 @@ impl AdminService for Admin {
         request: Request<v1::SummarizeUsageRequest>,
     ) -> Result<Response<v1::SummarizeUsageResponse>, Status> {
         let r = request.into_inner();
-        let by = match r.by.as_str() {
-            "" | "user" => SummaryBy::User,
-            "model" => SummaryBy::Model,
-            "upstream" => SummaryBy::Upstream,
-            "day" => SummaryBy::Day,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "cannot summarize by {other:?}: use user, model, upstream or day"
-                )));
-            }
-        };
+        let by = summary_by(r.by)?;
         let filter = usage_filter(
             r.user_id,
             r.key_id,
@@ -523,7 +501,7 @@ impl AdminService for Admin {
             .await
             .map_err(status)?;
         Ok(Response::new(v1::SummarizeUsageResponse {
-            by: if r.by.is_empty() { "user".into() } else { r.by },
+            by: by as i32,
             rows: rows.into_iter().map(Into::into).collect(),
         }))
     }

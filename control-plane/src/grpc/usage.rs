@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use gateway_proto::v1::{
-    KeyUsageRequest, KeyUsageResponse, ReportUsageRequest, ReportUsageResponse,
-    usage_service_server::UsageService,
+use gateway_proto::{
+    ids::{KeyId, UserId},
+    v1::{
+        KeyUsageRequest, KeyUsageResponse, ReportUsageRequest, ReportUsageResponse,
+        usage_service_server::UsageService,
+    },
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -77,18 +80,22 @@ impl UsageService for Usage {
             n => n.min(100),
         };
         let unavailable = ledger_unavailable("key usage query");
-        let user = self.store.get_user(r.user_id).await.map_err(&unavailable)?;
+        let user = self
+            .store
+            .get_user(UserId(r.user_id))
+            .await
+            .map_err(&unavailable)?;
         let events = self
             .store
             .list_usage(&UsageFilter {
-                key_id: Some(r.key_id),
+                key_id: Some(KeyId(r.key_id)),
                 limit: i64::from(limit),
                 ..UsageFilter::default()
             })
             .await
             .map_err(&unavailable)?;
         Ok(Response::new(KeyUsageResponse {
-            balance_micros: user.balance_micros,
+            balance_micros: user.balance_micros.get(),
             events: events.into_iter().map(Into::into).collect(),
         }))
     }

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
+use gateway_proto::money::Micros;
 use tonic::Status;
 
 /// Default per-upstream timeout: connect + response head, and any silence between chunks.
@@ -193,13 +194,13 @@ pub(crate) fn positive_limit(field: &str, value: Option<u32>) -> Result<Option<i
     }
 }
 
-pub(crate) fn price_micros(field: &str, value: i64) -> Result<i64, Status> {
+pub(crate) fn price_micros(field: &str, value: i64) -> Result<Micros, Status> {
     if value < 0 {
         return Err(Status::invalid_argument(format!(
             "{field} must not be negative"
         )));
     }
-    Ok(value)
+    Ok(Micros(value))
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use gateway_proto::{
+    ids::{UpstreamId, UserId},
     ring::{self, Ring, RingError, RingMember},
-    v1::{self, AffinityMode},
+    v1::{self, AffinityMode, UpstreamHealth},
 };
 
 use crate::{config::Affinity, crypto::Cipher, store::SnapshotState};
@@ -23,7 +24,7 @@ pub struct BuildSettings {
 pub enum SnapshotError {
     /// An upstream key does not decrypt: wrong `ENCRYPTION_KEY`.
     #[error("upstream {0}: {1}")]
-    Decrypt(i64, crate::crypto::DecryptError),
+    Decrypt(UpstreamId, crate::crypto::DecryptError),
     /// A tier's ring is invalid.
     #[error("ring for priority {0}: {1}")]
     Ring(i32, RingError),
@@ -54,12 +55,12 @@ pub fn build(
         let api_key = cipher
             .decrypt(&row.api_key_enc)
             .map_err(|e| SnapshotError::Decrypt(u.id, e))?;
-        tiers
-            .entry(u.priority)
-            .or_default()
-            .push(RingMember { id: u.id, weight });
+        tiers.entry(u.priority).or_default().push(RingMember {
+            id: u.id.get(),
+            weight,
+        });
         upstreams.push(v1::SnapshotUpstream {
-            id: u.id,
+            id: u.id.get(),
             name: u.name,
             base_url: u.base_url,
             api_key,
@@ -67,7 +68,7 @@ pub fn build(
             weight,
             max_retries: u32::try_from(u.max_retries).unwrap_or(0),
             timeout_ms: u32::try_from(u.timeout_ms).unwrap_or(1),
-            healthy: u.health != "unhealthy",
+            healthy: u.health != UpstreamHealth::Unhealthy,
         });
     }
 
@@ -90,7 +91,7 @@ pub fn build(
         });
     }
 
-    let user_ids: HashSet<i64> = state.users.iter().map(|u| u.id).collect();
+    let user_ids: HashSet<UserId> = state.users.iter().map(|u| u.id).collect();
     let mut keys = Vec::with_capacity(state.keys.len());
     for k in state.keys {
         if !user_ids.contains(&k.user_id) {
@@ -101,8 +102,8 @@ pub fn build(
         }
         keys.push(v1::SnapshotKey {
             digest: k.digest,
-            id: k.id,
-            user_id: k.user_id,
+            id: k.id.get(),
+            user_id: k.user_id.get(),
             expires_at_ms: k.expires_at.map_or(0, |t| t.timestamp_millis()),
             models: k.models,
             ip_allow: k.ip_allow,
@@ -122,8 +123,8 @@ pub fn build(
             .users
             .into_iter()
             .map(|u| v1::SnapshotUser {
-                id: u.id,
-                balance_micros: u.balance_micros,
+                id: u.id.get(),
+                balance_micros: u.balance_micros.get(),
                 multiplier_ppm: u64::try_from(u.multiplier_ppm).unwrap_or(0),
             })
             .collect(),
@@ -132,9 +133,9 @@ pub fn build(
             .into_iter()
             .map(|p| v1::Price {
                 model: p.model,
-                input_micros: p.input_micros,
-                cached_input_micros: p.cached_input_micros,
-                output_micros: p.output_micros,
+                input_micros: p.input_micros.get(),
+                cached_input_micros: p.cached_input_micros.get(),
+                output_micros: p.output_micros.get(),
             })
             .collect(),
         rings,

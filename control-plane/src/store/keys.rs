@@ -1,6 +1,7 @@
 //! Gateway keys, stored by digest: creation for an existing user, limits, revocation.
 
 use chrono::Utc;
+use gateway_proto::ids::{KeyId, UserId};
 
 use super::{Always, KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, not_found};
 
@@ -41,7 +42,7 @@ impl Store {
     }
 
     /// Keys, optionally of one user.
-    pub async fn list_keys(&self, user_id: Option<i64>) -> Result<Vec<KeyRow>, StoreError> {
+    pub async fn list_keys(&self, user_id: Option<UserId>) -> Result<Vec<KeyRow>, StoreError> {
         Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),
@@ -53,7 +54,7 @@ impl Store {
     }
 
     /// Revokes a key; revoking twice keeps the first revocation time.
-    pub async fn revoke_key(&self, id: i64) -> Result<Versioned<KeyRow>, StoreError> {
+    pub async fn revoke_key(&self, id: KeyId) -> Result<Versioned<KeyRow>, StoreError> {
         self.mutate(async |tx| {
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
@@ -72,7 +73,7 @@ impl Store {
     /// Changes a key's name and limits.
     pub async fn update_key(
         &self,
-        id: i64,
+        id: KeyId,
         patch: KeyPatch,
     ) -> Result<Versioned<KeyRow>, StoreError> {
         // A limit the patch clears is `Some(None)`: its flag is set and its value is NULL.

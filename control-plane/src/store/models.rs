@@ -1,6 +1,12 @@
 //! Rows as the store reads and writes them, mapped once for both backends.
 
 use chrono::{DateTime, Utc};
+use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    names::{self, Named},
+    v1::{SummaryBy, UpstreamHealth, UsageStatus},
+};
 use sqlx::{
     Database, Decode, Encode, Postgres, Sqlite, Type, encode::IsNull, error::BoxDynError,
     types::Json,
@@ -10,7 +16,7 @@ use uuid::Uuid;
 /// An upstream account pool.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UpstreamRow {
-    pub id: i64,
+    pub id: UpstreamId,
     pub name: String,
     pub base_url: String,
     pub api_key_hint: String,
@@ -19,7 +25,8 @@ pub struct UpstreamRow {
     pub max_retries: i32,
     pub timeout_ms: i32,
     pub enabled: bool,
-    pub health: String,
+    #[sqlx(try_from = "NameColumn<UpstreamHealth>")]
+    pub health: UpstreamHealth,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub probe_path: String,
@@ -82,15 +89,6 @@ pub struct KeyPatch {
     pub concurrency: Option<Option<i32>>,
 }
 
-/// How usage is grouped in a summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SummaryBy {
-    User,
-    Model,
-    Upstream,
-    Day,
-}
-
 /// One group of a usage summary.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SummaryRow {
@@ -100,7 +98,7 @@ pub struct SummaryRow {
     pub cached_tokens: i64,
     pub output_tokens: i64,
     pub reasoning_tokens: i64,
-    pub cost_micros: i64,
+    pub cost_micros: Micros,
     pub estimated: i64,
 }
 
@@ -108,23 +106,23 @@ pub struct SummaryRow {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DailyRow {
     pub day: String,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub model: String,
     pub requests: i64,
     pub input_tokens: i64,
     pub cached_tokens: i64,
     pub output_tokens: i64,
     pub reasoning_tokens: i64,
-    pub cost_micros: i64,
+    pub cost_micros: Micros,
     pub estimated: i64,
 }
 
 /// The result of one health probe, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthUpdate {
-    pub upstream_id: i64,
-    /// "healthy" or "unhealthy".
-    pub health: &'static str,
+    pub upstream_id: UpstreamId,
+    /// Healthy or unhealthy (a probe always has an outcome).
+    pub health: UpstreamHealth,
     pub error: String,
     /// Whether routing changes, so data planes need a new snapshot.
     pub bump: bool,
@@ -133,9 +131,9 @@ pub struct HealthUpdate {
 /// A user and their balance.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
-    pub balance_micros: i64,
+    pub balance_micros: Micros,
     pub multiplier_ppm: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -143,8 +141,8 @@ pub struct UserRow {
 /// A gateway key (never its secret).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyRow {
-    pub id: i64,
-    pub user_id: i64,
+    pub id: KeyId,
+    pub user_id: UserId,
     pub name: String,
     pub prefix: String,
     pub digest: Vec<u8>,
@@ -218,10 +216,59 @@ impl<'r> Decode<'r, Sqlite> for TextList {
     }
 }
 
+/// An enum of the wire contract as a TEXT column holding its [`Named::name`] — the same words
+/// the columns held before the wire had enums. Rows read it with
+/// `#[sqlx(try_from = "NameColumn<…>")]`; statements bind `name()` itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NameColumn<T>(T);
+
+impl From<NameColumn<UpstreamHealth>> for UpstreamHealth {
+    fn from(column: NameColumn<UpstreamHealth>) -> Self {
+        column.0
+    }
+}
+
+impl From<NameColumn<UsageStatus>> for UsageStatus {
+    fn from(column: NameColumn<UsageStatus>) -> Self {
+        column.0
+    }
+}
+
+/// The value named `text` in a column. The zero value has a stored name too (`unspecified`):
+/// the ledger keeps an event whose status a data plane did not say rather than lose its bill.
+fn stored<T: Named>(text: &str) -> Result<T, names::UnknownName> {
+    match T::try_from(0) {
+        Ok(zero) if zero.name() == text => Ok(zero),
+        _ => names::parse(text),
+    }
+}
+
+impl<T, DB: Database> Type<DB> for NameColumn<T>
+where
+    String: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as Type<DB>>::type_info()
+    }
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, T: Named, DB: Database> Decode<'r, DB> for NameColumn<T>
+where
+    &'r str: Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <&'r str as Decode<'r, DB>>::decode(value)?;
+        Ok(Self(stored(text)?))
+    }
+}
+
 /// A new gateway key.
 #[derive(Debug, Clone)]
 pub struct NewKey {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub name: String,
     pub prefix: String,
     pub digest: Vec<u8>,
@@ -236,9 +283,9 @@ pub struct NewKey {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PriceRow {
     pub model: String,
-    pub input_micros: i64,
-    pub cached_input_micros: i64,
-    pub output_micros: i64,
+    pub input_micros: Micros,
+    pub cached_input_micros: Micros,
+    pub output_micros: Micros,
 }
 
 /// One usage event in the ledger.
@@ -246,17 +293,18 @@ pub struct PriceRow {
 pub struct UsageRow {
     pub id: Uuid,
     pub request_id: String,
-    pub key_id: i64,
-    pub user_id: i64,
-    pub upstream_id: Option<i64>,
+    pub key_id: KeyId,
+    pub user_id: UserId,
+    pub upstream_id: Option<UpstreamId>,
     pub model: String,
     pub endpoint: String,
     pub input_tokens: i64,
     pub cached_tokens: i64,
     pub output_tokens: i64,
     pub reasoning_tokens: i64,
-    pub cost_micros: i64,
-    pub status: String,
+    pub cost_micros: Micros,
+    #[sqlx(try_from = "NameColumn<UsageStatus>")]
+    pub status: UsageStatus,
     pub stream: bool,
     pub estimated: bool,
     pub ttfb_ms: i32,
@@ -268,9 +316,9 @@ pub struct UsageRow {
 /// Filters for listing usage.
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
-    pub user_id: Option<i64>,
-    pub key_id: Option<i64>,
-    pub upstream_id: Option<i64>,
+    pub user_id: Option<UserId>,
+    pub key_id: Option<KeyId>,
+    pub upstream_id: Option<UpstreamId>,
     pub model: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
@@ -295,7 +343,7 @@ pub struct IngestOutcome {
     /// Events newly written (duplicates are not counted).
     pub inserted: u64,
     /// Users whose balance went from positive to zero or below.
-    pub exhausted_users: Vec<i64>,
+    pub exhausted_users: Vec<UserId>,
     /// The config version bumped for them, if any.
     pub version: Option<i64>,
 }
@@ -308,4 +356,29 @@ pub struct SnapshotState {
     pub keys: Vec<KeyRow>,
     pub users: Vec<UserRow>,
     pub prices: Vec<PriceRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_read_the_names_they_were_written_with() {
+        for h in UpstreamHealth::ALL {
+            assert_eq!(stored::<UpstreamHealth>(h.name()), Ok(*h));
+        }
+        for s in UsageStatus::ALL {
+            assert_eq!(stored::<UsageStatus>(s.name()), Ok(*s));
+        }
+        assert_eq!(
+            stored::<UpstreamHealth>("unknown"),
+            Ok(UpstreamHealth::Unknown)
+        );
+        assert_eq!(
+            stored::<UsageStatus>("unspecified"),
+            Ok(UsageStatus::Unspecified)
+        );
+        assert!(stored::<UsageStatus>("done").is_err());
+        assert!(stored::<UpstreamHealth>("").is_err());
+    }
 }

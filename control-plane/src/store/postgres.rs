@@ -3,6 +3,11 @@
 //! and a usage batch is ingested in one `UNNEST` statement with its users locked in id order.
 
 use chrono::{DateTime, Utc};
+use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    names::Named,
+};
 use sqlx::{
     Connection, PgConnection, PgPool, Postgres, Transaction,
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
@@ -76,17 +81,17 @@ pub(super) async fn repeatable_read(tx: &mut PgTx) -> Result<(), StoreError> {
 struct Columns {
     id: Vec<Uuid>,
     request_id: Vec<String>,
-    key_id: Vec<i64>,
-    user_id: Vec<i64>,
-    upstream_id: Vec<Option<i64>>,
+    key_id: Vec<KeyId>,
+    user_id: Vec<UserId>,
+    upstream_id: Vec<Option<UpstreamId>>,
     model: Vec<String>,
     endpoint: Vec<String>,
     input_tokens: Vec<i64>,
     cached_tokens: Vec<i64>,
     output_tokens: Vec<i64>,
     reasoning_tokens: Vec<i64>,
-    cost_micros: Vec<i64>,
-    status: Vec<String>,
+    cost_micros: Vec<Micros>,
+    status: Vec<&'static str>,
     stream: Vec<bool>,
     estimated: Vec<bool>,
     ttfb_ms: Vec<i32>,
@@ -111,7 +116,7 @@ impl Columns {
             c.output_tokens.push(r.output_tokens);
             c.reasoning_tokens.push(r.reasoning_tokens);
             c.cost_micros.push(r.cost_micros);
-            c.status.push(r.status.clone());
+            c.status.push(r.status.name());
             c.stream.push(r.stream);
             c.estimated.push(r.estimated);
             c.ttfb_ms.push(r.ttfb_ms);

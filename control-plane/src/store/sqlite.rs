@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, str::FromStr, time::Duration};
 
 use chrono::Utc;
+use gateway_proto::{ids::UserId, money::Micros, names::Named};
 use sqlx::{
     Sqlite, SqlitePool, Transaction,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -40,7 +41,7 @@ pub(super) async fn ingest(
     rows: &[UsageRow],
 ) -> Result<Vec<Debit>, StoreError> {
     let now = Utc::now();
-    let mut per_user: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut per_user: BTreeMap<UserId, (i64, Micros)> = BTreeMap::new();
     for r in rows {
         let inserted = sqlx::query(concat!(
             "INSERT INTO usage_events (",
@@ -60,7 +61,7 @@ pub(super) async fn ingest(
         .bind(r.output_tokens)
         .bind(r.reasoning_tokens)
         .bind(r.cost_micros)
-        .bind(&r.status)
+        .bind(r.status.name())
         .bind(r.stream)
         .bind(r.estimated)
         .bind(r.ttfb_ms)
@@ -76,7 +77,7 @@ pub(super) async fn ingest(
         }
         let user = per_user.entry(r.user_id).or_default();
         user.0 += 1;
-        user.1 += r.cost_micros;
+        user.1 = user.1.saturating_add(r.cost_micros);
         sqlx::query(
             "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
              cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
@@ -103,7 +104,7 @@ pub(super) async fn ingest(
     }
     let mut debits = Vec::with_capacity(per_user.len());
     for (user_id, (inserted, total)) in per_user {
-        let after: Option<i64> = sqlx::query_scalar(
+        let after: Option<Micros> = sqlx::query_scalar(
             "UPDATE users SET balance_micros = balance_micros - $2 WHERE id = $1 \
              RETURNING balance_micros",
         )

@@ -1,6 +1,7 @@
 //! Upstream rows: the admin CRUD and what the health checker reads and records.
 
 use chrono::Utc;
+use gateway_proto::{ids::UpstreamId, names::Named};
 
 use super::{
     Always, HealthUpdate, NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow,
@@ -39,7 +40,7 @@ impl Store {
     }
 
     /// One upstream.
-    pub async fn get_upstream(&self, id: i64) -> Result<UpstreamRow, StoreError> {
+    pub async fn get_upstream(&self, id: UpstreamId) -> Result<UpstreamRow, StoreError> {
         db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             upstream_columns!(),
@@ -65,7 +66,7 @@ impl Store {
     /// Applies the fields set in `patch`.
     pub async fn update_upstream(
         &self,
-        id: i64,
+        id: UpstreamId,
         patch: UpstreamPatch,
     ) -> Result<Versioned<UpstreamRow>, StoreError> {
         let (api_key_enc, api_key_hint) = patch.api_key.unzip();
@@ -99,7 +100,10 @@ impl Store {
     }
 
     /// Deletes an upstream. Usage rows keep its id.
-    pub async fn delete_upstream(&self, id: i64) -> Result<Versioned<i64>, StoreError> {
+    pub async fn delete_upstream(
+        &self,
+        id: UpstreamId,
+    ) -> Result<Versioned<UpstreamId>, StoreError> {
         self.mutate(async |tx| {
             let deleted = db_run!(tx(tx), |c| sqlx::query(
                 "DELETE FROM upstreams WHERE id = $1"
@@ -131,7 +135,7 @@ impl Store {
                                              health_checked_at = $4 WHERE id = $1",
                         )
                         .bind(u.upstream_id)
-                        .bind(u.health)
+                        .bind(u.health.name())
                         .bind(&u.error)
                         .bind(now)
                         .execute(c)
@@ -156,7 +160,10 @@ impl Store {
     }
 
     /// One upstream with its encrypted key.
-    pub async fn upstream_with_secret(&self, id: i64) -> Result<UpstreamSecretRow, StoreError> {
+    pub async fn upstream_with_secret(
+        &self,
+        id: UpstreamId,
+    ) -> Result<UpstreamSecretRow, StoreError> {
         db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             upstream_columns!(),

@@ -3,16 +3,21 @@
 //! its per-day rollups.
 
 use chrono::{DateTime, Utc};
+use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    v1::SummaryBy,
+};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
-    DailyRow, Db, IngestOutcome, Store, StoreError, SummaryBy, SummaryRow, Tx, UsageFilter,
-    UsageRow, postgres, sqlite,
+    DailyRow, Db, IngestOutcome, Store, StoreError, SummaryRow, Tx, UsageFilter, UsageRow,
+    postgres, sqlite,
 };
 
 /// What ingest did to one user with new events: their id, how many events were new, their
 /// balance after the debit (`None` if no such user) and the amount debited.
-pub(super) type Debit = (i64, i64, Option<i64>, i64);
+pub(super) type Debit = (UserId, i64, Option<Micros>, Micros);
 
 /// The totals every summary reports, over the rollups, which hold counts of requests and of
 /// estimated events…
@@ -52,8 +57,8 @@ impl Store {
                 for (user_id, inserted, after, total) in debits {
                     outcome.inserted += u64::try_from(inserted).unwrap_or(0);
                     if let Some(after) = after
-                        && after <= 0
-                        && after.saturating_add(total) > 0
+                        && !after.is_positive()
+                        && after.saturating_add(total).is_positive()
                     {
                         outcome.exhausted_users.push(user_id);
                     }
@@ -91,7 +96,7 @@ impl Store {
     }
 
     /// Per-day rollups, newest day first, optionally of one user.
-    pub async fn daily_usage(&self, user_id: Option<i64>) -> Result<Vec<DailyRow>, StoreError> {
+    pub async fn daily_usage(&self, user_id: Option<UserId>) -> Result<Vec<DailyRow>, StoreError> {
         Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
             "SELECT day, user_id, model, requests, input_tokens, cached_tokens, output_tokens, \
              reasoning_tokens, cost_micros, estimated FROM usage_daily \
@@ -118,16 +123,22 @@ impl Store {
     }
 
     /// Totals per user, model, upstream or UTC day, largest cost first. The rollups hold the
-    /// same totals in far fewer rows than the ledger, so they answer whenever they can.
+    /// same totals in far fewer rows than the ledger, so they answer whenever they can. An
+    /// unspecified grouping is refused.
     pub async fn summarize_usage(
         &self,
         by: SummaryBy,
         filter: &UsageFilter,
     ) -> Result<Vec<SummaryRow>, StoreError> {
+        let ledger_group = self.ledger_group(by).ok_or_else(|| {
+            StoreError::Invalid(
+                "a usage summary needs a grouping (user, model, upstream or day)".into(),
+            )
+        })?;
         let (group, sums) = match by {
-            _ if !filter.rollups_answer(by) => (self.ledger_group(by), LEDGER_SUMS),
+            _ if !filter.rollups_answer(by) => (ledger_group, LEDGER_SUMS),
             SummaryBy::Day => ("day", ROLLUP_SUMS),
-            _ => (self.ledger_group(by), ROLLUP_SUMS),
+            _ => (ledger_group, ROLLUP_SUMS),
         };
         Ok(db_run!(pool(&self.db), |c| {
             let mut q = QueryBuilder::new("SELECT ");
@@ -138,9 +149,11 @@ impl Store {
         }))
     }
 
-    /// The grouping expression over the ledger (user and model also name rollup columns).
-    fn ledger_group(&self, by: SummaryBy) -> &'static str {
-        match (by, &self.db) {
+    /// The grouping expression over the ledger (user and model also name rollup columns);
+    /// none for an unspecified grouping.
+    fn ledger_group(&self, by: SummaryBy) -> Option<&'static str> {
+        Some(match (by, &self.db) {
+            (SummaryBy::Unspecified, _) => return None,
             (SummaryBy::User, _) => "CAST(user_id AS TEXT)",
             (SummaryBy::Model, _) => "model",
             (SummaryBy::Upstream, _) => "COALESCE(CAST(upstream_id AS TEXT), '-')",
@@ -150,7 +163,7 @@ impl Store {
                 "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
             }
             (SummaryBy::Day, Db::Sqlite(..)) => "substr(started_at, 1, 10)",
-        }
+        })
     }
 }
 
@@ -158,7 +171,9 @@ impl Store {
 /// rollups are only asked when the filter names none of the others).
 fn push_filters<DB: Database>(q: &mut QueryBuilder<DB>, filter: &UsageFilter)
 where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> UserId: Encode<'t, DB> + Type<DB>,
+    for<'t> KeyId: Encode<'t, DB> + Type<DB>,
+    for<'t> UpstreamId: Encode<'t, DB> + Type<DB>,
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> DateTime<Utc>: Encode<'t, DB> + Type<DB>,
 {

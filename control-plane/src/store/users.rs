@@ -2,6 +2,7 @@
 //! balance can always be audited.
 
 use chrono::{DateTime, Utc};
+use gateway_proto::{ids::UserId, money::Micros};
 
 use super::{Always, Store, StoreError, Tx, UserPatch, UserRow, Versioned, not_found};
 
@@ -10,7 +11,7 @@ impl Store {
     pub async fn create_user(
         &self,
         name: &str,
-        balance_micros: i64,
+        balance_micros: Micros,
         multiplier_ppm: i64,
     ) -> Result<Versioned<UserRow>, StoreError> {
         let now = Utc::now();
@@ -26,7 +27,7 @@ impl Store {
             .bind(now)
             .fetch_one(c)
             .await?);
-            if balance_micros != 0 {
+            if balance_micros != Micros::ZERO {
                 adjustment(tx, row.id, balance_micros, "initial balance", now).await?;
             }
             Ok((row, Always))
@@ -35,7 +36,7 @@ impl Store {
     }
 
     /// One user.
-    pub async fn get_user(&self, id: i64) -> Result<UserRow, StoreError> {
+    pub async fn get_user(&self, id: UserId) -> Result<UserRow, StoreError> {
         db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
@@ -61,8 +62,8 @@ impl Store {
     /// Credits (or, negative, debits) a balance and records why.
     pub async fn adjust_balance(
         &self,
-        user_id: i64,
-        amount_micros: i64,
+        user_id: UserId,
+        amount_micros: Micros,
         reason: &str,
     ) -> Result<Versioned<UserRow>, StoreError> {
         self.mutate(async |tx| {
@@ -86,7 +87,7 @@ impl Store {
     /// Renames a user or changes their price multiplier.
     pub async fn update_user(
         &self,
-        id: i64,
+        id: UserId,
         patch: UserPatch,
     ) -> Result<Versioned<UserRow>, StoreError> {
         self.mutate(async |tx| {
@@ -109,8 +110,8 @@ impl Store {
 /// Records a change of balance and its reason.
 async fn adjustment(
     tx: &mut Tx,
-    user_id: i64,
-    amount_micros: i64,
+    user_id: UserId,
+    amount_micros: Micros,
     reason: &str,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {

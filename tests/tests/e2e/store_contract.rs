@@ -7,7 +7,13 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
     HealthUpdate, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError,
-    SummaryBy, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+    UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+};
+use gateway_proto::{
+    ids::{KeyId, UpstreamId, UserId},
+    money::Micros,
+    names::Named,
+    v1::{SummaryBy, UpstreamHealth, UsageStatus},
 };
 use tokio::time::timeout;
 use uuid::Uuid;
@@ -57,6 +63,7 @@ contract!(
     prices_are_upserted_and_validated,
     ingest_edges_debit_once_and_bump_once,
     usage_filters_and_summaries_agree_with_the_ledger,
+    usage_statuses_are_kept_by_name,
     dead_letters_keep_the_first_report,
     snapshots_hold_every_row_their_version_covers,
     changes_announce_bumps_and_nothing_else,
@@ -152,7 +159,9 @@ async fn upstreams_bump_versions_and_refuse_duplicates(store: Store, _: Backend)
         (5, false, 2)
     );
     assert!(matches!(
-        store.update_upstream(999, UpstreamPatch::default()).await,
+        store
+            .update_upstream(UpstreamId(999), UpstreamPatch::default())
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
@@ -184,20 +193,20 @@ async fn upstreams_bump_versions_and_refuse_duplicates(store: Store, _: Backend)
 
 async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
     let user = store
-        .create_user("ann", 5_000_000, 1_000_000)
+        .create_user("ann", Micros(5_000_000), 1_000_000)
         .await
         .unwrap()
         .value;
     assert!(matches!(
-        store.create_user("ann", 0, 1).await,
+        store.create_user("ann", Micros(0), 1).await,
         Err(StoreError::Conflict(_))
     ));
     let topped = store
-        .adjust_balance(user.id, 2_500_000, "top-up")
+        .adjust_balance(user.id, Micros(2_500_000), "top-up")
         .await
         .unwrap()
         .value;
-    assert_eq!(topped.balance_micros, 7_500_000);
+    assert_eq!(topped.balance_micros, Micros(7_500_000));
     let updated = store
         .update_user(
             user.id,
@@ -212,7 +221,7 @@ async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
     assert_eq!(updated.multiplier_ppm, 1_500_000);
     assert_eq!(
         store.get_user(user.id).await.unwrap().balance_micros,
-        7_500_000
+        Micros(7_500_000)
     );
 
     let expiry = Utc::now() + ChronoDuration::days(30);
@@ -240,7 +249,7 @@ async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
     assert!(matches!(
         store
             .create_key(NewKey {
-                user_id: 999,
+                user_id: UserId(999),
                 name: String::new(),
                 prefix: "x".into(),
                 digest: vec![8; 32],
@@ -278,42 +287,42 @@ async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
         "the first revocation time stays"
     );
     assert_eq!(store.list_keys(Some(user.id)).await.unwrap().len(), 1);
-    assert!(store.list_keys(Some(999)).await.unwrap().is_empty());
+    assert!(store.list_keys(Some(UserId(999))).await.unwrap().is_empty());
 
     let price = PriceRow {
         model: "*".into(),
-        input_micros: 1,
-        cached_input_micros: 2,
-        output_micros: 3,
+        input_micros: Micros(1),
+        cached_input_micros: Micros(2),
+        output_micros: Micros(3),
     };
     store.set_price(price.clone()).await.unwrap();
     store
         .set_price(PriceRow {
-            output_micros: 30,
+            output_micros: Micros(30),
             ..price
         })
         .await
         .unwrap();
     let prices = store.list_prices().await.unwrap();
     assert_eq!(prices.len(), 1);
-    assert_eq!(prices[0].output_micros, 30);
+    assert_eq!(prices[0].output_micros, Micros(30));
 }
 
-fn event(user_id: i64, cost: i64, model: &str) -> UsageRow {
+fn event(user_id: UserId, cost: i64, model: &str) -> UsageRow {
     UsageRow {
         id: Uuid::now_v7(),
         request_id: Uuid::now_v7().to_string(),
-        key_id: 1,
+        key_id: KeyId(1),
         user_id,
-        upstream_id: Some(7),
+        upstream_id: Some(UpstreamId(7)),
         model: model.into(),
         endpoint: "responses".into(),
         input_tokens: 100,
         cached_tokens: 40,
         output_tokens: 10,
         reasoning_tokens: 2,
-        cost_micros: cost,
-        status: "completed".into(),
+        cost_micros: Micros(cost),
+        status: UsageStatus::Completed,
         stream: true,
         estimated: false,
         ttfb_ms: 5,
@@ -325,12 +334,12 @@ fn event(user_id: i64, cost: i64, model: &str) -> UsageRow {
 
 async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     let rich = store
-        .create_user("rich", 1_000_000, 1_000_000)
+        .create_user("rich", Micros(1_000_000), 1_000_000)
         .await
         .unwrap()
         .value;
     let poor = store
-        .create_user("poor", 150, 1_000_000)
+        .create_user("poor", Micros(150), 1_000_000)
         .await
         .unwrap()
         .value;
@@ -354,11 +363,11 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     );
     assert_eq!(
         store.get_user(rich.id).await.unwrap().balance_micros,
-        1_000_000 - 500
+        Micros(1_000_000 - 500)
     );
     assert_eq!(
         store.get_user(poor.id).await.unwrap().balance_micros,
-        150 - 160
+        Micros(150 - 160)
     );
     // Already below zero: no new crossing, no bump.
     let third = store
@@ -398,7 +407,7 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
             rich_row.cost_micros,
             rich_row.input_tokens
         ),
-        (2, 500, 200)
+        (2, Micros(500), 200)
     );
     // A time filter reads the ledger itself; the rollups must give the same totals.
     let recent = UsageFilter {
@@ -431,12 +440,18 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     let daily = store.daily_usage(None).await.unwrap();
     assert!(daily.iter().all(|r| r.day == today));
     assert_eq!(daily.iter().map(|r| r.requests).sum::<i64>(), 5);
-    assert_eq!(daily.iter().map(|r| r.cost_micros).sum::<i64>(), 670);
+    assert_eq!(
+        daily.iter().map(|r| r.cost_micros).sum::<Micros>(),
+        Micros(670)
+    );
     assert_eq!(daily.iter().map(|r| r.input_tokens).sum::<i64>(), 500);
     assert_eq!(daily.iter().map(|r| r.cached_tokens).sum::<i64>(), 200);
     let rich_daily = store.daily_usage(Some(rich.id)).await.unwrap();
     assert_eq!(rich_daily.len(), 2, "one row per model");
-    assert_eq!(rich_daily.iter().map(|r| r.cost_micros).sum::<i64>(), 500);
+    assert_eq!(
+        rich_daily.iter().map(|r| r.cost_micros).sum::<Micros>(),
+        Micros(500)
+    );
 
     store
         .dead_letter("1-0", Some(b"garbage"), "not a usage event")
@@ -445,9 +460,13 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     store.dead_letter("1-0", None, "again").await.unwrap();
 }
 
-async fn snapshots_and_health_records_agree(store: Store, _: Backend) {
+async fn snapshots_and_health_records_agree(store: Store, db: Backend) {
     let up = store.create_upstream(new_upstream("pool")).await.unwrap();
-    let user = store.create_user("sam", 1, 1_000_000).await.unwrap().value;
+    let user = store
+        .create_user("sam", Micros(1), 1_000_000)
+        .await
+        .unwrap()
+        .value;
     let key = |digest: u8| NewKey {
         user_id: user.id,
         name: String::new(),
@@ -475,7 +494,7 @@ async fn snapshots_and_health_records_agree(store: Store, _: Backend) {
     let none = store
         .record_health(&[HealthUpdate {
             upstream_id: up.value.id,
-            health: "healthy",
+            health: UpstreamHealth::Healthy,
             error: String::new(),
             bump: false,
         }])
@@ -485,7 +504,7 @@ async fn snapshots_and_health_records_agree(store: Store, _: Backend) {
     let bumped = store
         .record_health(&[HealthUpdate {
             upstream_id: up.value.id,
-            health: "unhealthy",
+            health: UpstreamHealth::Unhealthy,
             error: "503".into(),
             bump: true,
         }])
@@ -494,14 +513,23 @@ async fn snapshots_and_health_records_agree(store: Store, _: Backend) {
     assert_eq!(bumped, Some(state.version + 1));
     let got = store.get_upstream(up.value.id).await.unwrap();
     assert_eq!(
-        (got.health.as_str(), got.health_error.as_str()),
-        ("unhealthy", "503")
+        (got.health, got.health_error.as_str()),
+        (UpstreamHealth::Unhealthy, "503")
+    );
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) FROM upstreams WHERE id = $1 AND health = 'unhealthy'",
+            &[up.value.id.get()]
+        )
+        .await,
+        1,
+        "the column keeps the word it always held"
     );
     assert!(got.health_checked_at.is_some());
     assert!(store.upstream_with_secret(up.value.id).await.is_ok());
 }
 
-fn key_for(user_id: i64, digest: u8) -> NewKey {
+fn key_for(user_id: UserId, digest: u8) -> NewKey {
     NewKey {
         user_id,
         name: String::new(),
@@ -558,11 +586,11 @@ async fn upstream_fields_round_trip_and_refused_changes_leave_no_trace(store: St
     );
     assert_eq!(
         (
-            got.health.as_str(),
+            got.health,
             got.health_error.as_str(),
             got.probe_path.as_str()
         ),
-        ("unknown", "", "")
+        (UpstreamHealth::Unknown, "", "")
     );
     assert!(got.health_checked_at.is_none());
     assert_eq!(got.created_at, got.updated_at);
@@ -636,7 +664,7 @@ async fn upstream_fields_round_trip_and_refused_changes_leave_no_trace(store: St
         "http://other.example",
         "a refused patch changes no field"
     );
-    let missing = store.delete_upstream(999).await.unwrap_err();
+    let missing = store.delete_upstream(UpstreamId(999)).await.unwrap_err();
     assert!(
         matches!(&missing, StoreError::NotFound { kind: "upstream", id } if id == "999"),
         "{missing:?}"
@@ -644,14 +672,14 @@ async fn upstream_fields_round_trip_and_refused_changes_leave_no_trace(store: St
     assert_eq!(missing.to_string(), "upstream 999 not found");
     assert!(!missing.is_transient() && !clash.unwrap_err().is_transient());
     assert!(matches!(
-        store.upstream_with_secret(999).await,
+        store.upstream_with_secret(UpstreamId(999)).await,
         Err(StoreError::NotFound {
             kind: "upstream",
             ..
         })
     ));
     assert!(matches!(
-        store.get_upstream(999).await,
+        store.get_upstream(UpstreamId(999)).await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(
@@ -693,7 +721,7 @@ async fn health_rounds_bump_at_most_once(store: Store, _: Backend) {
     let b = store.create_upstream(new_upstream("b")).await.unwrap();
     let v = store.config_version().await.unwrap();
     assert_eq!(store.record_health(&[]).await.unwrap(), None);
-    let probe = |id: i64, health: &'static str, error: &str, bump: bool| HealthUpdate {
+    let probe = |id: UpstreamId, health: UpstreamHealth, error: &str, bump: bool| HealthUpdate {
         upstream_id: id,
         health,
         error: error.into(),
@@ -702,10 +730,15 @@ async fn health_rounds_bump_at_most_once(store: Store, _: Backend) {
     // Two changes of routing in one round: one new version.
     let round = store
         .record_health(&[
-            probe(a.value.id, "unhealthy", "connect refused", true),
-            probe(b.value.id, "unhealthy", "503", true),
+            probe(
+                a.value.id,
+                UpstreamHealth::Unhealthy,
+                "connect refused",
+                true,
+            ),
+            probe(b.value.id, UpstreamHealth::Unhealthy, "503", true),
             // A probe of an upstream deleted meanwhile is not an error.
-            probe(999, "healthy", "", false),
+            probe(UpstreamId(999), UpstreamHealth::Healthy, "", false),
         ])
         .await
         .unwrap();
@@ -713,22 +746,22 @@ async fn health_rounds_bump_at_most_once(store: Store, _: Backend) {
     assert_eq!(store.config_version().await.unwrap(), v + 1);
     let first = store.get_upstream(a.value.id).await.unwrap();
     assert_eq!(
-        (first.health.as_str(), first.health_error.as_str()),
-        ("unhealthy", "connect refused")
+        (first.health, first.health_error.as_str()),
+        (UpstreamHealth::Unhealthy, "connect refused")
     );
     let first_check = first.health_checked_at.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     // Recovery that routing does not need to hear about is still recorded.
     let quiet = store
-        .record_health(&[probe(a.value.id, "healthy", "", false)])
+        .record_health(&[probe(a.value.id, UpstreamHealth::Healthy, "", false)])
         .await
         .unwrap();
     assert_eq!(quiet, None);
     assert_eq!(store.config_version().await.unwrap(), v + 1);
     let again = store.get_upstream(a.value.id).await.unwrap();
     assert_eq!(
-        (again.health.as_str(), again.health_error.as_str()),
-        ("healthy", "")
+        (again.health, again.health_error.as_str()),
+        (UpstreamHealth::Healthy, "")
     );
     assert!(again.health_checked_at.unwrap() > first_check);
     assert_eq!(
@@ -743,35 +776,41 @@ async fn health_rounds_bump_at_most_once(store: Store, _: Backend) {
 
 async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
     let v0 = store.config_version().await.unwrap();
-    let zoe = store.create_user("zoe", 0, 1_000_000).await.unwrap();
+    let zoe = store
+        .create_user("zoe", Micros(0), 1_000_000)
+        .await
+        .unwrap();
     assert_eq!(zoe.version, v0 + 1);
     let ann = store
-        .create_user("ann", 5_000_000, 2_000_000)
+        .create_user("ann", Micros(5_000_000), 2_000_000)
         .await
         .unwrap();
     assert_eq!(ann.version, v0 + 2);
     let ann = ann.value;
     assert_eq!(
         (ann.name.as_str(), ann.balance_micros, ann.multiplier_ppm),
-        ("ann", 5_000_000, 2_000_000)
+        ("ann", Micros(5_000_000), 2_000_000)
     );
-    let dup = store.create_user("ann", 0, 1).await;
+    let dup = store.create_user("ann", Micros(0), 1).await;
     assert!(
         matches!(&dup, Err(StoreError::Conflict(m)) if m == "a user with that name already exists"),
         "{dup:?}"
     );
     assert!(matches!(
-        store.create_user("neg", 0, -1).await,
+        store.create_user("neg", Micros(0), -1).await,
         Err(StoreError::Invalid(_))
     ));
 
     let refund = store
-        .adjust_balance(ann.id, -1_500_000, "refund")
+        .adjust_balance(ann.id, Micros(-1_500_000), "refund")
         .await
         .unwrap();
-    assert_eq!(refund.value.balance_micros, 3_500_000);
+    assert_eq!(refund.value.balance_micros, Micros(3_500_000));
     assert_eq!(refund.version, v0 + 3);
-    let missing = store.adjust_balance(999, 1, "nobody").await.unwrap_err();
+    let missing = store
+        .adjust_balance(UserId(999), Micros(1), "nobody")
+        .await
+        .unwrap_err();
     assert!(matches!(missing, StoreError::NotFound { kind: "user", .. }));
 
     let clash = store
@@ -804,11 +843,11 @@ async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
             renamed.value.multiplier_ppm,
             renamed.value.balance_micros
         ),
-        ("anne", 2_000_000, 3_500_000),
+        ("anne", 2_000_000, Micros(3_500_000)),
         "a patch changes only what it names"
     );
     assert!(matches!(
-        store.update_user(999, UserPatch::default()).await,
+        store.update_user(UserId(999), UserPatch::default()).await,
         Err(StoreError::NotFound { kind: "user", .. })
     ));
     assert!(matches!(
@@ -824,7 +863,7 @@ async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.get_user(999).await,
+        store.get_user(UserId(999)).await,
         Err(StoreError::NotFound { kind: "user", .. })
     ));
     assert_eq!(
@@ -845,10 +884,10 @@ async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
          WHERE user_id = $1";
     let opening = "SELECT COUNT(*) FROM balance_adjustments WHERE user_id = $1 \
                    AND reason = 'initial balance' AND amount_micros = $2";
-    assert_eq!(db.scalar(adjustments, &[zoe.value.id]).await, 0);
-    assert_eq!(db.scalar(adjustments, &[ann.id]).await, 2);
-    assert_eq!(db.scalar(opening, &[ann.id, 5_000_000]).await, 1);
-    assert_eq!(db.scalar(credited, &[ann.id]).await, 3_500_000);
+    assert_eq!(db.scalar(adjustments, &[zoe.value.id.get()]).await, 0);
+    assert_eq!(db.scalar(adjustments, &[ann.id.get()]).await, 2);
+    assert_eq!(db.scalar(opening, &[ann.id.get(), 5_000_000]).await, 1);
+    assert_eq!(db.scalar(credited, &[ann.id.get()]).await, 3_500_000);
     store
         .ingest_usage(&[event(ann.id, 1_200, "gpt-5"), event(ann.id, 300, "gpt-5")])
         .await
@@ -856,14 +895,24 @@ async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
     let spent = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_events \
                  WHERE user_id = $1";
     assert_eq!(
-        db.scalar(credited, &[ann.id]).await - db.scalar(spent, &[ann.id]).await,
+        Micros(
+            db.scalar(credited, &[ann.id.get()]).await - db.scalar(spent, &[ann.id.get()]).await
+        ),
         store.get_user(ann.id).await.unwrap().balance_micros
     );
 }
 
 async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backend) {
-    let ann = store.create_user("ann", 0, 1_000_000).await.unwrap().value;
-    let bob = store.create_user("bob", 0, 1_000_000).await.unwrap().value;
+    let ann = store
+        .create_user("ann", Micros(0), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    let bob = store
+        .create_user("bob", Micros(0), 1_000_000)
+        .await
+        .unwrap()
+        .value;
     // Values that need escaping in both encodings (a Postgres array, SQLite's JSON text).
     let odd: Vec<String> = vec![
         "a,b".into(),
@@ -951,15 +1000,15 @@ async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backen
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.update_key(999, KeyPatch::default()).await,
+        store.update_key(KeyId(999), KeyPatch::default()).await,
         Err(StoreError::NotFound { kind: "key", .. })
     ));
     assert!(matches!(
-        store.revoke_key(999).await,
+        store.revoke_key(KeyId(999)).await,
         Err(StoreError::NotFound { kind: "key", .. })
     ));
     assert!(matches!(
-        store.create_key(key_for(999, 9)).await,
+        store.create_key(key_for(UserId(999), 9)).await,
         Err(StoreError::NotFound { kind: "user", .. })
     ));
     assert_eq!(store.config_version().await.unwrap(), before);
@@ -986,9 +1035,9 @@ async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backen
 async fn prices_are_upserted_and_validated(store: Store, _: Backend) {
     let price = |model: &str, output: i64| PriceRow {
         model: model.into(),
-        input_micros: 1_250_000,
-        cached_input_micros: 125_000,
-        output_micros: output,
+        input_micros: Micros(1_250_000),
+        cached_input_micros: Micros(125_000),
+        output_micros: Micros(output),
     };
     let v0 = store.config_version().await.unwrap();
     let gpt = store.set_price(price("gpt-5", 10_000_000)).await.unwrap();
@@ -1012,9 +1061,21 @@ async fn prices_are_upserted_and_validated(store: Store, _: Backend) {
 }
 
 async fn ingest_edges_debit_once_and_bump_once(store: Store, db: Backend) {
-    let a = store.create_user("a", 100, 1_000_000).await.unwrap().value;
-    let b = store.create_user("b", 50, 1_000_000).await.unwrap().value;
-    let z = store.create_user("z", 0, 1_000_000).await.unwrap().value;
+    let a = store
+        .create_user("a", Micros(100), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    let b = store
+        .create_user("b", Micros(50), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    let z = store
+        .create_user("z", Micros(0), 1_000_000)
+        .await
+        .unwrap()
+        .value;
     let v = store.config_version().await.unwrap();
     assert_eq!(
         store.ingest_usage(&[]).await.unwrap(),
@@ -1027,9 +1088,15 @@ async fn ingest_edges_debit_once_and_bump_once(store: Store, db: Backend) {
         .await
         .unwrap();
     assert_eq!(out.inserted, 1);
-    assert_eq!(store.get_user(a.id).await.unwrap().balance_micros, 90);
+    assert_eq!(
+        store.get_user(a.id).await.unwrap().balance_micros,
+        Micros(90)
+    );
     // An event of an unknown user is kept; nobody is exhausted.
-    let ghost = store.ingest_usage(&[event(999, 10, "m")]).await.unwrap();
+    let ghost = store
+        .ingest_usage(&[event(UserId(999), 10, "m")])
+        .await
+        .unwrap();
     assert_eq!(
         ghost,
         IngestOutcome {
@@ -1055,18 +1122,18 @@ async fn ingest_edges_debit_once_and_bump_once(store: Store, db: Backend) {
     assert_eq!(exhausted, [a.id, b.id]);
     assert_eq!(out.version, Some(v + 1));
     assert_eq!(store.config_version().await.unwrap(), v + 1);
-    let balances: Vec<i64> = store
+    let balances: Vec<Micros> = store
         .list_users()
         .await
         .unwrap()
         .iter()
         .map(|u| u.balance_micros)
         .collect();
-    assert_eq!(balances, [0, -10, -5]);
+    assert_eq!(balances, [Micros(0), Micros(-10), Micros(-5)]);
     assert_eq!(
         db.scalar(
             "SELECT COUNT(*) FROM usage_events WHERE user_id = $1",
-            &[a.id]
+            &[a.id.get()]
         )
         .await,
         2
@@ -1086,9 +1153,9 @@ async fn ingest_edges_debit_once_and_bump_once(store: Store, db: Backend) {
 
 #[allow(clippy::too_many_arguments)]
 fn event_at(
-    user_id: i64,
-    key_id: i64,
-    upstream_id: Option<i64>,
+    user_id: UserId,
+    key_id: KeyId,
+    upstream_id: Option<UpstreamId>,
     model: &str,
     cost: i64,
     started_at: &str,
@@ -1105,29 +1172,53 @@ fn event_at(
 
 async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Backend) {
     let u1 = store
-        .create_user("u1", 1_000_000, 1_000_000)
+        .create_user("u1", Micros(1_000_000), 1_000_000)
         .await
         .unwrap()
         .value
         .id;
     let u2 = store
-        .create_user("u2", 1_000_000, 1_000_000)
+        .create_user("u2", Micros(1_000_000), 1_000_000)
         .await
         .unwrap()
         .value
         .id;
-    let e1 = event_at(u1, 1, Some(7), "gpt-5", 100, "2026-03-01T10:00:00Z", false);
+    let e1 = event_at(
+        u1,
+        KeyId(1),
+        Some(UpstreamId(7)),
+        "gpt-5",
+        100,
+        "2026-03-01T10:00:00Z",
+        false,
+    );
     let e2 = event_at(
         u1,
-        2,
-        Some(8),
+        KeyId(2),
+        Some(UpstreamId(8)),
         "gpt-5-mini",
         50,
         "2026-03-02T10:00:00Z",
         true,
     );
-    let e3 = event_at(u2, 3, None, "gpt-5", 300, "2026-03-02T11:00:00Z", false);
-    let e4 = event_at(u2, 3, Some(7), "gpt-5", 25, "2026-03-02T12:00:00Z", true);
+    let e3 = event_at(
+        u2,
+        KeyId(3),
+        None,
+        "gpt-5",
+        300,
+        "2026-03-02T11:00:00Z",
+        false,
+    );
+    let e4 = event_at(
+        u2,
+        KeyId(3),
+        Some(UpstreamId(7)),
+        "gpt-5",
+        25,
+        "2026-03-02T12:00:00Z",
+        true,
+    );
     let batch = [e1.clone(), e2.clone(), e3.clone(), e4.clone()];
     assert_eq!(store.ingest_usage(&batch).await.unwrap().inserted, 4);
 
@@ -1155,14 +1246,14 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
         ),
         (
             UsageFilter {
-                key_id: Some(3),
+                key_id: Some(KeyId(3)),
                 ..all.clone()
             },
             vec![e4.id, e3.id],
         ),
         (
             UsageFilter {
-                upstream_id: Some(7),
+                upstream_id: Some(UpstreamId(7)),
                 ..all.clone()
             },
             vec![e4.id, e1.id],
@@ -1215,7 +1306,7 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
     };
     let groups = |rows: &[control_plane::store::SummaryRow]| {
         rows.iter()
-            .map(|r| (r.grp.clone(), r.requests, r.cost_micros, r.estimated))
+            .map(|r| (r.grp.clone(), r.requests, r.cost_micros.get(), r.estimated))
             .collect::<Vec<_>>()
     };
     let by_user = summary(SummaryBy::User, all.clone()).await;
@@ -1281,7 +1372,7 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
     let key3 = summary(
         SummaryBy::User,
         UsageFilter {
-            key_id: Some(3),
+            key_id: Some(KeyId(3)),
             ..all.clone()
         },
     )
@@ -1290,7 +1381,7 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
     let upstream7 = summary(
         SummaryBy::Model,
         UsageFilter {
-            upstream_id: Some(7),
+            upstream_id: Some(UpstreamId(7)),
             ..all.clone()
         },
     )
@@ -1306,7 +1397,7 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
                 d.user_id,
                 d.model.as_str(),
                 d.requests,
-                d.cost_micros,
+                d.cost_micros.get(),
                 d.estimated
             ))
             .collect::<Vec<_>>(),
@@ -1328,7 +1419,60 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
         ),
         (200, 80, 20, 4)
     );
-    assert!(store.daily_usage(Some(999)).await.unwrap().is_empty());
+    assert!(
+        store
+            .daily_usage(Some(UserId(999)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn usage_statuses_are_kept_by_name(store: Store, db: Backend) {
+    let ann = store
+        .create_user("ann", Micros(10), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    let with = |status: UsageStatus| UsageRow {
+        status,
+        started_at: at("2026-03-03T10:00:00Z"),
+        ..event(ann.id, 1, "m")
+    };
+    let mut rows: Vec<UsageRow> = UsageStatus::ALL.iter().copied().map(with).collect();
+    // A status the data plane did not say (or this build does not know) is still billed.
+    rows.push(with(UsageStatus::Unspecified));
+    assert_eq!(
+        store.ingest_usage(&rows).await.unwrap().inserted,
+        rows.len() as u64
+    );
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move { db.scalar(sql, &[]).await }
+    };
+    assert_eq!(
+        count(
+            "SELECT COUNT(DISTINCT status) FROM usage_events WHERE status IN ('completed', \
+             'incomplete', 'failed', 'client_cancelled', 'upstream_error', 'unspecified')"
+        )
+        .await,
+        6,
+        "each status is stored as the word the column always held"
+    );
+    let mut listed = store
+        .list_usage(&UsageFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    listed.sort_by_key(|r| r.id);
+    rows.sort_by_key(|r| r.id);
+    assert_eq!(listed, rows, "every status reads back as written");
+    assert_eq!(
+        store.get_user(ann.id).await.unwrap().balance_micros,
+        Micros(10 - rows.len() as i64)
+    );
 }
 
 async fn dead_letters_keep_the_first_report(store: Store, db: Backend) {
@@ -1382,17 +1526,25 @@ async fn snapshots_hold_every_row_their_version_covers(store: Store, _: Backend)
         .await
         .unwrap()
         .value;
-    let ann = store.create_user("ann", 10, 1_000_000).await.unwrap().value;
-    let bob = store.create_user("bob", 0, 1_500_000).await.unwrap().value;
+    let ann = store
+        .create_user("ann", Micros(10), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    let bob = store
+        .create_user("bob", Micros(0), 1_500_000)
+        .await
+        .unwrap()
+        .value;
     store.create_key(key_for(bob.id, 1)).await.unwrap();
     store.create_key(key_for(ann.id, 2)).await.unwrap();
     for model in ["b", "a"] {
         store
             .set_price(PriceRow {
                 model: model.into(),
-                input_micros: 1,
-                cached_input_micros: 1,
-                output_micros: 1,
+                input_micros: Micros(1),
+                cached_input_micros: Micros(1),
+                output_micros: Micros(1),
             })
             .await
             .unwrap();
@@ -1419,7 +1571,10 @@ async fn snapshots_hold_every_row_their_version_covers(store: Store, _: Backend)
             .iter()
             .map(|u| (u.id, u.balance_micros, u.multiplier_ppm))
             .collect::<Vec<_>>(),
-        [(ann.id, 10, 1_000_000), (bob.id, 0, 1_500_000)]
+        [
+            (ann.id, Micros(10), 1_000_000),
+            (bob.id, Micros(0), 1_500_000)
+        ]
     );
     assert_eq!(
         state
@@ -1439,7 +1594,11 @@ async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
     let mut feed = store.changes().await.unwrap();
     let announced = Duration::from_secs(10);
     let silence = Duration::from_millis(500);
-    let ann = store.create_user("ann", 10, 1_000_000).await.unwrap().value;
+    let ann = store
+        .create_user("ann", Micros(10), 1_000_000)
+        .await
+        .unwrap()
+        .value;
     timeout(announced, feed.next())
         .await
         .expect("an admin change is announced")
@@ -1459,7 +1618,7 @@ async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
     store
         .record_health(&[HealthUpdate {
             upstream_id: up.id,
-            health: "healthy",
+            health: UpstreamHealth::Healthy,
             error: String::new(),
             bump: false,
         }])
@@ -1467,7 +1626,7 @@ async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
         .unwrap();
     store.ingest_usage(&[event(ann.id, 1, "m")]).await.unwrap();
     store.dead_letter("1-0", None, "bad").await.unwrap();
-    assert!(store.create_user("ann", 0, 1).await.is_err());
+    assert!(store.create_user("ann", Micros(0), 1).await.is_err());
     assert!(
         timeout(silence, feed.next()).await.is_err(),
         "nothing was announced"
@@ -1484,7 +1643,7 @@ async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
     store
         .record_health(&[HealthUpdate {
             upstream_id: up.id,
-            health: "unhealthy",
+            health: UpstreamHealth::Unhealthy,
             error: "503".into(),
             bump: true,
         }])
@@ -1498,7 +1657,10 @@ async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
     // On Postgres a change made by another replica is announced here too.
     if db.kind == Kind::Postgres {
         let replica = Store::connect(&db.url).await.unwrap();
-        replica.adjust_balance(ann.id, 100, "top-up").await.unwrap();
+        replica
+            .adjust_balance(ann.id, Micros(100), "top-up")
+            .await
+            .unwrap();
         timeout(announced, feed.next())
             .await
             .expect("another replica's change is announced")
