@@ -4,7 +4,7 @@ use std::{ffi::OsString, net::SocketAddr};
 
 pub use gateway_telemetry::{LogFormat, TelemetryArgs};
 
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser};
 use gateway_proto::{DEFAULT_USAGE_STREAM, auth::Secret};
 
 use crate::crypto::EncryptionKey;
@@ -127,14 +127,8 @@ fn embedded_command() -> clap::Command {
 /// Default ring seed ("codexgw!").
 pub const DEFAULT_RING_SEED: u64 = 0x636f_6465_7867_7721;
 
-/// Affinity key used by data planes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Affinity {
-    /// All of a user's keys and sessions reach the same upstream.
-    User,
-    /// Each of a user's sessions is placed on its own.
-    UserSession,
-}
+/// Affinity key used by data planes: the wire's own enum (`user`, `user-session`).
+pub use gateway_proto::v1::AffinityMode as Affinity;
 
 fn parse_token(value: &str) -> Result<Secret, String> {
     if value.len() < 16 {

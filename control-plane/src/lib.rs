@@ -166,7 +166,11 @@ impl ControlPlane {
     ) -> anyhow::Result<()> {
         let routes = grpc::routes(
             grpc::Admin::new(self.store.clone(), self.cipher.clone(), self.prober.clone()),
-            grpc::Discovery::new(self.cache.subscribe(), self.cancel.clone()),
+            grpc::Discovery::new(
+                self.cache.subscribe(),
+                self.cancel.clone(),
+                self.tasks.clone(),
+            ),
             grpc::Usage::new(self.store.clone(), self.ingested.clone()),
             self.config.admin_token.clone(),
             self.config.data_plane_token.clone(),

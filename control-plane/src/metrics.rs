@@ -29,7 +29,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::{net::TcpListener, sync::watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info};
 
 use crate::{snapshot::SnapshotRx, store::Store};
@@ -264,9 +264,11 @@ pub(crate) async fn serve(listener: TcpListener, endpoints: Endpoints, cancel: C
         info!(addr = %addr, "control plane serving /metrics, /healthz, /readyz");
     }
     let builder = auto::Builder::new(TokioExecutor::new());
+    // Connections are tracked so this returns only when the last one has closed.
+    let connections = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -278,7 +280,7 @@ pub(crate) async fn serve(listener: TcpListener, endpoints: Endpoints, cancel: C
         let endpoints = endpoints.clone();
         let builder = builder.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let endpoints = endpoints.clone();
                 async move { Ok::<_, Infallible>(endpoints.answer(&request).await) }
@@ -290,4 +292,6 @@ pub(crate) async fn serve(listener: TcpListener, endpoints: Endpoints, cancel: C
             }
         });
     }
+    connections.close();
+    connections.wait().await;
 }

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use crate::v1::{SummaryBy, UpstreamHealth, UsageStatus};
+use crate::v1::{AffinityMode, SummaryBy, UpstreamHealth, UsageStatus};
 
 /// An enum of the wire contract with a stable lowercase name per value.
 pub trait Named: Sized + Copy + TryFrom<i32> + 'static {
@@ -102,6 +102,17 @@ impl Named for SummaryBy {
     }
 }
 
+impl Named for AffinityMode {
+    const WHAT: &'static str = "affinity";
+    const ALL: &'static [Self] = &[Self::User, Self::UserSession];
+    fn name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::UserSession => "user-session",
+        }
+    }
+}
+
 macro_rules! from_str_by_name {
     ($($t:ty),*) => {$(
         impl FromStr for $t {
@@ -112,7 +123,7 @@ macro_rules! from_str_by_name {
         }
     )*};
 }
-from_str_by_name!(UpstreamHealth, UsageStatus, SummaryBy);
+from_str_by_name!(UpstreamHealth, UsageStatus, SummaryBy, AffinityMode);
 
 #[cfg(feature = "clap")]
 impl clap::ValueEnum for SummaryBy {
@@ -122,6 +133,22 @@ impl clap::ValueEnum for SummaryBy {
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
+/// The control plane's `--affinity`.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for AffinityMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            Self::User => "All of a user's keys and sessions reach the same upstream",
+            Self::UserSession => "Each of a user's sessions is placed on its own",
+        };
+        Some(clap::builder::PossibleValue::new(self.name()).help(help))
     }
 }
 
@@ -138,6 +165,10 @@ mod tests {
             assert_eq!(s.name().parse::<UsageStatus>(), Ok(*s));
         }
         assert_eq!("day".parse::<SummaryBy>(), Ok(SummaryBy::Day));
+        assert_eq!(
+            "user-session".parse::<AffinityMode>(),
+            Ok(AffinityMode::UserSession)
+        );
         assert_eq!(
             "week".parse::<SummaryBy>().unwrap_err().to_string(),
             "\"week\" is not a summary grouping (expected one of: user, model, upstream, day)"

@@ -8,7 +8,7 @@ use gateway_proto::v1::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -19,14 +19,18 @@ use crate::snapshot::SnapshotRx;
 pub struct Discovery {
     snapshots: SnapshotRx,
     shutdown: CancellationToken,
+    /// Each subscriber's stream task, so shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 impl Discovery {
-    /// Serves the snapshots published on `snapshots` until `shutdown`.
-    pub fn new(snapshots: SnapshotRx, shutdown: CancellationToken) -> Self {
+    /// Serves the snapshots published on `snapshots` until `shutdown`, each subscriber's
+    /// stream on `tasks`.
+    pub fn new(snapshots: SnapshotRx, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
         Self {
             snapshots,
             shutdown,
+            tasks,
         }
     }
 }
@@ -56,7 +60,7 @@ impl ConfigDiscovery for Discovery {
         let (tx, rx) = mpsc::channel(1);
         let mut snapshots = self.snapshots.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             // The current snapshot goes out at once, then every newer one.
             snapshots.mark_changed();
             loop {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use gateway_proto::{
     ids::{UpstreamId, UserId},
     ring::{self, Ring, RingError, RingMember},
-    v1::{self, AffinityMode, UpstreamHealth},
+    v1::{self, UpstreamHealth},
 };
 
 use crate::{config::Affinity, crypto::Cipher, store::SnapshotState};
@@ -139,10 +139,7 @@ pub fn build(
             })
             .collect(),
         rings,
-        affinity: match settings.affinity {
-            Affinity::User => AffinityMode::User,
-            Affinity::UserSession => AffinityMode::UserSession,
-        } as i32,
+        affinity: settings.affinity as i32,
         built_at_ms: chrono::Utc::now().timestamp_millis(),
     })
 }

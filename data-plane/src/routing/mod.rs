@@ -51,12 +51,8 @@ impl Upstream {
 /// user to their own next choice (consistent hashing with bounded loads).
 const LOAD_FACTOR: f64 = 1.25;
 
-/// What keeps a client on the same upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Affinity {
-    User,
-    UserSession,
-}
+/// What keeps a client on the same upstream: the wire's own enum.
+pub use gateway_proto::v1::AffinityMode as Affinity;
 
 #[derive(Debug)]
 struct Tier {

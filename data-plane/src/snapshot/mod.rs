@@ -150,10 +150,8 @@ impl AppliedSnapshot {
         Ok(Self {
             version: s.version,
             built_at_ms: s.built_at_ms,
-            affinity: match v1::AffinityMode::try_from(s.affinity) {
-                Ok(v1::AffinityMode::UserSession) => Affinity::UserSession,
-                _ => Affinity::User,
-            },
+            // A mode this build does not know falls back to the default, per user.
+            affinity: Affinity::try_from(s.affinity).unwrap_or(Affinity::User),
             keys,
             users,
             router,
