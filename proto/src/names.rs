@@ -47,6 +47,16 @@ pub fn name_of<T: Named>(value: i32) -> &'static str {
     T::try_from(value).map_or("unspecified", Named::name)
 }
 
+/// The value a stored name stands for. Unlike [`parse`], the zero value's name is accepted
+/// too (`unspecified`): the ledger keeps an event whose status a data plane did not say rather
+/// than lose its bill.
+pub fn from_stored<T: Named>(text: &str) -> Result<T, UnknownName> {
+    match T::try_from(0) {
+        Ok(zero) if zero.name() == text => Ok(zero),
+        _ => parse(text),
+    }
+}
+
 /// Serializes an enum field (an `i32` in prost's structs) by its name.
 pub(crate) fn serialize<S: serde::Serializer, T: Named>(
     value: &i32,
@@ -136,6 +146,41 @@ impl clap::ValueEnum for SummaryBy {
     }
 }
 
+/// The wire's enums as TEXT columns holding their names — the words the columns held before
+/// the wire had enums. Statements bind `name()`.
+#[cfg(feature = "sqlx")]
+mod column {
+    use sqlx::{Database, Decode, Type, error::BoxDynError};
+
+    use super::{UpstreamHealth, UsageStatus, from_stored};
+
+    macro_rules! text_column {
+        ($($t:ty),*) => {$(
+            impl<DB: Database> Type<DB> for $t
+            where
+                String: Type<DB>,
+            {
+                fn type_info() -> DB::TypeInfo {
+                    <String as Type<DB>>::type_info()
+                }
+                fn compatible(ty: &DB::TypeInfo) -> bool {
+                    <String as Type<DB>>::compatible(ty)
+                }
+            }
+
+            impl<'r, DB: Database> Decode<'r, DB> for $t
+            where
+                &'r str: Decode<'r, DB>,
+            {
+                fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                    Ok(from_stored(<&'r str as Decode<'r, DB>>::decode(value)?)?)
+                }
+            }
+        )*};
+    }
+    text_column!(UpstreamHealth, UsageStatus);
+}
+
 /// The control plane's `--affinity`.
 #[cfg(feature = "clap")]
 impl clap::ValueEnum for AffinityMode {
@@ -174,6 +219,12 @@ mod tests {
             "\"week\" is not a summary grouping (expected one of: user, model, upstream, day)"
         );
         assert_eq!(name_of::<UsageStatus>(99), "unspecified");
+        // Stored names: the zero value's too, nothing else unknown.
+        assert_eq!(from_stored("unspecified"), Ok(UsageStatus::Unspecified));
+        assert_eq!(from_stored("unknown"), Ok(UpstreamHealth::Unknown));
+        assert!(from_stored::<UsageStatus>("done").is_err());
+        assert!(from_stored::<UpstreamHealth>("").is_err());
+        assert!("unspecified".parse::<UsageStatus>().is_err());
     }
 
     #[test]

@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
     money::Micros,
-    names::{self, Named},
     v1::{SummaryBy, UpstreamHealth, UsageStatus},
 };
 use sqlx::{
@@ -25,7 +24,6 @@ pub struct UpstreamRow {
     pub max_retries: i32,
     pub timeout_ms: i32,
     pub enabled: bool,
-    #[sqlx(try_from = "NameColumn<UpstreamHealth>")]
     pub health: UpstreamHealth,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -216,55 +214,6 @@ impl<'r> Decode<'r, Sqlite> for TextList {
     }
 }
 
-/// An enum of the wire contract as a TEXT column holding its [`Named::name`] — the same words
-/// the columns held before the wire had enums. Rows read it with
-/// `#[sqlx(try_from = "NameColumn<…>")]`; statements bind `name()` itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct NameColumn<T>(T);
-
-impl From<NameColumn<UpstreamHealth>> for UpstreamHealth {
-    fn from(column: NameColumn<UpstreamHealth>) -> Self {
-        column.0
-    }
-}
-
-impl From<NameColumn<UsageStatus>> for UsageStatus {
-    fn from(column: NameColumn<UsageStatus>) -> Self {
-        column.0
-    }
-}
-
-/// The value named `text` in a column. The zero value has a stored name too (`unspecified`):
-/// the ledger keeps an event whose status a data plane did not say rather than lose its bill.
-fn stored<T: Named>(text: &str) -> Result<T, names::UnknownName> {
-    match T::try_from(0) {
-        Ok(zero) if zero.name() == text => Ok(zero),
-        _ => names::parse(text),
-    }
-}
-
-impl<T, DB: Database> Type<DB> for NameColumn<T>
-where
-    String: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <String as Type<DB>>::type_info()
-    }
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <String as Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'r, T: Named, DB: Database> Decode<'r, DB> for NameColumn<T>
-where
-    &'r str: Decode<'r, DB>,
-{
-    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
-        let text = <&'r str as Decode<'r, DB>>::decode(value)?;
-        Ok(Self(stored(text)?))
-    }
-}
-
 /// A new gateway key.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -303,7 +252,6 @@ pub struct UsageRow {
     pub output_tokens: i64,
     pub reasoning_tokens: i64,
     pub cost_micros: Micros,
-    #[sqlx(try_from = "NameColumn<UsageStatus>")]
     pub status: UsageStatus,
     pub stream: bool,
     pub estimated: bool,
@@ -356,29 +304,4 @@ pub struct SnapshotState {
     pub keys: Vec<KeyRow>,
     pub users: Vec<UserRow>,
     pub prices: Vec<PriceRow>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn columns_read_the_names_they_were_written_with() {
-        for h in UpstreamHealth::ALL {
-            assert_eq!(stored::<UpstreamHealth>(h.name()), Ok(*h));
-        }
-        for s in UsageStatus::ALL {
-            assert_eq!(stored::<UsageStatus>(s.name()), Ok(*s));
-        }
-        assert_eq!(
-            stored::<UpstreamHealth>("unknown"),
-            Ok(UpstreamHealth::Unknown)
-        );
-        assert_eq!(
-            stored::<UsageStatus>("unspecified"),
-            Ok(UsageStatus::Unspecified)
-        );
-        assert!(stored::<UsageStatus>("done").is_err());
-        assert!(stored::<UpstreamHealth>("").is_err());
-    }
 }
