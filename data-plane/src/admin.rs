@@ -11,11 +11,7 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::{
-    metrics::Metrics,
-    proxy::{ProxyBody, full},
-    snapshot::AppliedSnapshot,
-};
+use crate::{metrics::Metrics, snapshot::AppliedSnapshot};
 
 /// State the admin endpoints read.
 #[derive(Debug)]
@@ -46,7 +42,7 @@ impl Admin {
     }
 
     /// The response for an admin `path`, or `None` if it is not one.
-    pub fn respond(&self, path: &str) -> Option<Response<ProxyBody>> {
+    pub fn respond(&self, path: &str) -> Option<Response<Bytes>> {
         match path {
             "/healthz" => Some(text(StatusCode::OK, "ok")),
             "/readyz" => Some(if self.is_ready() {
@@ -56,8 +52,8 @@ impl Admin {
             }),
             "/metrics" => {
                 let snapshot = self.snapshot.load_full();
-                let body = self.metrics.render(snapshot.as_deref());
-                let mut response = Response::new(full(Bytes::from(body)));
+                let applied = snapshot.as_deref().map(|s| (s.router(), s.built_at_ms));
+                let mut response = Response::new(Bytes::from(self.metrics.render(applied)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(
@@ -81,8 +77,8 @@ pub(crate) fn route_label(path: &str) -> Option<&'static str> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -14,7 +14,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::snapshot::AppliedSnapshot;
+use crate::routing::Router;
 
 /// Requests by route and status code.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -235,19 +235,20 @@ impl Metrics {
         self.snapshot_built_seconds.set(built_at_ms as f64 / 1000.0);
     }
 
-    /// The text exposition, with per-upstream gauges read from `table` first.
-    pub fn render(&self, table: Option<&AppliedSnapshot>) -> String {
-        if let Some(table) = table {
+    /// The text exposition, with per-upstream gauges read first from the `router` of the
+    /// snapshot built at `built_at_ms` (if one is applied).
+    pub fn render(&self, applied: Option<(&Router, i64)>) -> String {
+        if let Some((router, built_at_ms)) = applied {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             self.snapshot_age_seconds
-                .set(now_ms.saturating_sub(table.built_at_ms).max(0) as f64 / 1000.0);
+                .set(now_ms.saturating_sub(built_at_ms).max(0) as f64 / 1000.0);
             let now = std::time::Instant::now();
             // Only upstreams of the current snapshot: a deleted one must not linger as "available".
             self.upstream_in_flight.clear();
             self.upstream_available.clear();
-            for u in table.router().upstreams() {
+            for u in router.upstreams() {
                 let labels = UpstreamLabels {
                     upstream: u.name.clone(),
                 };

@@ -249,7 +249,7 @@ async fn attempt(
     let status = response.status();
     if status.is_success() {
         let (head, mut body) = response.into_parts();
-        if prefetch_sse && super::respond::is_event_stream(&head.headers) {
+        if prefetch_sse && super::forward::is_event_stream(&head.headers) {
             return match prefetch(&mut body, upstream.timeout).await {
                 Ok(prefix) => Attempt::Commit(head, body, prefix),
                 Err(failure) => Attempt::Retry(failure),

@@ -115,6 +115,14 @@ pub(super) fn client_response_headers(upstream_headers: &HeaderMap) -> HeaderMap
     headers
 }
 
+/// Whether a response is a Server-Sent Events stream.
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,7 @@ pub use crate::metering::BodyError;
 /// Body of every response the proxy sends.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
 
-pub(crate) fn full(bytes: Bytes) -> ProxyBody {
+fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes)
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
@@ -215,6 +215,7 @@ impl Proxy {
                 .shared
                 .admin
                 .respond(path)
+                .map(|response| response.map(full))
                 .ok_or_else(|| ProxyError::NotFound(path.to_owned())),
             _ => Err(ProxyError::NotFound(path.to_owned())),
         }

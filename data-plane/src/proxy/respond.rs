@@ -2,7 +2,7 @@
 //! headers (hop-by-hop ones dropped), its body streamed through the metering tap, which bills
 //! exactly once however the body ends.
 
-use http::{HeaderMap, Response, header};
+use http::{Response, header};
 use http_body_util::BodyExt;
 
 use super::{ProxyBody, failover::Committed, forward, limits::KeySlot, request::ClientRequest};
@@ -16,7 +16,7 @@ pub(super) fn metered(
     slot: Option<KeySlot>,
 ) -> Response<ProxyBody> {
     let kind = match (
-        is_event_stream(&committed.head.headers),
+        forward::is_event_stream(&committed.head.headers),
         request.endpoint.is_responses(),
     ) {
         (true, true) => TapKind::ResponsesSse,
@@ -52,11 +52,4 @@ pub(super) fn metered(
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
     response
-}
-
-pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
