@@ -243,14 +243,14 @@ impl Proxy {
                 .admission
                 .admit(&snapshot, &parts.headers, peer, started, started_at_ms)?;
 
-        let request =
+        let mut request =
             request::read(endpoint, &parts.headers, body, self.shared.body_limits).await?;
         auth::check_model(admitted.key, &request.model)?;
 
         let meter = MeterGuard::new(self.meter(
             request_id,
             &admitted,
-            &request,
+            &mut request,
             &snapshot,
             started,
             started_at_ms,
@@ -260,7 +260,7 @@ impl Proxy {
             snapshot.affinity,
             admitted.user.id,
             &parts.headers,
-            request.prompt_cache_key.as_deref(),
+            request.prompt_cache_key(),
         );
         let request_id_value =
             HeaderValue::from_str(request_id).map_err(|_| ProxyError::Internal)?;
@@ -296,12 +296,13 @@ impl Proxy {
         Ok(respond::metered(committed, &request, meter, admitted.slot))
     }
 
-    /// The meter of an admitted, read request.
+    /// The meter of an admitted, read request; the model moves into it (nothing after the
+    /// meter needs it).
     fn meter(
         &self,
         request_id: &str,
         admitted: &Admitted<'_>,
-        request: &ClientRequest,
+        request: &mut ClientRequest,
         snapshot: &AppliedSnapshot,
         started: Instant,
         started_at_ms: i64,
@@ -311,10 +312,10 @@ impl Proxy {
             request_id: request_id.to_owned(),
             key_id: admitted.key.id,
             user_id: admitted.user.id,
-            model: request.model.clone(),
+            price: snapshot.price(&request.model),
+            model: std::mem::take(&mut request.model),
             endpoint: request.endpoint.name(),
             stream: request.stream,
-            price: snapshot.price(&request.model),
             multiplier_ppm: admitted.user.multiplier_ppm,
             request_bytes: request.body.len(),
             node_id: self.shared.node_id.clone(),

@@ -79,7 +79,8 @@ pub(super) struct ClientRequest {
     pub(super) body: Bytes,
     pub(super) model: String,
     pub(super) stream: bool,
-    pub(super) prompt_cache_key: Option<String>,
+    /// The body's `prompt_cache_key`: a view into the body itself unless it had escapes.
+    prompt_cache_key: Option<Bytes>,
     /// The gateway asked for the usage chunk; the client did not and must not see it.
     pub(super) strip_usage_chunk: bool,
 }
@@ -138,7 +139,10 @@ pub(super) async fn read(
         .ok_or_else(|| ProxyError::BadRequest("the request body must name a `model`".into()))?
         .to_owned();
     let stream = fields.stream.unwrap_or(false);
-    let prompt_cache_key = fields.prompt_cache_key.as_deref().map(str::to_owned);
+    let prompt_cache_key = fields
+        .prompt_cache_key
+        .as_deref()
+        .map(|key| view(&body, key));
     // Chat and completions streams only report usage when asked to: ask on the client's
     // behalf, and hide the extra chunk from a client that did not.
     let (forwarded, strip_usage_chunk) = if endpoint.is_responses() || !stream {
@@ -157,6 +161,26 @@ pub(super) async fn read(
         prompt_cache_key,
         strip_usage_chunk,
     })
+}
+
+impl ClientRequest {
+    /// The body's `prompt_cache_key`, if it named one.
+    pub(super) fn prompt_cache_key(&self) -> Option<&str> {
+        // Always UTF-8: it was read as a JSON string.
+        self.prompt_cache_key
+            .as_deref()
+            .and_then(|key| std::str::from_utf8(key).ok())
+    }
+}
+
+/// `text` as a view into `body` when it lies inside it (a string serde borrowed), else a copy.
+fn view(body: &Bytes, text: &str) -> Bytes {
+    let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let range = start..start.saturating_add(text.len());
+    match body.get(range.clone()) {
+        Some(inside) if inside.as_ptr() == text.as_ptr() => body.slice(range),
+        _ => Bytes::copy_from_slice(text.as_bytes()),
+    }
 }
 
 /// The body with `stream_options.include_usage = true`. The common case (no `stream_options`)
@@ -239,6 +263,17 @@ mod tests {
             );
         }
         assert_eq!(Endpoint::classify("/v1/models"), None);
+    }
+
+    #[test]
+    fn prompt_cache_key_is_a_view_of_the_body_or_a_copy() {
+        let body = Bytes::from_static(b"{\"prompt_cache_key\":\"pck-1\"}");
+        let inside = std::str::from_utf8(&body[21..26]).unwrap();
+        let v = view(&body, inside);
+        assert_eq!(&v[..], b"pck-1");
+        assert_eq!(v.as_ptr(), inside.as_ptr(), "no copy");
+        let elsewhere = view(&body, "pck-2");
+        assert_eq!(&elsewhere[..], b"pck-2");
     }
 
     #[test]
