@@ -23,19 +23,28 @@ pub struct Event<'a> {
 impl<'a> Event<'a> {
     /// The event's name: its `event:` field, or — for upstreams that omit that line — the
     /// `type` of its JSON data; empty when neither is there.
+    #[inline]
     pub fn name(&self) -> Cow<'a, [u8]> {
-        if !self.event.is_empty() {
-            return Cow::Borrowed(self.event);
+        if self.event.is_empty() {
+            Cow::Owned(data_type(self.data))
+        } else {
+            Cow::Borrowed(self.event)
         }
-        #[derive(serde::Deserialize)]
-        struct TypeOnly<'t> {
-            #[serde(borrow, rename = "type")]
-            kind: Option<Cow<'t, str>>,
-        }
-        match serde_json::from_slice::<TypeOnly<'_>>(self.data) {
-            Ok(TypeOnly { kind: Some(kind) }) => Cow::Owned(kind.into_owned().into_bytes()),
-            _ => Cow::Borrowed(b""),
-        }
+    }
+}
+
+/// The `type` member of an event's JSON data (empty if none): the rare upstream that sends no
+/// `event:` lines, kept off the common path.
+#[cold]
+fn data_type(data: &[u8]) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct TypeOnly<'t> {
+        #[serde(borrow, rename = "type")]
+        kind: Option<Cow<'t, str>>,
+    }
+    match serde_json::from_slice::<TypeOnly<'_>>(data) {
+        Ok(TypeOnly { kind: Some(kind) }) => kind.into_owned().into_bytes(),
+        _ => Vec::new(),
     }
 }
 

@@ -62,6 +62,7 @@ impl Tap {
         }
     }
 
+    #[inline]
     pub(super) fn feed(&mut self, chunk: &[u8]) {
         match self {
             Self::Sse {
@@ -116,6 +117,7 @@ impl Tap {
     }
 
     /// Whether the stream's own end marker (terminal event or `[DONE]`) has been seen.
+    #[inline]
     pub(super) fn has_terminal(&self) -> bool {
         matches!(
             self,
