@@ -28,17 +28,6 @@ pub struct TelemetryArgs {
     pub service_name: Option<String>,
 }
 
-impl TelemetryArgs {
-    /// Human-readable logs and no trace export: what tests and embedded planes use.
-    pub fn text() -> Self {
-        Self {
-            log_format: LogFormat::Text,
-            otlp_endpoint: None,
-            service_name: None,
-        }
-    }
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
