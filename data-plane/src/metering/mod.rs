@@ -172,6 +172,11 @@ impl MeterGuard {
         Self(Some(meter))
     }
 
+    /// The requested model.
+    pub fn model(&self) -> &str {
+        self.0.as_ref().map_or("", |m| m.model.as_str())
+    }
+
     /// Hands the meter on; the guard no longer bills.
     pub fn into_inner(mut self) -> Option<Meter> {
         self.0.take()

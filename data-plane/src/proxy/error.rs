@@ -19,6 +19,8 @@ pub enum ProxyError {
     KeyExpired,
     #[error("this API key may not use model {0:?}")]
     ModelNotAllowed(String),
+    #[error("the model {0:?} does not exist or is not served here")]
+    ModelNotFound(String),
     #[error("your balance is exhausted; top up to continue")]
     InsufficientQuota,
     #[error("this API key may not be used from {0}")]
@@ -92,6 +94,11 @@ impl ProxyError {
                 StatusCode::FORBIDDEN,
                 "invalid_request_error",
                 "model_not_allowed",
+            ),
+            Self::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
             ),
             Self::InsufficientQuota => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -70,7 +70,7 @@ impl Failure {
     }
 
     /// The client's error when nothing else is left to try.
-    fn into_error(self, router: &Router) -> ProxyError {
+    fn into_error(self, router: &Router, model: &str) -> ProxyError {
         match self {
             Self::Connect | Self::CutBeforeOutput => ProxyError::UpstreamConnect,
             Self::Timeout => ProxyError::UpstreamTimeout,
@@ -79,7 +79,7 @@ impl Failure {
             Self::FailedBeforeOutput => ProxyError::UpstreamFailed,
             Self::RateLimited(after) => ProxyError::UpstreamsBusy(
                 router
-                    .all_cooling(Instant::now())
+                    .all_cooling(model, Instant::now())
                     .or(after)
                     .unwrap_or(Duration::from_secs(1)),
             ),
@@ -114,21 +114,35 @@ pub(super) struct Exhausted {
     pub(super) upstream_id: Option<UpstreamId>,
 }
 
-/// Picks upstreams in the affinity key's order (see [`Router::choose`]) and tries each until
-/// one gives an answer worth forwarding.
+/// Where a request may go: the snapshot's router, the request's affinity key and its model.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Route<'a> {
+    pub(super) router: &'a Router,
+    pub(super) affinity_key: &'a [u8],
+    pub(super) model: &'a str,
+}
+
+/// Picks upstreams in the affinity key's order among those serving the model (see
+/// [`Router::choose`]) and tries each until one gives an answer worth forwarding.
 pub(super) async fn run(
     client: &UpstreamClient,
     metrics: &Metrics,
-    router: &Router,
-    affinity_key: &[u8],
+    route: Route<'_>,
     build: impl Fn(&Upstream) -> Result<Request<Full<Bytes>>, ProxyError>,
     prefetch_sse: bool,
     request_id: &str,
 ) -> Result<Committed, Exhausted> {
+    let Route {
+        router,
+        affinity_key,
+        model,
+    } = route;
     let mut tried: Vec<UpstreamId> = Vec::new();
     let mut last: Option<Failure> = None;
     let mut attempts = 0;
-    'upstreams: while let Some(upstream) = router.choose(affinity_key, &tried, Instant::now()) {
+    'upstreams: while let Some(upstream) =
+        router.choose(affinity_key, model, &tried, Instant::now())
+    {
         tried.push(upstream.id);
         let mut retries_left = upstream.max_retries;
         let mut backoff = BACKOFF_BASE;
@@ -223,8 +237,8 @@ pub(super) async fn run(
     }
     let upstream_id = tried.last().copied();
     let error = match last {
-        Some(failure) => failure.into_error(router),
-        None => match router.all_cooling(Instant::now()) {
+        Some(failure) => failure.into_error(router, model),
+        None => match router.all_cooling(model, Instant::now()) {
             Some(after) => ProxyError::UpstreamsBusy(after),
             None => ProxyError::NoUpstream,
         },

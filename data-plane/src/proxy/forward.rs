@@ -138,6 +138,7 @@ mod tests {
             max_retries: 0,
             timeout: Duration::from_secs(1),
             healthy: true,
+            models: Box::default(),
             state: Default::default(),
         }
     }

@@ -246,6 +246,10 @@ impl Proxy {
         let mut request =
             request::read(endpoint, &parts.headers, body, self.shared.body_limits).await?;
         auth::check_model(admitted.key, &request.model)?;
+        if !snapshot.router().serves(&request.model) {
+            // Before the meter: nothing was attempted, nothing is billed.
+            return Err(ProxyError::ModelNotFound(request.model));
+        }
 
         let meter = MeterGuard::new(self.meter(
             request_id,
@@ -267,8 +271,11 @@ impl Proxy {
         let committed = failover::run(
             &self.shared.client,
             &self.shared.metrics,
-            snapshot.router(),
-            affinity.as_bytes(),
+            failover::Route {
+                router: snapshot.router(),
+                affinity_key: affinity.as_bytes(),
+                model: meter.model(),
+            },
             |upstream| {
                 forward::upstream_request(
                     &parts.headers,

@@ -36,6 +36,8 @@ pub struct Upstream {
     pub timeout: Duration,
     /// As the control plane's active checks last saw it.
     pub healthy: bool,
+    /// The models it serves; empty = every model.
+    pub models: Box<[Box<str>]>,
     /// This data plane's own view: in-flight streams, circuit, cool-down.
     pub state: Arc<UpstreamState>,
 }
@@ -44,6 +46,11 @@ impl Upstream {
     /// Whether a request may go to this upstream now.
     pub fn available(&self, now: Instant) -> bool {
         self.healthy && self.state.available(now)
+    }
+
+    /// Whether it serves `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| &**m == model)
     }
 }
 
@@ -113,6 +120,7 @@ impl Router {
                     max_retries: u.max_retries,
                     timeout: Duration::from_millis(u64::from(u.timeout_ms.max(1))),
                     healthy: u.healthy,
+                    models: u.models.into_iter().map(String::into_boxed_str).collect(),
                     state: states.get(id),
                 }),
             );
@@ -196,22 +204,56 @@ impl Router {
     /// carries more than its bounded share of in-flight streams, in which case the key's own
     /// next choice under the cap (or, if all are over it, the first choice after all).
     ///
-    /// If active health checks have marked every upstream unhealthy, they are ignored (panic
-    /// mode): a probe that fails everywhere — a pool without `/v1/models`, say — must not take
-    /// the whole gateway down. Circuits and cool-downs still apply.
+    /// Only upstreams that serve `model` are candidates; the others are skipped like an
+    /// unavailable one, so within each model's set a user keeps their place and adding a model
+    /// to an upstream moves only the users of that model whose first choice it now is.
+    ///
+    /// If active health checks have marked every upstream that serves the model unhealthy,
+    /// they are ignored (panic mode): a probe that fails everywhere — a pool without
+    /// `/v1/models`, say — must not take the whole gateway down. Circuits and cool-downs
+    /// still apply.
     pub fn choose(
         &self,
         affinity_key: &[u8],
+        model: &str,
         tried: &[UpstreamId],
         now: Instant,
     ) -> Option<Arc<Upstream>> {
-        self.choose_with(affinity_key, tried, |u| u.available(now))
+        self.choose_with(affinity_key, tried, |u| u.serves(model) && u.available(now))
             .or_else(|| {
-                if self.upstreams.values().any(|u| u.healthy) {
+                if self
+                    .upstreams
+                    .values()
+                    .any(|u| u.healthy && u.serves(model))
+                {
                     return None;
                 }
-                self.choose_with(affinity_key, tried, |u| u.state.available(now))
+                self.choose_with(affinity_key, tried, |u| {
+                    u.serves(model) && u.state.available(now)
+                })
             })
+    }
+
+    /// Whether any upstream serves `model` (available or not).
+    pub fn serves(&self, model: &str) -> bool {
+        self.upstreams.values().any(|u| u.serves(model))
+    }
+
+    /// Whether some upstream serves every model.
+    pub fn serves_every_model(&self) -> bool {
+        self.upstreams.values().any(|u| u.models.is_empty())
+    }
+
+    /// The models upstreams declare, each once, sorted.
+    pub fn declared_models(&self) -> Vec<&str> {
+        let mut models: Vec<&str> = self
+            .upstreams
+            .values()
+            .flat_map(|u| u.models.iter().map(|m| &**m))
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        models
     }
 
     fn choose_with(
@@ -259,11 +301,15 @@ impl Router {
         None
     }
 
-    /// The shortest remaining cool-down among upstreams that are cooling down, if every
-    /// routable upstream is (a hint for the client's `Retry-After`).
-    pub fn all_cooling(&self, now: Instant) -> Option<Duration> {
+    /// The shortest remaining cool-down among upstreams serving `model` that are cooling
+    /// down, if every routable one is (a hint for the client's `Retry-After`).
+    pub fn all_cooling(&self, model: &str, now: Instant) -> Option<Duration> {
         let mut shortest: Option<Duration> = None;
-        for u in self.upstreams.values().filter(|u| u.healthy) {
+        for u in self
+            .upstreams
+            .values()
+            .filter(|u| u.healthy && u.serves(model))
+        {
             match u.state.cooldown_left(now) {
                 Some(left) => shortest = Some(shortest.map_or(left, |s| s.min(left))),
                 None => return None,

@@ -175,14 +175,27 @@ impl AppliedSnapshot {
         self.prices.get(model).copied().or(self.default_price)
     }
 
-    /// Models a key may use: its allow-list, or every priced model.
+    /// Models a key may use that some upstream serves: its allow-list (or, without one,
+    /// every model named anywhere: priced or declared by an upstream), kept to the models an
+    /// upstream serves. An upstream that serves every model serves all of them.
     pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
+        let router = &self.router;
         let mut models: Vec<String> = if key.models.is_empty() {
-            self.prices.keys().cloned().collect()
+            let declared = router.declared_models().into_iter().map(str::to_owned);
+            if router.serves_every_model() {
+                self.prices.keys().cloned().chain(declared).collect()
+            } else {
+                declared.collect()
+            }
         } else {
-            key.models.clone()
+            key.models
+                .iter()
+                .filter(|m| router.serves(m))
+                .cloned()
+                .collect()
         };
         models.sort();
+        models.dedup();
         models
     }
 

@@ -16,6 +16,7 @@ fn upstream(id: i64, priority: i32, healthy: bool) -> v1::SnapshotUpstream {
         max_retries: 1,
         timeout_ms: 5_000,
         healthy,
+        models: vec![],
     }
 }
 
@@ -174,23 +175,29 @@ fn choose_skips_tried_and_unavailable_and_falls_through_tiers() {
     let now = Instant::now();
     for i in 0..100 {
         let key = format!("user:{i}");
-        let first = t.router().choose(key.as_bytes(), &[], now).unwrap();
+        let first = t.router().choose(key.as_bytes(), "m", &[], now).unwrap();
         assert_eq!(
             first.id,
             t.router().pick(key.as_bytes(), |_| true).unwrap().id
         );
-        let second = t.router().choose(key.as_bytes(), &[first.id], now).unwrap();
+        let second = t
+            .router()
+            .choose(key.as_bytes(), "m", &[first.id], now)
+            .unwrap();
         assert_eq!(
             second.id.get(),
             3 - first.id.get(),
             "the other tier-0 upstream next"
         );
         let [one, two, three] = [1, 2, 3].map(UpstreamId);
-        let third = t.router().choose(key.as_bytes(), &[one, two], now).unwrap();
+        let third = t
+            .router()
+            .choose(key.as_bytes(), "m", &[one, two], now)
+            .unwrap();
         assert_eq!(third.id, three, "then the less preferred tier");
         assert!(
             t.router()
-                .choose(key.as_bytes(), &[one, two, three], now)
+                .choose(key.as_bytes(), "m", &[one, two, three], now)
                 .is_none()
         );
     }
@@ -200,7 +207,7 @@ fn choose_skips_tried_and_unavailable_and_falls_through_tiers() {
     for i in 0..100 {
         let key = format!("user:{i}");
         let home = t.router().pick(key.as_bytes(), |_| true).unwrap().id;
-        let chosen = t.router().choose(key.as_bytes(), &[], now).unwrap().id;
+        let chosen = t.router().choose(key.as_bytes(), "m", &[], now).unwrap().id;
         assert_eq!(chosen, UpstreamId(2), "{key} (home {home})");
     }
 }
@@ -210,7 +217,7 @@ fn bounded_loads_spill_to_the_users_own_next_choice() {
     let t = AppliedSnapshot::try_from(snapshot()).unwrap();
     let now = Instant::now();
     let key = b"user:7";
-    let home = t.router().choose(key, &[], now).unwrap();
+    let home = t.router().choose(key, "m", &[], now).unwrap();
     let other = t
         .router()
         .upstream(UpstreamId(3 - home.id.get()))
@@ -218,14 +225,14 @@ fn bounded_loads_spill_to_the_users_own_next_choice() {
         .clone();
     // Fill the home upstream far above a fair share while the other is idle.
     let guards: Vec<_> = (0..10).map(|_| home.state.start()).collect();
-    let chosen = t.router().choose(key, &[], now).unwrap();
+    let chosen = t.router().choose(key, "m", &[], now).unwrap();
     assert_eq!(chosen.id, other.id, "spilled to the next choice");
     // When everyone is loaded evenly, the home choice holds.
     let others: Vec<_> = (0..10).map(|_| other.state.start()).collect();
-    assert_eq!(t.router().choose(key, &[], now).unwrap().id, home.id);
+    assert_eq!(t.router().choose(key, "m", &[], now).unwrap().id, home.id);
     drop(guards);
     drop(others);
-    assert_eq!(t.router().choose(key, &[], now).unwrap().id, home.id);
+    assert_eq!(t.router().choose(key, "m", &[], now).unwrap().id, home.id);
 }
 
 #[test]
@@ -238,7 +245,7 @@ fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
     let now = Instant::now();
     let home = t.router().pick(b"user:1", |_| true).unwrap().id;
     assert_eq!(
-        t.router().choose(b"user:1", &[], now).unwrap().id,
+        t.router().choose(b"user:1", "m", &[], now).unwrap().id,
         home,
         "panic mode keeps routing"
     );
@@ -248,7 +255,117 @@ fn when_every_upstream_is_marked_unhealthy_health_is_ignored() {
     s.upstreams[1].healthy = false;
     let t = AppliedSnapshot::try_from(s).unwrap();
     assert_eq!(
-        t.router().choose(b"user:1", &[], now).unwrap().id,
+        t.router().choose(b"user:1", "m", &[], now).unwrap().id,
         UpstreamId(3)
     );
+}
+
+/// Tier 0 of `snapshot()` with upstream 2 serving only `mini`.
+fn with_mini_on_2() -> AppliedSnapshot {
+    let mut s = snapshot();
+    s.upstreams[1].models = vec!["mini".into()];
+    AppliedSnapshot::try_from(s).unwrap()
+}
+
+#[test]
+fn only_upstreams_serving_the_model_are_chosen_and_nobody_else_moves() {
+    let before = AppliedSnapshot::try_from(snapshot()).unwrap();
+    let after = with_mini_on_2();
+    let now = Instant::now();
+    let (mut moved, mut users) = (0, 0);
+    for i in 0..2_000 {
+        let key = format!("user:{i}");
+        let home = before
+            .router()
+            .choose(key.as_bytes(), "big", &[], now)
+            .unwrap()
+            .id;
+        // `big` is no longer served by upstream 2: its users fall to their own next choice
+        // (upstream 1), everyone else stays.
+        let big = after
+            .router()
+            .choose(key.as_bytes(), "big", &[], now)
+            .unwrap()
+            .id;
+        assert_eq!(big, UpstreamId(1), "{key}");
+        // `mini` is served by both: nobody moves.
+        let mini = after
+            .router()
+            .choose(key.as_bytes(), "mini", &[], now)
+            .unwrap()
+            .id;
+        assert_eq!(mini, home, "{key}");
+        users += 1;
+        moved += usize::from(big != home);
+        // Failover for `big` goes to tier 1, never to upstream 2.
+        let next = after
+            .router()
+            .choose(key.as_bytes(), "big", &[UpstreamId(1)], now)
+            .unwrap()
+            .id;
+        assert_eq!(next, UpstreamId(3), "{key}");
+    }
+    // About half the users were homed on upstream 2 for `big`: they, and only they, moved.
+    assert!((800..1_200).contains(&moved), "{moved} of {users} moved");
+}
+
+#[test]
+fn adding_a_model_moves_only_its_users_who_now_land_there() {
+    // Upstream 3 (tier 1) serves only `x`; tier 0 serves every model. Declaring `y` on a
+    // tier-0 upstream that did not serve it changes only `y`'s picks.
+    let mut s = snapshot();
+    s.upstreams[0].models = vec!["x".into()];
+    let before = AppliedSnapshot::try_from(s.clone()).unwrap();
+    s.upstreams[0].models = vec!["x".into(), "y".into()];
+    let after = AppliedSnapshot::try_from(s).unwrap();
+    let now = Instant::now();
+    for i in 0..2_000 {
+        let key = format!("user:{i}");
+        let pick = |t: &AppliedSnapshot, model| {
+            t.router()
+                .choose(key.as_bytes(), model, &[], now)
+                .unwrap()
+                .id
+        };
+        assert_eq!(
+            pick(&before, "x"),
+            pick(&after, "x"),
+            "{key}: x never moves"
+        );
+        let (was, is) = (pick(&before, "y"), pick(&after, "y"));
+        if was != is {
+            assert_eq!(
+                is,
+                UpstreamId(1),
+                "{key}: y moves only onto the upstream that added it"
+            );
+        }
+    }
+}
+
+#[test]
+fn models_served_and_listed() {
+    let t = with_mini_on_2();
+    assert!(t.router().serves("mini") && t.router().serves("anything"));
+    let mut s = snapshot();
+    for u in &mut s.upstreams {
+        u.models = vec!["mini".into()];
+    }
+    s.upstreams[2].models = vec!["big".into()];
+    let t = AppliedSnapshot::try_from(s).unwrap();
+    assert!(
+        !t.router().serves("gpt-5"),
+        "priced but served by no upstream"
+    );
+    let every = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();
+    assert_eq!(t.models_for(every), ["big", "mini"]);
+    let limited = KeyEntry {
+        models: vec!["mini".into(), "gpt-5".into()],
+        ..every.clone()
+    };
+    assert_eq!(t.models_for(&limited), ["mini"]);
+    // With an upstream that serves every model, priced models are listed too.
+    let t = with_mini_on_2();
+    let every = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();
+    assert_eq!(t.models_for(every), ["gpt-5", "mini"]);
 }
