@@ -130,6 +130,7 @@ pub fn snapshot(version: u64, base_url: &str, secrets: &[&str]) -> Snapshot {
             max_retries: 0,
             timeout_ms: 5_000,
             healthy: true,
+            models: vec![],
         }],
         keys: secrets
             .iter()

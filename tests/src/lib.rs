@@ -562,6 +562,17 @@ impl Harness {
         priority: i32,
         weight: u32,
     ) -> (v1::Upstream, u64) {
+        self.add_upstream_serving(name, priority, weight, &[]).await
+    }
+
+    /// Adds an upstream on the mock that serves only `models` (none: every model).
+    pub async fn add_upstream_serving(
+        &self,
+        name: &str,
+        priority: i32,
+        weight: u32,
+        models: &[&str],
+    ) -> (v1::Upstream, u64) {
         let response = self
             .admin()
             .await
@@ -575,6 +586,7 @@ impl Harness {
                 timeout_ms: 5_000,
                 disabled: false,
                 probe_path: None,
+                models: models.iter().map(|m| (*m).to_owned()).collect(),
             })
             .await
             .expect("create upstream");

@@ -11,6 +11,7 @@ mod failover;
 mod faults;
 mod health;
 mod limits;
+mod models;
 mod proxy;
 mod quickstart;
 mod routes;
