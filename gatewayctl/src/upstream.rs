@@ -75,9 +75,56 @@ pub(crate) async fn run(
             ),
             ("health_error", one.health_error),
             ("probe_path", one.probe_path),
+            ("models", models_field(&one.models)),
             ("updated_at", one.updated_at),
         ],
     )?)
+}
+
+/// Widest the MODELS column of `upstream list` grows; `upstream get` shows the whole list.
+const MODELS_CELL_WIDTH: usize = 40;
+
+/// The models an upstream serves, for `upstream get`: empty means every model.
+fn models_field(models: &[String]) -> String {
+    if models.is_empty() {
+        "* (every model)".into()
+    } else {
+        models.join(",")
+    }
+}
+
+/// The MODELS cell of `upstream list`: `*` for every model, else as many names as fit in
+/// [`MODELS_CELL_WIDTH`] and a count of the rest, so one long list cannot widen the table.
+fn models_cell(models: &[String]) -> String {
+    if models.is_empty() {
+        return "*".into();
+    }
+    let full = models.join(",");
+    if full.chars().count() <= MODELS_CELL_WIDTH {
+        return full;
+    }
+    let mut cell = String::new();
+    for (shown, model) in models.iter().enumerate() {
+        let rest = models.len() - shown;
+        let more = format!(",… (+{rest})");
+        let sep = usize::from(shown > 0);
+        if cell.chars().count() + sep + model.chars().count() + more.chars().count()
+            > MODELS_CELL_WIDTH
+        {
+            if shown == 0 {
+                // Not even the first name fits: cut it, and still say how many there are.
+                let room = MODELS_CELL_WIDTH.saturating_sub(more.chars().count());
+                cell = model.chars().take(room).collect();
+            }
+            cell.push_str(&more);
+            return cell;
+        }
+        if sep == 1 {
+            cell.push(',');
+        }
+        cell.push_str(model);
+    }
+    cell
 }
 
 fn seconds_to_ms(secs: u32) -> Result<u32, CliError> {
@@ -114,6 +161,9 @@ pub struct UpstreamAdd {
     /// Path probed by active health checks (default /v1/models; '' disables them).
     #[arg(long)]
     pub probe_path: Option<String>,
+    /// Models it serves, comma-separated (default: every model).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
 }
 
 impl UpstreamAdd {
@@ -128,6 +178,7 @@ impl UpstreamAdd {
             timeout_ms: seconds_to_ms(self.timeout)?,
             disabled: self.disabled,
             probe_path: self.probe_path,
+            models: self.models,
         };
         Ok(client.create_upstream(request).await?.into_inner())
     }
@@ -155,6 +206,7 @@ async fn list(
         "ENABLED",
         "HEALTH",
         "KEY",
+        "MODELS",
     ]);
     for u in list {
         t.row(vec![
@@ -166,6 +218,7 @@ async fn list(
             u.enabled.to_string(),
             names::name_of::<v1::UpstreamHealth>(u.health).to_owned(),
             u.api_key_hint,
+            models_cell(&u.models),
         ]);
     }
     Ok(t.write(out)?)
@@ -194,6 +247,12 @@ pub struct UpstreamUpdate {
     /// Path probed by active health checks ('' disables them).
     #[arg(long)]
     pub probe_path: Option<String>,
+    /// Models it serves, comma-separated; replaces the current list.
+    #[arg(long, value_delimiter = ',', conflicts_with = "all_models")]
+    pub models: Option<Vec<String>>,
+    /// Serve every model again.
+    #[arg(long)]
+    pub all_models: bool,
 }
 
 impl UpstreamUpdate {
@@ -209,6 +268,12 @@ impl UpstreamUpdate {
             timeout_ms: self.timeout.map(seconds_to_ms).transpose()?,
             enabled: None,
             probe_path: self.probe_path,
+            // An empty list on the wire means every model; an absent one leaves it unchanged.
+            models: if self.all_models {
+                Some(v1::StringList { values: vec![] })
+            } else {
+                self.models.map(|values| v1::StringList { values })
+            },
         };
         Ok(client.update_upstream(request).await?.into_inner())
     }
@@ -314,5 +379,72 @@ mod tests {
             let err = upstream(&[command, "0"]).unwrap_err().to_string();
             assert!(err.contains("not a valid upstream id"), "{command}: {err}");
         }
+    }
+
+    #[test]
+    fn models_replace_or_go_back_to_every_model() {
+        let Ok(UpstreamCmd::Update(update)) = upstream(&["update", "7", "--models", "a,b"]) else {
+            panic!("--models parses");
+        };
+        assert_eq!(
+            update.models.as_deref(),
+            Some(&["a".into(), "b".into()][..])
+        );
+        assert!(!update.all_models);
+        let Ok(UpstreamCmd::Update(update)) = upstream(&["update", "7", "--all-models"]) else {
+            panic!("--all-models parses");
+        };
+        assert!(update.all_models && update.models.is_none());
+        let err = upstream(&["update", "7", "--models", "a", "--all-models"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
+
+        let add = [
+            "add",
+            "--name",
+            "n",
+            "--base-url",
+            "http://x",
+            "--api-key",
+            "k",
+        ];
+        let Ok(UpstreamCmd::Add(every)) = upstream(&add) else {
+            panic!("add parses");
+        };
+        assert!(every.models.is_empty(), "default: every model");
+        let with: Vec<&str> = add
+            .iter()
+            .copied()
+            .chain(["--models", "gpt-5,o3"])
+            .collect();
+        let Ok(UpstreamCmd::Add(some)) = upstream(&with) else {
+            panic!("add --models parses");
+        };
+        assert_eq!(some.models, ["gpt-5", "o3"]);
+    }
+
+    #[test]
+    fn the_models_cell_stays_narrow() {
+        let names = |ns: &[&str]| ns.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(models_cell(&[]), "*");
+        assert_eq!(models_cell(&names(&["gpt-5", "o3"])), "gpt-5,o3");
+        let many = names(&[
+            "gpt-5",
+            "gpt-5-codex",
+            "gpt-5-mini",
+            "gpt-5.1-codex-max",
+            "o3",
+            "o4-mini",
+        ]);
+        let cell = models_cell(&many);
+        assert_eq!(cell, "gpt-5,gpt-5-codex,gpt-5-mini,… (+3)");
+        assert!(cell.chars().count() <= MODELS_CELL_WIDTH);
+        let long = names(&[&"m".repeat(100), "o3"]);
+        let cell = models_cell(&long);
+        assert!(cell.ends_with(",… (+2)"), "{cell}");
+        assert_eq!(cell.chars().count(), MODELS_CELL_WIDTH);
+        assert_eq!(models_field(&[]), "* (every model)");
+        assert_eq!(models_field(&many[..2]), "gpt-5,gpt-5-codex");
     }
 }

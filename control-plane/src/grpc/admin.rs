@@ -100,6 +100,7 @@ impl AdminService for Admin {
             probe_path: validate::probe_path(
                 r.probe_path.as_deref().unwrap_or(DEFAULT_PROBE_PATH),
             )?,
+            models: validate::upstream_models(r.models)?,
         };
         let created = self.store.create_upstream(new).await.map_err(status)?;
         info!(upstream = created.value.id.get(), name = %created.value.name, version = created.version, "upstream created");
@@ -155,6 +156,10 @@ impl AdminService for Admin {
                 .probe_path
                 .as_deref()
                 .map(validate::probe_path)
+                .transpose()?,
+            models: r
+                .models
+                .map(|list| validate::upstream_models(list.values))
                 .transpose()?,
         };
         let updated = self

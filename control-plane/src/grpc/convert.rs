@@ -100,6 +100,7 @@ impl From<UpstreamRow> for v1::Upstream {
             probe_path: u.probe_path,
             health_error: u.health_error,
             health_checked_at: u.health_checked_at.map(time),
+            models: u.models,
         }
     }
 }

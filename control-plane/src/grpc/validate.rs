@@ -13,6 +13,9 @@ const MAX_TIMEOUT_MS: u32 = 3_600_000;
 const MAX_WEIGHT: u32 = 10_000;
 const MAX_RETRIES: u32 = 10;
 const MAX_NAME_LEN: usize = 100;
+/// Far more than any pool serves; a bound so one row cannot grow without limit.
+const MAX_UPSTREAM_MODELS: usize = 256;
+const MAX_MODEL_LEN: usize = 128;
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<String, Status> {
     let value = value.trim();
@@ -151,6 +154,53 @@ pub(crate) fn models(values: Vec<String>) -> Result<Vec<String>, Status> {
         .collect()
 }
 
+/// The models an upstream serves: trimmed, each named once; empty means every model, so `*`
+/// is refused rather than stored as a name no request would ever carry.
+pub(crate) fn upstream_models(values: Vec<String>) -> Result<Vec<String>, Status> {
+    if values.len() > MAX_UPSTREAM_MODELS {
+        return Err(Status::invalid_argument(format!(
+            "an upstream serves at most {MAX_UPSTREAM_MODELS} models, got {}; \
+             an empty list means every model",
+            values.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(values.len());
+    let mut models = Vec::with_capacity(values.len());
+    for value in values {
+        let model = value.trim();
+        if model.is_empty() {
+            return Err(Status::invalid_argument(
+                "upstream model names must not be empty",
+            ));
+        }
+        if model == "*" {
+            return Err(Status::invalid_argument(
+                "\"*\" is not a model name; an empty list means the upstream serves every model",
+            ));
+        }
+        if model.chars().count() > MAX_MODEL_LEN {
+            return Err(Status::invalid_argument(format!(
+                "upstream model name {model:?} is longer than {MAX_MODEL_LEN} characters"
+            )));
+        }
+        if model
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        {
+            return Err(Status::invalid_argument(format!(
+                "upstream model name {model:?} must not contain spaces, commas or control characters"
+            )));
+        }
+        if !seen.insert(model.to_owned()) {
+            return Err(Status::invalid_argument(format!(
+                "upstream model {model:?} is listed twice"
+            )));
+        }
+        models.push(model.to_owned());
+    }
+    Ok(models)
+}
+
 /// IP allow-list entries: an address or a CIDR block.
 pub(crate) fn cidrs(values: Vec<String>) -> Result<Vec<String>, Status> {
     values
@@ -242,5 +292,35 @@ mod tests {
         assert!(timestamp("expires", "2027-01-01T00:00:00Z").is_ok());
         assert!(timestamp("expires", "tomorrow").is_err());
         assert!(api_key("sk abc").is_err());
+    }
+
+    #[test]
+    fn upstream_models_are_trimmed_unique_and_never_a_wildcard() {
+        assert_eq!(
+            upstream_models(vec![" gpt-5 ".into(), "gpt-5-codex".into()]).unwrap(),
+            ["gpt-5", "gpt-5-codex"]
+        );
+        assert!(upstream_models(Vec::new()).unwrap().is_empty());
+
+        let duplicate = upstream_models(vec!["gpt-5".into(), " gpt-5".into()]).unwrap_err();
+        assert_eq!(duplicate.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            duplicate.message(),
+            "upstream model \"gpt-5\" is listed twice"
+        );
+
+        let wildcard = upstream_models(vec!["*".into()]).unwrap_err();
+        assert!(
+            wildcard.message().contains("an empty list means"),
+            "{}",
+            wildcard.message()
+        );
+        assert!(upstream_models(vec!["  ".into()]).is_err());
+        assert!(upstream_models(vec!["a b".into()]).is_err());
+        assert!(upstream_models(vec!["a,b".into()]).is_err());
+        assert!(upstream_models(vec!["m".repeat(MAX_MODEL_LEN + 1)]).is_err());
+        assert!(upstream_models(vec!["m".repeat(MAX_MODEL_LEN)]).is_ok());
+        let many: Vec<String> = (0..=MAX_UPSTREAM_MODELS).map(|i| format!("m{i}")).collect();
+        assert!(upstream_models(many).is_err());
     }
 }

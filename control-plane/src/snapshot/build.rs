@@ -69,6 +69,7 @@ pub fn build(
             max_retries: u32::try_from(u.max_retries).unwrap_or(0),
             timeout_ms: u32::try_from(u.timeout_ms).unwrap_or(1),
             healthy: u.health != UpstreamHealth::Unhealthy,
+            models: u.models,
         });
     }
 
@@ -142,4 +143,75 @@ pub fn build(
         affinity: settings.affinity as i32,
         built_at_ms: chrono::Utc::now().timestamp_millis(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use gateway_proto::money::Micros;
+
+    use super::*;
+    use crate::{
+        crypto::EncryptionKey,
+        store::{UpstreamRow, UpstreamSecretRow},
+    };
+
+    fn upstream(cipher: &Cipher, id: i64, models: &[&str]) -> UpstreamSecretRow {
+        let now = Utc::now();
+        UpstreamSecretRow {
+            upstream: UpstreamRow {
+                id: UpstreamId(id),
+                name: format!("u{id}"),
+                base_url: format!("http://pool-{id}.example"),
+                api_key_hint: "sk-…".into(),
+                priority: 0,
+                weight: 1,
+                max_retries: 1,
+                timeout_ms: 5_000,
+                enabled: true,
+                health: UpstreamHealth::Unknown,
+                created_at: now,
+                updated_at: now,
+                probe_path: String::new(),
+                health_error: String::new(),
+                health_checked_at: None,
+                models: models.iter().map(|m| (*m).to_owned()).collect(),
+            },
+            api_key_enc: cipher.encrypt("sk-upstream"),
+        }
+    }
+
+    #[test]
+    fn snapshot_upstreams_carry_the_models_they_serve() {
+        let cipher = Cipher::new(&EncryptionKey::generate());
+        let state = SnapshotState {
+            version: 3,
+            upstreams: vec![
+                upstream(&cipher, 1, &[]),
+                upstream(&cipher, 2, &["gpt-5", "o3"]),
+            ],
+            keys: vec![],
+            users: vec![],
+            prices: vec![crate::store::PriceRow {
+                model: "*".into(),
+                input_micros: Micros(1),
+                cached_input_micros: Micros(1),
+                output_micros: Micros(1),
+            }],
+        };
+        let settings = BuildSettings {
+            ring_seed: 7,
+            affinity: crate::config::Affinity::User,
+        };
+        let snapshot = build(state, &cipher, settings).unwrap();
+        let models: Vec<(i64, Vec<String>)> = snapshot
+            .upstreams
+            .into_iter()
+            .map(|u| (u.id, u.models))
+            .collect();
+        assert_eq!(
+            models,
+            [(1, vec![]), (2, vec!["gpt-5".to_owned(), "o3".to_owned()])]
+        );
+    }
 }

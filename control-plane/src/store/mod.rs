@@ -9,7 +9,7 @@
 macro_rules! upstream_columns {
     () => {
         "id, name, base_url, api_key_hint, priority, weight, max_retries, timeout_ms, enabled, \
-         health, created_at, updated_at, probe_path, health_error, health_checked_at"
+         health, created_at, updated_at, probe_path, health_error, health_checked_at, models"
     };
 }
 macro_rules! user_columns {

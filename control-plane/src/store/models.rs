@@ -30,6 +30,9 @@ pub struct UpstreamRow {
     pub probe_path: String,
     pub health_error: String,
     pub health_checked_at: Option<DateTime<Utc>>,
+    /// The models it serves; empty means every model.
+    #[sqlx(try_from = "TextList")]
+    pub models: Vec<String>,
 }
 
 /// An upstream with its encrypted API key, as the snapshot needs it.
@@ -53,6 +56,8 @@ pub struct NewUpstream {
     pub timeout_ms: i32,
     pub enabled: bool,
     pub probe_path: String,
+    /// The models it serves; empty means every model.
+    pub models: Vec<String>,
 }
 
 /// Changes to an upstream; `None` leaves a field as it is.
@@ -67,6 +72,8 @@ pub struct UpstreamPatch {
     pub timeout_ms: Option<i32>,
     pub enabled: Option<bool>,
     pub probe_path: Option<String>,
+    /// Replaces the models it serves; `Some(vec![])` means every model.
+    pub models: Option<Vec<String>>,
 }
 
 /// Changes to a user; `None` leaves a field as it is.

@@ -4,7 +4,7 @@ use chrono::Utc;
 use gateway_proto::{ids::UpstreamId, names::Named};
 
 use super::{
-    Always, HealthUpdate, NewUpstream, Store, StoreError, UpstreamPatch, UpstreamRow,
+    Always, HealthUpdate, NewUpstream, Store, StoreError, TextList, UpstreamPatch, UpstreamRow,
     UpstreamSecretRow, Versioned, not_found,
 };
 
@@ -17,8 +17,9 @@ impl Store {
         self.mutate(async |tx| {
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO upstreams (name, base_url, api_key_enc, api_key_hint, priority, \
-                 weight, max_retries, timeout_ms, enabled, probe_path, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING ",
+                 weight, max_retries, timeout_ms, enabled, probe_path, models, created_at, \
+                 updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING ",
                 upstream_columns!()
             ))
             .bind(&new.name)
@@ -31,6 +32,7 @@ impl Store {
             .bind(new.timeout_ms)
             .bind(new.enabled)
             .bind(&new.probe_path)
+            .bind(TextList(new.models))
             .bind(Utc::now())
             .fetch_one(c)
             .await?);
@@ -77,7 +79,8 @@ impl Store {
                  api_key_hint = COALESCE($6, api_key_hint), priority = COALESCE($7, priority), \
                  weight = COALESCE($8, weight), max_retries = COALESCE($9, max_retries), \
                  timeout_ms = COALESCE($10, timeout_ms), enabled = COALESCE($11, enabled), \
-                 probe_path = COALESCE($12, probe_path) WHERE id = $1 RETURNING ",
+                 probe_path = COALESCE($12, probe_path), models = COALESCE($13, models) \
+                 WHERE id = $1 RETURNING ",
                 upstream_columns!()
             ))
             .bind(id)
@@ -92,6 +95,7 @@ impl Store {
             .bind(patch.timeout_ms)
             .bind(patch.enabled)
             .bind(&patch.probe_path)
+            .bind(patch.models.map(TextList))
             .fetch_optional(c)
             .await?);
             Ok((row.ok_or_else(|| not_found("upstream", id))?, Always))

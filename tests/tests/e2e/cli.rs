@@ -323,3 +323,122 @@ async fn gatewayctl_json_output_carries_the_documented_fields() {
     assert!(err.contains("admin token"), "{err}");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatewayctl_upstream_models_are_replaced_and_cleared() {
+    let h = Harness::start(0).await;
+    let base = h.mock.base_url("pool-m");
+    let add = |name: &'static str, models: Option<&'static str>| {
+        let mut args = vec![
+            "-o",
+            "json",
+            "upstream",
+            "add",
+            "--name",
+            name,
+            "--base-url",
+            &base,
+            "--api-key",
+            "sk-models-abcdefgh",
+        ];
+        args.extend(models.map(|m| ["--models", m]).into_iter().flatten());
+        args
+    };
+
+    let every = ctl(&h, &add("every", None)).await.unwrap();
+    assert_eq!(
+        every["models"],
+        serde_json::json!([]),
+        "default: every model"
+    );
+    let some = ctl(&h, &add("some", Some("gpt-5, gpt-5-codex")))
+        .await
+        .unwrap();
+    assert_eq!(some["models"], serde_json::json!(["gpt-5", "gpt-5-codex"]));
+    let id = some["id"].as_i64().unwrap().to_string();
+    let got = ctl(&h, &["-o", "json", "upstream", "get", &id])
+        .await
+        .unwrap();
+    assert_eq!(got["models"], serde_json::json!(["gpt-5", "gpt-5-codex"]));
+
+    let table = ctl_text(&h, &["upstream", "list"]).await;
+    let header = table.lines().next().unwrap();
+    assert!(header.trim_end().ends_with("MODELS"), "{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+            .to_owned()
+    };
+    assert!(row("every").trim_end().ends_with(" *"), "{table}");
+    assert!(row("some").ends_with("gpt-5,gpt-5-codex"), "{table}");
+    let fields = ctl_text(&h, &["upstream", "get", &id]).await;
+    assert!(
+        fields
+            .lines()
+            .any(|l| l.starts_with("models") && l.ends_with("gpt-5,gpt-5-codex")),
+        "{fields}"
+    );
+
+    let replaced = ctl(
+        &h,
+        &["-o", "json", "upstream", "update", &id, "--models", "o3"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(replaced["models"], serde_json::json!(["o3"]), "replaces");
+    let reweighted = ctl(
+        &h,
+        &["-o", "json", "upstream", "update", &id, "--weight", "3"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reweighted["models"],
+        serde_json::json!(["o3"]),
+        "unset stays"
+    );
+    let cleared = ctl(
+        &h,
+        &["-o", "json", "upstream", "update", &id, "--all-models"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cleared["models"],
+        serde_json::json!([]),
+        "every model again"
+    );
+    let fields = ctl_text(&h, &["upstream", "get", &id]).await;
+    assert!(
+        fields
+            .lines()
+            .any(|l| l.starts_with("models") && l.ends_with("* (every model)")),
+        "{fields}"
+    );
+
+    let err = ctl(
+        &h,
+        &["upstream", "update", &id, "--models", "o3", "--all-models"],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = ctl(&h, &add("dup", Some("gpt-5,o3,gpt-5")))
+        .await
+        .unwrap_err();
+    assert!(err.contains("\"gpt-5\" is listed twice"), "{err}");
+    let err = ctl(&h, &["upstream", "update", &id, "--models", "*"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("an empty list means"), "{err}");
+    assert_eq!(
+        ctl(&h, &["-o", "json", "upstream", "get", &id])
+            .await
+            .unwrap()["models"],
+        serde_json::json!([]),
+        "a refused change leaves the list"
+    );
+    h.shutdown().await;
+}

@@ -68,6 +68,7 @@ contract!(
     snapshots_hold_every_row_their_version_covers,
     changes_announce_bumps_and_nothing_else,
     leadership_is_exclusive_on_postgres_and_local_on_sqlite,
+    upstream_models_round_trip_and_an_update_replaces_them,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +125,7 @@ fn new_upstream(name: &str) -> NewUpstream {
         timeout_ms: 120_000,
         enabled: true,
         probe_path: "/v1/models".into(),
+        models: vec![],
     }
 }
 
@@ -609,6 +611,7 @@ async fn upstream_fields_round_trip_and_refused_changes_leave_no_trace(store: St
                 timeout_ms: Some(9_000),
                 enabled: Some(true),
                 probe_path: Some("/health".into()),
+                models: Some(vec!["gpt-5".into()]),
             },
         )
         .await
@@ -623,6 +626,7 @@ async fn upstream_fields_round_trip_and_refused_changes_leave_no_trace(store: St
         (p.priority, p.weight, p.max_retries, p.timeout_ms, p.enabled),
         (0, 7, 5, 9_000, true)
     );
+    assert_eq!(p.models, ["gpt-5"]);
     assert_eq!(p.created_at, got.created_at, "creation time stays");
     assert!(p.updated_at >= got.updated_at);
     let secret = store.upstream_with_secret(id).await.unwrap();
@@ -1697,4 +1701,89 @@ async fn leadership_is_exclusive_on_postgres_and_local_on_sqlite(store: Store, d
     let mut again = again.expect("released leadership is free again");
     assert!(again.holds().await);
     again.release().await;
+}
+
+async fn upstream_models_round_trip_and_an_update_replaces_them(store: Store, _: Backend) {
+    let every = store.create_upstream(new_upstream("every")).await.unwrap();
+    assert!(every.value.models.is_empty(), "empty = every model");
+    let served = ["gpt-5".to_owned(), "gpt-5-codex".to_owned()];
+    let some = store
+        .create_upstream(NewUpstream {
+            models: served.to_vec(),
+            ..new_upstream("some")
+        })
+        .await
+        .unwrap();
+    assert_eq!(some.version, every.version + 1);
+    assert_eq!(some.value.models, served, "kept in the order given");
+    let id = some.value.id;
+    assert_eq!(store.get_upstream(id).await.unwrap().models, served);
+    let listed = store.list_upstreams().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|u| (u.name.as_str(), u.models.len()))
+            .collect::<Vec<_>>(),
+        [("every", 0), ("some", 2)]
+    );
+
+    let untouched = store
+        .update_upstream(
+            id,
+            UpstreamPatch {
+                weight: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(untouched.value.models, served, "an unset list stays");
+
+    let replaced = store
+        .update_upstream(
+            id,
+            UpstreamPatch {
+                models: Some(vec!["o3".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.version,
+        untouched.version + 1,
+        "a model change bumps"
+    );
+    assert_eq!(replaced.value.models, ["o3"], "an update replaces the list");
+    let state = store.snapshot_state().await.unwrap();
+    assert_eq!(state.version, replaced.version);
+    let snap = state
+        .upstreams
+        .iter()
+        .find(|u| u.upstream.id == id)
+        .unwrap();
+    assert_eq!(snap.upstream.models, ["o3"], "snapshots read the list");
+
+    let cleared = store
+        .update_upstream(
+            id,
+            UpstreamPatch {
+                models: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.version, replaced.version + 1);
+    assert!(cleared.value.models.is_empty(), "back to every model");
+    assert!(store.get_upstream(id).await.unwrap().models.is_empty());
+    assert!(
+        store
+            .upstream_with_secret(id)
+            .await
+            .unwrap()
+            .upstream
+            .models
+            .is_empty()
+    );
 }
