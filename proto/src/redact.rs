@@ -21,6 +21,7 @@ impl fmt::Debug for SnapshotUpstream {
             .field("max_retries", &self.max_retries)
             .field("timeout_ms", &self.timeout_ms)
             .field("healthy", &self.healthy)
+            .field("models", &self.models)
             .finish()
     }
 }
@@ -36,6 +37,8 @@ impl fmt::Debug for CreateUpstreamRequest {
             .field("max_retries", &self.max_retries)
             .field("timeout_ms", &self.timeout_ms)
             .field("disabled", &self.disabled)
+            .field("probe_path", &self.probe_path)
+            .field("models", &self.models)
             .finish()
     }
 }
@@ -52,6 +55,8 @@ impl fmt::Debug for UpdateUpstreamRequest {
             .field("max_retries", &self.max_retries)
             .field("timeout_ms", &self.timeout_ms)
             .field("enabled", &self.enabled)
+            .field("probe_path", &self.probe_path)
+            .field("models", &self.models)
             .finish()
     }
 }

@@ -44,8 +44,10 @@ async fn a_model_goes_only_to_the_pools_that_serve_it() {
 
     // Failover stays within the model's pools: pool-mini failing is not a reason to send
     // gpt-5-mini to pool-codex.
-    h.mock
-        .set_pool_behaviour("pool-mini", Some(Behaviour::fault(Fault::Status(500, None))));
+    h.mock.set_pool_behaviour(
+        "pool-mini",
+        Some(Behaviour::fault(Fault::Status(500, None))),
+    );
     assert_eq!(post_model(&h, 0, &secret, "gpt-5-mini").await, 502);
     assert_eq!(h.mock.posts("pool-codex").len(), 5, "nothing failed over");
     h.mock.set_pool_behaviour("pool-mini", None);
@@ -103,18 +105,37 @@ async fn a_model_goes_only_to_the_pools_that_serve_it() {
     // Billed: the ten answered requests and the failed one; never gpt-9.
     h.wait_ingested(11).await;
     let pool = h.db.pool().await;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT model, COUNT(*) FROM usage_events GROUP BY model ORDER BY model",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT model, COUNT(*) FROM usage_events GROUP BY model ORDER BY model")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(
         rows,
-        vec![("gpt-5-mini".to_owned(), 6), ("gpt-5.1-codex".to_owned(), 5)]
+        vec![
+            ("gpt-5-mini".to_owned(), 6),
+            ("gpt-5.1-codex".to_owned(), 5)
+        ]
     );
     pool.close().await;
     h.shutdown().await;
+}
+
+/// Each user's pool for `model` (the pool the mock saw last), asserting both data planes
+/// agree.
+async fn picks(h: &Harness, users: &[String], model: &str) -> Vec<String> {
+    let mut picks = Vec::new();
+    for secret in users {
+        let mut seen = Vec::new();
+        for dp in 0..2 {
+            assert_eq!(post_model(h, dp, secret, model).await, 200);
+            let last = h.mock.recorded().last().unwrap().path.clone();
+            seen.push(last.split('/').nth(1).unwrap().to_owned());
+        }
+        assert_eq!(seen[0], seen[1], "both data planes pick alike for {model}");
+        picks.push(seen.swap_remove(0));
+    }
+    picks
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,28 +151,12 @@ async fn every_data_plane_picks_alike_within_a_models_set_and_follows_a_models_c
         h.wait_applied(version).await;
         users.push(secret);
     }
-    let pool_of_last = |h: &Harness| {
-        h.mock.recorded().last().unwrap().path.split('/').nth(1).unwrap().to_owned()
-    };
-    let picks = |h: &Harness, model: &'static str| {
-        let users = users.clone();
-        async move {
-            let mut picks = Vec::new();
-            for secret in &users {
-                let mut seen = Vec::new();
-                for dp in 0..2 {
-                    assert_eq!(post_model(h, dp, secret, model).await, 200);
-                    seen.push(pool_of_last(h));
-                }
-                assert_eq!(seen[0], seen[1], "both data planes pick alike for {model}");
-                picks.push(seen.swap_remove(0));
-            }
-            picks
-        }
-    };
-    let m1 = picks(&h, "m1").await;
-    assert!(m1.iter().all(|p| p != "pool-c"), "m1 never goes to pool-c: {m1:?}");
-    let m2 = picks(&h, "m2").await;
+    let m1 = picks(&h, &users, "m1").await;
+    assert!(
+        m1.iter().all(|p| p != "pool-c"),
+        "m1 never goes to pool-c: {m1:?}"
+    );
+    let m2 = picks(&h, &users, "m2").await;
 
     // pool-a now serves only m2: m1's users on pool-a move (to pool-b, the only other m1
     // pool), nobody else's m1 pick changes, and m2 is unaffected.
@@ -171,11 +176,11 @@ async fn every_data_plane_picks_alike_within_a_models_set_and_follows_a_models_c
     for dp in &mut h.data_planes {
         dp.wait_applied(version).await;
     }
-    let m1_after = picks(&h, "m1").await;
+    let m1_after = picks(&h, &users, "m1").await;
     for (before, after) in m1.iter().zip(&m1_after) {
         let expected = if before == "pool-a" { "pool-b" } else { before };
         assert_eq!(after, expected);
     }
-    assert_eq!(picks(&h, "m2").await, m2);
+    assert_eq!(picks(&h, &users, "m2").await, m2);
     h.shutdown().await;
 }
