@@ -36,6 +36,19 @@ macro_rules! price_columns {
     };
 }
 
+/// The `DO UPDATE SET` of a rollup upsert: adds the new counters (and the `$extra` ones) to
+/// the row already in `$table`.
+macro_rules! add_counters {
+    ($table:literal $(, $extra:literal)*) => {
+        add_counters!(@ $table, "input_tokens", "cached_tokens", "output_tokens",
+            "reasoning_tokens", "cost_micros", "estimated" $(, $extra)*)
+    };
+    (@ $table:literal $(, $c:literal)*) => {
+        concat!("requests = ", $table, ".requests + excluded.requests"
+            $(, ", ", $c, " = ", $table, ".", $c, " + excluded.", $c)*)
+    };
+}
+
 /// Runs one query body against whichever backend is in hand: the body is written once and
 /// expanded per backend, so its SQL text and row mapping are shared and sqlx still checks the
 /// binds and rows against each driver. `pool(&db)` gives the body `$c: &Pool`; `tx(tx)` gives

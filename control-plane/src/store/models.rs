@@ -122,6 +122,25 @@ pub struct DailyRow {
     pub estimated: i64,
 }
 
+/// One UTC hour (from `hour`) of a key's usage of a model through an upstream (or none).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HourlyRow {
+    pub hour: DateTime<Utc>,
+    pub key_id: KeyId,
+    pub user_id: UserId,
+    pub model: String,
+    pub upstream_id: Option<UpstreamId>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub cached_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_micros: Micros,
+    pub estimated: i64,
+    /// Events whose status was neither completed nor incomplete.
+    pub errors: i64,
+}
+
 /// The result of one health probe, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthUpdate {

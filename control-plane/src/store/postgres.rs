@@ -10,7 +10,8 @@ use gateway_proto::{
 };
 use sqlx::{
     Connection, PgConnection, PgPool, Postgres, Transaction,
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    postgres::{PgArguments, PgConnectOptions, PgListener, PgPoolOptions},
+    query::QueryAs,
 };
 use uuid::Uuid;
 
@@ -76,60 +77,34 @@ pub(super) async fn repeatable_read(tx: &mut PgTx) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Columnar form of a batch, for one `UNNEST` insert.
-#[derive(Default)]
-struct Columns {
-    id: Vec<Uuid>,
-    request_id: Vec<String>,
-    key_id: Vec<KeyId>,
-    user_id: Vec<UserId>,
-    upstream_id: Vec<Option<UpstreamId>>,
-    model: Vec<String>,
-    endpoint: Vec<String>,
-    input_tokens: Vec<i64>,
-    cached_tokens: Vec<i64>,
-    output_tokens: Vec<i64>,
-    reasoning_tokens: Vec<i64>,
-    cost_micros: Vec<Micros>,
-    status: Vec<&'static str>,
-    stream: Vec<bool>,
-    estimated: Vec<bool>,
-    ttfb_ms: Vec<i32>,
-    duration_ms: Vec<i32>,
-    node_id: Vec<String>,
-    started_at: Vec<DateTime<Utc>>,
-}
-
-impl Columns {
-    fn of(rows: &[UsageRow]) -> Self {
-        let mut c = Self::default();
-        for r in rows {
-            c.id.push(r.id);
-            c.request_id.push(r.request_id.clone());
-            c.key_id.push(r.key_id);
-            c.user_id.push(r.user_id);
-            c.upstream_id.push(r.upstream_id);
-            c.model.push(r.model.clone());
-            c.endpoint.push(r.endpoint.clone());
-            c.input_tokens.push(r.input_tokens);
-            c.cached_tokens.push(r.cached_tokens);
-            c.output_tokens.push(r.output_tokens);
-            c.reasoning_tokens.push(r.reasoning_tokens);
-            c.cost_micros.push(r.cost_micros);
-            c.status.push(r.status.name());
-            c.stream.push(r.stream);
-            c.estimated.push(r.estimated);
-            c.ttfb_ms.push(r.ttfb_ms);
-            c.duration_ms.push(r.duration_ms);
-            c.node_id.push(r.node_id.clone());
-            c.started_at.push(r.started_at);
+/// Columnar form of a batch, for one `UNNEST` insert, and its binds in column order.
+macro_rules! columns {
+    ($($field:ident: $ty:ty = |$r:ident| $value:expr),* $(,)?) => {
+        struct Columns { $($field: Vec<$ty>),* }
+        impl Columns {
+            fn of(rows: &[UsageRow]) -> Self {
+                Self { $($field: rows.iter().map(|$r| $value).collect()),* }
+            }
+            fn bind<'q, O>(&'q self, q: QueryAs<'q, Postgres, O, PgArguments>)
+                -> QueryAs<'q, Postgres, O, PgArguments> { q $(.bind(&self.$field))* }
         }
-        c
-    }
+    };
 }
+columns!(
+    id: Uuid = |r| r.id, request_id: String = |r| r.request_id.clone(),
+    key_id: KeyId = |r| r.key_id, user_id: UserId = |r| r.user_id,
+    upstream_id: Option<UpstreamId> = |r| r.upstream_id,
+    model: String = |r| r.model.clone(), endpoint: String = |r| r.endpoint.clone(),
+    input_tokens: i64 = |r| r.input_tokens, cached_tokens: i64 = |r| r.cached_tokens,
+    output_tokens: i64 = |r| r.output_tokens, reasoning_tokens: i64 = |r| r.reasoning_tokens,
+    cost_micros: Micros = |r| r.cost_micros, status: &'static str = |r| r.status.name(),
+    stream: bool = |r| r.stream, estimated: bool = |r| r.estimated,
+    ttfb_ms: i32 = |r| r.ttfb_ms, duration_ms: i32 = |r| r.duration_ms,
+    node_id: String = |r| r.node_id.clone(), started_at: DateTime<Utc> = |r| r.started_at,
+);
 
-/// Writes the events not yet in the ledger, rolls them up per day and debits their users, in
-/// one statement: one row per user with new events.
+/// Writes the events not yet in the ledger, rolls them up per day and per hour and debits their
+/// users, in one statement: one row per user with new events.
 pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit>, StoreError> {
     let c = Columns::of(rows);
     // Lock the users in id order first, so concurrent consumers cannot deadlock.
@@ -140,7 +115,7 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
         .bind(&user_ids)
         .execute(&mut **tx)
         .await?;
-    Ok(sqlx::query_as(
+    Ok(c.bind(sqlx::query_as(concat!(
         "WITH ins AS ( \
            INSERT INTO usage_events (id, request_id, key_id, user_id, upstream_id, model, \
              endpoint, input_tokens, cached_tokens, output_tokens, reasoning_tokens, \
@@ -156,8 +131,8 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
              cached_tokens, output_tokens, reasoning_tokens, cost_micros, status, stream, \
              estimated, ttfb_ms, duration_ms, node_id, started_at) \
            ON CONFLICT (id) DO NOTHING \
-           RETURNING user_id, cost_micros, model, started_at, input_tokens, cached_tokens, \
-             output_tokens, reasoning_tokens, estimated), \
+           RETURNING key_id, user_id, upstream_id, cost_micros, model, started_at, \
+             input_tokens, cached_tokens, output_tokens, reasoning_tokens, estimated, status), \
          roll AS ( \
            INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
              cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
@@ -166,14 +141,23 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
              SUM(output_tokens)::INT8, SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, \
              COUNT(*) FILTER (WHERE estimated) \
            FROM ins GROUP BY 1, 2, 3 \
-           ON CONFLICT (day, user_id, model) DO UPDATE SET \
-             requests = usage_daily.requests + EXCLUDED.requests, \
-             input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens, \
-             cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens, \
-             output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens, \
-             reasoning_tokens = usage_daily.reasoning_tokens + EXCLUDED.reasoning_tokens, \
-             cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros, \
-             estimated = usage_daily.estimated + EXCLUDED.estimated), \
+           ON CONFLICT (day, user_id, model) DO UPDATE SET ",
+        add_counters!("usage_daily"),
+        "), \
+         hourly AS ( \
+           INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, requests, \
+             input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
+             estimated, errors) \
+           SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', key_id, \
+             user_id, model, upstream_id, COUNT(*), SUM(input_tokens)::INT8, \
+             SUM(cached_tokens)::INT8, SUM(output_tokens)::INT8, SUM(reasoning_tokens)::INT8, \
+             SUM(cost_micros)::INT8, COUNT(*) FILTER (WHERE estimated), \
+             COUNT(*) FILTER (WHERE status NOT IN ('completed', 'incomplete')) \
+           FROM ins GROUP BY 1, 2, 3, 4, 5 \
+           ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) \
+           DO UPDATE SET ",
+        add_counters!("usage_hourly", "errors"),
+        "), \
          per_user AS ( \
            SELECT user_id, COUNT(*)::int8 AS n, SUM(cost_micros)::int8 AS total \
            FROM ins GROUP BY user_id), \
@@ -182,27 +166,8 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
            FROM per_user p WHERE u.id = p.user_id \
            RETURNING u.id, u.balance_micros AS after) \
          SELECT p.user_id, p.n, d.after, p.total \
-         FROM per_user p LEFT JOIN debit d ON d.id = p.user_id",
-    )
-    .bind(&c.id)
-    .bind(&c.request_id)
-    .bind(&c.key_id)
-    .bind(&c.user_id)
-    .bind(&c.upstream_id)
-    .bind(&c.model)
-    .bind(&c.endpoint)
-    .bind(&c.input_tokens)
-    .bind(&c.cached_tokens)
-    .bind(&c.output_tokens)
-    .bind(&c.reasoning_tokens)
-    .bind(&c.cost_micros)
-    .bind(&c.status)
-    .bind(&c.stream)
-    .bind(&c.estimated)
-    .bind(&c.ttfb_ms)
-    .bind(&c.duration_ms)
-    .bind(&c.node_id)
-    .bind(&c.started_at)
+         FROM per_user p LEFT JOIN debit d ON d.id = p.user_id"
+    )))
     .fetch_all(&mut **tx)
     .await?)
 }

@@ -34,8 +34,30 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64), StoreError> 
     Ok((pool, version))
 }
 
-/// Writes the events not yet in the ledger, rolls them up per day and debits their users:
-/// one row per user with new events, in user id order.
+/// Adds one new event, by id, to the per-day rollups (the same SQL shape as Postgres's bulk
+/// path, over one row; `WHERE` lets SQLite parse the upsert)…
+const DAILY: &str = concat!(
+    "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, cached_tokens, \
+     output_tokens, reasoning_tokens, cost_micros, estimated) \
+     SELECT substr(started_at, 1, 10), user_id, model, 1, input_tokens, cached_tokens, \
+     output_tokens, reasoning_tokens, cost_micros, estimated FROM usage_events WHERE id = $1 \
+     ON CONFLICT (day, user_id, model) DO UPDATE SET ",
+    add_counters!("usage_daily")
+);
+/// …and to the per-hour ones.
+const HOURLY: &str = concat!(
+    "INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, requests, \
+     input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, \
+     errors) SELECT substr(started_at, 1, 13) || ':00:00+00:00', key_id, user_id, model, \
+     upstream_id, 1, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
+     estimated, CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END \
+     FROM usage_events WHERE id = $1 \
+     ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
+    add_counters!("usage_hourly", "errors")
+);
+
+/// Writes the events not yet in the ledger, rolls them up per day and per hour and debits their
+/// users: one row per user with new events, in user id order.
 pub(super) async fn ingest(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[UsageRow],
@@ -78,29 +100,9 @@ pub(super) async fn ingest(
         let user = per_user.entry(r.user_id).or_default();
         user.0 += 1;
         user.1 = user.1.saturating_add(r.cost_micros);
-        sqlx::query(
-            "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
-             cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
-             VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (day, user_id, model) DO UPDATE SET \
-             requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens, \
-             cached_tokens = cached_tokens + excluded.cached_tokens, \
-             output_tokens = output_tokens + excluded.output_tokens, \
-             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
-             cost_micros = cost_micros + excluded.cost_micros, \
-             estimated = estimated + excluded.estimated",
-        )
-        .bind(r.started_at.format("%Y-%m-%d").to_string())
-        .bind(r.user_id)
-        .bind(&r.model)
-        .bind(r.input_tokens)
-        .bind(r.cached_tokens)
-        .bind(r.output_tokens)
-        .bind(r.reasoning_tokens)
-        .bind(r.cost_micros)
-        .bind(i64::from(r.estimated))
-        .execute(&mut **tx)
-        .await?;
+        for rollup in [DAILY, HOURLY] {
+            sqlx::query(rollup).bind(r.id).execute(&mut **tx).await?;
+        }
     }
     let mut debits = Vec::with_capacity(per_user.len());
     for (user_id, (inserted, total)) in per_user {

@@ -1,8 +1,8 @@
 //! The usage ledger: idempotent ingest with the balance debit in the same transaction (the
 //! write itself is per backend), dead letters, and the reads and summaries over the ledger and
-//! its per-day rollups.
+//! its per-day and per-hour rollups.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
     money::Micros,
@@ -11,8 +11,8 @@ use gateway_proto::{
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
-    DailyRow, Db, IngestOutcome, Store, StoreError, SummaryRow, Tx, UsageFilter, UsageRow,
-    postgres, sqlite,
+    DailyRow, Db, HourlyRow, IngestOutcome, Store, StoreError, SummaryRow, Tx, UsageFilter,
+    UsageRow, postgres, sqlite,
 };
 
 /// What ingest did to one user with new events: their id, how many events were new, their
@@ -107,6 +107,43 @@ impl Store {
         .await?))
     }
 
+    /// Per-hour rollups of the hours from `since`'s on, oldest first.
+    pub async fn hourly_usage(&self, since: DateTime<Utc>) -> Result<Vec<HourlyRow>, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
+            "SELECT hour, key_id, user_id, model, upstream_id, requests, input_tokens, \
+             cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, errors \
+             FROM usage_hourly WHERE hour >= $1 \
+             ORDER BY hour, key_id, user_id, model, COALESCE(upstream_id, 0)",
+        )
+        .bind(hour_of(since)?)
+        .fetch_all(c)
+        .await?))
+    }
+
+    /// What each of `keys` has spent from `since`'s hour on. Rollups are by whole UTC hour, so
+    /// an event counts for the hour it started in (one at 10:59:59.9 is 10:00's) and a `since`
+    /// inside an hour takes in that whole hour: a window is never shorter than asked, by up
+    /// to an hour. Keys with nothing spent in the window are left out; ordered by key.
+    pub async fn key_spend_since(
+        &self,
+        keys: &[KeyId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(KeyId, Micros)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(db_run!(pool(&self.db), |c| {
+            let mut q = QueryBuilder::new(
+                "SELECT key_id, CAST(SUM(cost_micros) AS BIGINT) FROM usage_hourly WHERE hour >= ",
+            );
+            q.push_bind(hour_of(since)?).push(" AND key_id IN (");
+            let mut ids = q.separated(", ");
+            keys.iter().for_each(|k| _ = ids.push_bind(*k));
+            q.push(") GROUP BY key_id ORDER BY key_id");
+            q.build_query_as().fetch_all(c).await?
+        }))
+    }
+
     /// Usage events, newest first.
     pub async fn list_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
         Ok(db_run!(pool(&self.db), |c| {
@@ -165,6 +202,12 @@ impl Store {
             (SummaryBy::Day, Db::Sqlite(..)) => "substr(started_at, 1, 10)",
         })
     }
+}
+
+/// The start of `t`'s UTC hour.
+fn hour_of(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    t.duration_trunc(TimeDelta::hours(1))
+        .map_err(|e| StoreError::Invalid(format!("no hour for {t}: {e}")))
 }
 
 /// Appends the filter's conditions; the columns exist in both the ledger and the rollups (the
