@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
-    HealthUpdate, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError,
-    UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+    HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, Store,
+    StoreError, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
 };
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
@@ -69,6 +69,7 @@ contract!(
     changes_announce_bumps_and_nothing_else,
     leadership_is_exclusive_on_postgres_and_local_on_sqlite,
     upstream_models_round_trip_and_an_update_replaces_them,
+    hourly_rollups_agree_with_the_ledger_and_bound_key_spend,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,95 @@ impl Backend {
                 let n = q.fetch_one(&pool).await.unwrap();
                 pool.close().await;
                 n
+            }
+        }
+    }
+}
+
+/// The ledger grouped by UTC hour, key, user, model and upstream, straight from the events;
+/// `$hour` is the dialect's start of `started_at`'s hour.
+macro_rules! hourly_from_events {
+    ($hour:literal) => {
+        concat!(
+            "SELECT ",
+            $hour,
+            " AS hour, key_id, user_id, model, upstream_id, COUNT(*) AS requests, \
+             CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+             CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+             CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
+             CAST(SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS BIGINT) AS estimated, \
+             CAST(SUM(CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END) \
+               AS BIGINT) AS errors \
+             FROM usage_events GROUP BY 1, 2, 3, 4, 5"
+        )
+    };
+}
+
+/// The hourly backfill of each backend's migration: what follows this line in the file.
+const BACKFILL_MARK: &str = "-- Events recorded before this migration are rolled up once, here.";
+const PG_HOURLY_MIGRATION: &str =
+    include_str!("../../../control-plane/migrations/0005_usage_hourly.sql");
+const SQLITE_HOURLY_MIGRATION: &str =
+    include_str!("../../../control-plane/migrations-sqlite/0004_usage_hourly.sql");
+
+/// Hourly rows in one order for both backends (their text collations may differ).
+fn sorted_hourly(mut rows: Vec<HourlyRow>) -> Vec<HourlyRow> {
+    rows.sort_by_key(|r| (r.hour, r.key_id, r.user_id, r.model.clone(), r.upstream_id));
+    rows
+}
+
+impl Backend {
+    /// The ledger grouped by hour (see [`hourly_from_events!`]), in [`sorted_hourly`] order.
+    async fn hourly_from_ledger(&self) -> Vec<HourlyRow> {
+        let rows = match self.kind {
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                let sql = hourly_from_events!(
+                    "date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+                );
+                let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows
+            }
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let sql = hourly_from_events!("substr(started_at, 1, 13) || ':00:00+00:00'");
+                let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows
+            }
+        };
+        sorted_hourly(rows)
+    }
+
+    /// Empties `usage_hourly` and runs the backfill of its migration again.
+    async fn rerun_hourly_backfill(&self) {
+        let (migration, kind) = match self.kind {
+            Kind::Postgres => (PG_HOURLY_MIGRATION, "postgres"),
+            Kind::Sqlite => (SQLITE_HOURLY_MIGRATION, "sqlite"),
+        };
+        let (_, backfill) = migration.split_once(BACKFILL_MARK).unwrap();
+        assert!(backfill.contains("INSERT INTO usage_hourly"), "{kind}");
+        match self.kind {
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                sqlx::raw_sql("DELETE FROM usage_hourly")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(backfill).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::raw_sql("DELETE FROM usage_hourly")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(backfill).execute(&pool).await.unwrap();
+                pool.close().await;
             }
         }
     }
@@ -1785,5 +1875,146 @@ async fn upstream_models_round_trip_and_an_update_replaces_them(store: Store, _:
             .upstream
             .models
             .is_empty()
+    );
+}
+
+/// Hourly rollups hold exactly the ledger grouped by UTC hour, key, user, model and upstream
+/// (none included) however the events arrive (several per group in one batch, duplicates,
+/// redelivered batches), the migration's backfill computes the same rows, and key spend counts
+/// whole hours: an event at HH:59:59.999 is HH's, and a `since` inside an hour takes it all.
+async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, db: Backend) {
+    let u1 = store
+        .create_user("h1", Micros(1_000_000), 1_000_000)
+        .await
+        .unwrap()
+        .value
+        .id;
+    let u2 = store
+        .create_user("h2", Micros(1_000_000), 1_000_000)
+        .await
+        .unwrap()
+        .value
+        .id;
+    let (k1, k2, k3) = (KeyId(1), KeyId(2), KeyId(3));
+    let (up7, up8) = (Some(UpstreamId(7)), Some(UpstreamId(8)));
+    let with_status = |status, r: UsageRow| UsageRow { status, ..r };
+    let first = vec![
+        event_at(u1, k3, up7, "m-a", 3, "2026-01-01T09:59:59Z", false),
+        event_at(u1, k1, up7, "m-a", 100, "2026-01-01T10:00:00Z", false),
+        event_at(u1, k1, up7, "m-a", 200, "2026-01-01T10:59:59.999Z", true),
+        event_at(u1, k1, None, "m-a", 50, "2026-01-01T10:30:00Z", false),
+        with_status(
+            UsageStatus::Incomplete,
+            event_at(u1, k1, None, "m-a", 5, "2026-01-01T10:31:00Z", false),
+        ),
+    ];
+    let mut second = first[1..3].to_vec();
+    second.extend([
+        with_status(
+            UsageStatus::Failed,
+            event_at(u1, k1, up8, "m-b", 400, "2026-01-01T11:00:00Z", false),
+        ),
+        event_at(u2, k2, up7, "m-a", 1_000, "2026-01-01T11:15:00Z", true),
+        event_at(u2, k2, up7, "m-a", 1_000, "2026-01-01T11:45:00Z", false),
+        with_status(
+            UsageStatus::ClientCancelled,
+            event_at(u2, k2, None, "m-b", 7, "2026-01-02T00:00:00Z", false),
+        ),
+    ]);
+    assert_eq!(store.ingest_usage(&first).await.unwrap().inserted, 5);
+    assert_eq!(store.ingest_usage(&second).await.unwrap().inserted, 4);
+    assert_eq!(store.ingest_usage(&second).await.unwrap().inserted, 0);
+
+    let ledger = db.hourly_from_ledger().await;
+    let since_start = at("2026-01-01T00:00:00Z");
+    let rollups = store.hourly_usage(since_start).await.unwrap();
+    assert_eq!(sorted_hourly(rollups.clone()), ledger);
+    assert!(
+        rollups.windows(2).all(|w| w[0].hour <= w[1].hour),
+        "oldest hour first"
+    );
+    // Six groups: key 3 at 09h; key 1 at 10h through 7 and through none; key 1 at 11h on m-b
+    // through 8; key 2 at 11h through 7 and on day two through none.
+    assert_eq!(ledger.len(), 6);
+    let ten_seven = rollups
+        .iter()
+        .find(|r| r.key_id == k1 && r.upstream_id == up7)
+        .unwrap();
+    assert_eq!(ten_seven.hour, at("2026-01-01T10:00:00Z"));
+    assert_eq!(
+        (
+            ten_seven.requests,
+            ten_seven.cost_micros,
+            ten_seven.estimated,
+            ten_seven.errors
+        ),
+        (2, Micros(300), 1, 0)
+    );
+    let ten_none = rollups
+        .iter()
+        .find(|r| r.key_id == k1 && r.upstream_id.is_none())
+        .unwrap();
+    assert_eq!(
+        (ten_none.requests, ten_none.cost_micros, ten_none.errors),
+        (2, Micros(55), 0)
+    );
+    let errors: Vec<_> = rollups.iter().map(|r| (r.key_id, r.errors)).collect();
+    assert_eq!(errors.iter().map(|e| e.1).sum::<i64>(), 2, "{errors:?}");
+    // `since` inside an hour takes in the whole hour.
+    let from_ten_thirty = store
+        .hourly_usage(at("2026-01-01T10:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(from_ten_thirty.len(), 5);
+    assert!(from_ten_thirty.iter().all(|r| r.key_id != k3));
+
+    let spend = |since: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .key_spend_since(&[k1, k2, k3, KeyId(99)], at(since))
+                .await
+                .unwrap()
+        }
+    };
+    let all = vec![(k1, Micros(755)), (k2, Micros(2_007)), (k3, Micros(3))];
+    assert_eq!(spend("2026-01-01T09:00:00Z").await, all);
+    assert_eq!(spend("2026-01-01T09:59:59.999Z").await, all);
+    let from_ten = vec![(k1, Micros(755)), (k2, Micros(2_007))];
+    assert_eq!(spend("2026-01-01T10:00:00Z").await, from_ten);
+    assert_eq!(spend("2026-01-01T10:59:59.999Z").await, from_ten);
+    let from_eleven = vec![(k1, Micros(400)), (k2, Micros(2_007))];
+    assert_eq!(spend("2026-01-01T11:00:00Z").await, from_eleven);
+    assert_eq!(spend("2026-01-01T11:59:59Z").await, from_eleven);
+    assert_eq!(spend("2026-01-01T12:00:00Z").await, vec![(k2, Micros(7))]);
+    assert_eq!(spend("2026-01-02T00:00:01Z").await, vec![(k2, Micros(7))]);
+    assert!(spend("2026-01-02T01:00:00Z").await.is_empty());
+    assert!(
+        store
+            .key_spend_since(&[], since_start)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.key_spend_since(&[k3], since_start).await.unwrap(),
+        vec![(k3, Micros(3))]
+    );
+
+    // The daily rollups still agree too (they share the ingest).
+    let daily_cost: i64 = store
+        .daily_usage(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.cost_micros.0)
+        .sum();
+    assert_eq!(daily_cost, 755 + 2_007 + 3);
+
+    // The migration's backfill, run over the same ledger, computes the same rows.
+    db.rerun_hourly_backfill().await;
+    assert_eq!(
+        sorted_hourly(store.hourly_usage(since_start).await.unwrap()),
+        ledger
     );
 }
