@@ -1,8 +1,8 @@
 //! Ledger benchmark: how fast the usage pipeline moves events, through the real code.
 //!
 //! 1. Consumer → Postgres: N events are put on a fresh Redis stream, then a control plane
-//!    starts and its consumer group ingests them (rows + balance debits + daily rollups, one
-//!    transaction per batch); prints events/s.
+//!    starts and its consumer group ingests them (rows + balance debits + daily and hourly
+//!    rollups, one transaction per batch); prints events/s.
 //! 2. Spool replay: a data plane starts with N events in its spool and replays them into
 //!    Redis; prints events/s.
 //!
@@ -92,7 +92,7 @@ async fn main() {
         .unwrap();
     assert_eq!(rows, events as i64);
     println!(
-        "consumer → Postgres: {events} events in {:.2} s = {:.0} events/s (rows + balance debits + daily rollups, one transaction per batch of ≤500)",
+        "consumer → Postgres: {events} events in {:.2} s = {:.0} events/s (rows + balance debits + daily and hourly rollups, one transaction per batch of ≤500)",
         consumer.as_secs_f64(),
         events as f64 / consumer.as_secs_f64()
     );
