@@ -173,15 +173,16 @@ impl From<UsageRow> for v1::UsageRecord {
 
 impl From<SummaryRow> for v1::UsageSummaryRow {
     fn from(r: SummaryRow) -> Self {
+        let t = r.totals;
         Self {
             group: r.grp,
-            requests: r.requests,
-            input_tokens: r.input_tokens,
-            cached_tokens: r.cached_tokens,
-            output_tokens: r.output_tokens,
-            reasoning_tokens: r.reasoning_tokens,
-            cost_micros: r.cost_micros.get(),
-            estimated: r.estimated,
+            requests: t.requests,
+            input_tokens: t.input_tokens,
+            cached_tokens: t.cached_tokens,
+            output_tokens: t.output_tokens,
+            reasoning_tokens: t.reasoning_tokens,
+            cost_micros: t.cost_micros.get(),
+            estimated: t.estimated,
         }
     }
 }

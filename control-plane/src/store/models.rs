@@ -94,10 +94,9 @@ pub struct KeyPatch {
     pub concurrency: Option<Option<i32>>,
 }
 
-/// One group of a usage summary.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct SummaryRow {
-    pub grp: String,
+/// What a group of usage events adds up to: the counters every rollup and summary keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Totals {
     pub requests: i64,
     pub input_tokens: i64,
     pub cached_tokens: i64,
@@ -107,19 +106,22 @@ pub struct SummaryRow {
     pub estimated: i64,
 }
 
+/// One group of a usage summary.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SummaryRow {
+    pub grp: String,
+    #[sqlx(flatten)]
+    pub totals: Totals,
+}
+
 /// One day of one user's usage of one model.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DailyRow {
     pub day: String,
     pub user_id: UserId,
     pub model: String,
-    pub requests: i64,
-    pub input_tokens: i64,
-    pub cached_tokens: i64,
-    pub output_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_micros: Micros,
-    pub estimated: i64,
+    #[sqlx(flatten)]
+    pub totals: Totals,
 }
 
 /// One UTC hour (from `hour`) of a key's usage of a model through an upstream (or none).
@@ -130,13 +132,8 @@ pub struct HourlyRow {
     pub user_id: UserId,
     pub model: String,
     pub upstream_id: Option<UpstreamId>,
-    pub requests: i64,
-    pub input_tokens: i64,
-    pub cached_tokens: i64,
-    pub output_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_micros: Micros,
-    pub estimated: i64,
+    #[sqlx(flatten)]
+    pub totals: Totals,
     /// Events whose status was neither completed nor incomplete.
     pub errors: i64,
 }

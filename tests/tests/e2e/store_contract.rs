@@ -495,9 +495,9 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
         .unwrap();
     assert_eq!(
         (
-            rich_row.requests,
-            rich_row.cost_micros,
-            rich_row.input_tokens
+            rich_row.totals.requests,
+            rich_row.totals.cost_micros,
+            rich_row.totals.input_tokens
         ),
         (2, Micros(500), 200)
     );
@@ -517,7 +517,7 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     );
     let by_model = store.summarize_usage(SummaryBy::Model, &all).await.unwrap();
     assert_eq!(by_model[0].grp, "gpt-5");
-    assert_eq!(by_model[0].requests, 4);
+    assert_eq!(by_model[0].totals.requests, 4);
     let by_day = store.summarize_usage(SummaryBy::Day, &all).await.unwrap();
     assert_eq!(by_day.len(), 1);
     assert_eq!(by_day[0].grp, Utc::now().format("%Y-%m-%d").to_string());
@@ -531,17 +531,26 @@ async fn usage_ingest_is_idempotent_and_debits_once(store: Store, _: Backend) {
     let today = Utc::now().format("%Y-%m-%d").to_string();
     let daily = store.daily_usage(None).await.unwrap();
     assert!(daily.iter().all(|r| r.day == today));
-    assert_eq!(daily.iter().map(|r| r.requests).sum::<i64>(), 5);
+    assert_eq!(daily.iter().map(|r| r.totals.requests).sum::<i64>(), 5);
     assert_eq!(
-        daily.iter().map(|r| r.cost_micros).sum::<Micros>(),
+        daily.iter().map(|r| r.totals.cost_micros).sum::<Micros>(),
         Micros(670)
     );
-    assert_eq!(daily.iter().map(|r| r.input_tokens).sum::<i64>(), 500);
-    assert_eq!(daily.iter().map(|r| r.cached_tokens).sum::<i64>(), 200);
+    assert_eq!(
+        daily.iter().map(|r| r.totals.input_tokens).sum::<i64>(),
+        500
+    );
+    assert_eq!(
+        daily.iter().map(|r| r.totals.cached_tokens).sum::<i64>(),
+        200
+    );
     let rich_daily = store.daily_usage(Some(rich.id)).await.unwrap();
     assert_eq!(rich_daily.len(), 2, "one row per model");
     assert_eq!(
-        rich_daily.iter().map(|r| r.cost_micros).sum::<Micros>(),
+        rich_daily
+            .iter()
+            .map(|r| r.totals.cost_micros)
+            .sum::<Micros>(),
         Micros(500)
     );
 
@@ -1400,7 +1409,14 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
     };
     let groups = |rows: &[control_plane::store::SummaryRow]| {
         rows.iter()
-            .map(|r| (r.grp.clone(), r.requests, r.cost_micros.get(), r.estimated))
+            .map(|r| {
+                (
+                    r.grp.clone(),
+                    r.totals.requests,
+                    r.totals.cost_micros.get(),
+                    r.totals.estimated,
+                )
+            })
             .collect::<Vec<_>>()
     };
     let by_user = summary(SummaryBy::User, all.clone()).await;
@@ -1410,10 +1426,10 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
     );
     assert_eq!(
         (
-            by_user[0].input_tokens,
-            by_user[0].cached_tokens,
-            by_user[0].output_tokens,
-            by_user[0].reasoning_tokens
+            by_user[0].totals.input_tokens,
+            by_user[0].totals.cached_tokens,
+            by_user[0].totals.output_tokens,
+            by_user[0].totals.reasoning_tokens
         ),
         (200, 80, 20, 4)
     );
@@ -1490,9 +1506,9 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
                 d.day.as_str(),
                 d.user_id,
                 d.model.as_str(),
-                d.requests,
-                d.cost_micros.get(),
-                d.estimated
+                d.totals.requests,
+                d.totals.cost_micros.get(),
+                d.totals.estimated
             ))
             .collect::<Vec<_>>(),
         [
@@ -1506,10 +1522,10 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
     assert_eq!(u2_daily, [daily[1].clone()]);
     assert_eq!(
         (
-            u2_daily[0].input_tokens,
-            u2_daily[0].cached_tokens,
-            u2_daily[0].output_tokens,
-            u2_daily[0].reasoning_tokens
+            u2_daily[0].totals.input_tokens,
+            u2_daily[0].totals.cached_tokens,
+            u2_daily[0].totals.output_tokens,
+            u2_daily[0].totals.reasoning_tokens
         ),
         (200, 80, 20, 4)
     );
@@ -1943,9 +1959,9 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
     assert_eq!(ten_seven.hour, at("2026-01-01T10:00:00Z"));
     assert_eq!(
         (
-            ten_seven.requests,
-            ten_seven.cost_micros,
-            ten_seven.estimated,
+            ten_seven.totals.requests,
+            ten_seven.totals.cost_micros,
+            ten_seven.totals.estimated,
             ten_seven.errors
         ),
         (2, Micros(300), 1, 0)
@@ -1955,7 +1971,11 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
         .find(|r| r.key_id == k1 && r.upstream_id.is_none())
         .unwrap();
     assert_eq!(
-        (ten_none.requests, ten_none.cost_micros, ten_none.errors),
+        (
+            ten_none.totals.requests,
+            ten_none.totals.cost_micros,
+            ten_none.errors
+        ),
         (2, Micros(55), 0)
     );
     let errors: Vec<_> = rollups.iter().map(|r| (r.key_id, r.errors)).collect();
@@ -2007,7 +2027,7 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
         .await
         .unwrap()
         .iter()
-        .map(|d| d.cost_micros.0)
+        .map(|d| d.totals.cost_micros.0)
         .sum();
     assert_eq!(daily_cost, 755 + 2_007 + 3);
 
