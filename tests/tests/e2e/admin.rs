@@ -247,6 +247,27 @@ async fn tokens_are_separate_and_standard_services_need_none() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
+    // Usage reports and key usage take the data-plane token, not the admin token.
+    let mut usage = v1::usage_service_client::UsageServiceClient::with_interceptor(
+        channel.clone(),
+        BearerAuth::new(&h.admin_token).unwrap(),
+    );
+    let err = usage
+        .report_usage(v1::ReportUsageRequest { events: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut usage = v1::usage_service_client::UsageServiceClient::with_interceptor(
+        channel.clone(),
+        BearerAuth::new(&h.data_plane_token).unwrap(),
+    );
+    let reported = usage
+        .report_usage(v1::ReportUsageRequest { events: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reported.inserted, 0);
+
     // Health and reflection answer without a token, as grpcurl expects.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
@@ -286,6 +307,10 @@ async fn tokens_are_separate_and_standard_services_need_none() {
     );
     assert!(
         names.contains(&"codex_gateway.v1.ConfigDiscovery".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"codex_gateway.v1.UsageService".to_owned()),
         "{names:?}"
     );
     h.shutdown().await;

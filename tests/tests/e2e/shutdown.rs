@@ -118,6 +118,56 @@ async fn sigterm_waits_for_a_stream_its_client_left_and_bills_the_upstreams_usag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_still_open_when_the_grace_period_ends_is_closed_and_billed() {
+    let mut h = Harness::start(1).await;
+    h.add_upstream("pool-a", 0, 1).await;
+    let (user, _) = h.add_user("max", 10_000_000).await;
+    let (_, secret, version) = h.add_key(user.id).await;
+    h.wait_applied(version).await;
+    // The upstream stalls after its first output and never finishes.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    h.mock.queue(Behaviour {
+        gate: Some(gate.clone()),
+        ..Behaviour::default()
+    });
+    let auth = format!("Bearer {secret}");
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            codex_request("mock-model", true, "stall"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let seen = read_until(&mut body, "word0").await;
+    assert!(seen.contains("word0"), "the stream is open: {seen}");
+
+    // SIGTERM; the client keeps listening past the harness's 5 s grace period.
+    let mut dp = h.data_planes.remove(0);
+    dp.signal_shutdown();
+    dp.stop().await;
+    h.wait_ingested(1).await;
+    let pool = h.db.pool().await;
+    let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+        "SELECT status, estimated, output_tokens FROM usage_events WHERE user_id = $1",
+    )
+    .bind(user.id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![("client_cancelled".to_owned(), true, 25)],
+        "billed once, estimated from the one delta it streamed"
+    );
+    drop(body);
+    pool.close().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_session_affinity_keeps_each_session_on_its_own_upstream() {
     let mut h = Harness::start_with(1, Affinity::UserSession).await;
     let (a, _) = h.add_upstream("pool-a", 0, 1).await;
