@@ -73,6 +73,11 @@ pub struct Router {
     upstreams: HashMap<UpstreamId, Arc<Upstream>>,
     /// Best (lowest priority number) first.
     tiers: Vec<Tier>,
+    /// Some upstream serves every model.
+    every_model: bool,
+    /// The models upstreams declare, sorted, each once: whether a model is served at all is
+    /// answered per request without walking the upstreams.
+    declared: Vec<Box<str>>,
 }
 
 /// Why the snapshot's upstreams and rings cannot route.
@@ -170,7 +175,19 @@ impl Router {
         {
             return Err(RouteRejected::Unrouted(*id));
         }
-        Ok(Self { upstreams, tiers })
+        let every_model = upstreams.values().any(|u| u.models.is_empty());
+        let mut declared: Vec<Box<str>> = upstreams
+            .values()
+            .flat_map(|u| u.models.iter().cloned())
+            .collect();
+        declared.sort_unstable();
+        declared.dedup();
+        Ok(Self {
+            upstreams,
+            tiers,
+            every_model,
+            declared,
+        })
     }
 }
 
@@ -236,24 +253,17 @@ impl Router {
 
     /// Whether any upstream serves `model` (available or not).
     pub fn serves(&self, model: &str) -> bool {
-        self.upstreams.values().any(|u| u.serves(model))
+        self.every_model || self.declared.binary_search_by(|m| (**m).cmp(model)).is_ok()
     }
 
     /// Whether some upstream serves every model.
     pub fn serves_every_model(&self) -> bool {
-        self.upstreams.values().any(|u| u.models.is_empty())
+        self.every_model
     }
 
     /// The models upstreams declare, each once, sorted.
-    pub fn declared_models(&self) -> Vec<&str> {
-        let mut models: Vec<&str> = self
-            .upstreams
-            .values()
-            .flat_map(|u| u.models.iter().map(|m| &**m))
-            .collect();
-        models.sort_unstable();
-        models.dedup();
-        models
+    pub fn declared_models(&self) -> impl Iterator<Item = &str> + '_ {
+        self.declared.iter().map(|m| &**m)
     }
 
     fn choose_with(

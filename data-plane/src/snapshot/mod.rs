@@ -181,7 +181,7 @@ impl AppliedSnapshot {
     pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
         let router = &self.router;
         let mut models: Vec<String> = if key.models.is_empty() {
-            let declared = router.declared_models().into_iter().map(str::to_owned);
+            let declared = router.declared_models().map(str::to_owned);
             if router.serves_every_model() {
                 self.prices.keys().cloned().chain(declared).collect()
             } else {
