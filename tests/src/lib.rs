@@ -573,21 +573,39 @@ impl Harness {
         weight: u32,
         models: &[&str],
     ) -> (v1::Upstream, u64) {
+        let mut request = self.upstream_request(name, priority, weight);
+        request.models = models.iter().map(|m| (*m).to_owned()).collect();
+        self.create_upstream(request).await
+    }
+
+    /// What `add_upstream` sends for an upstream on the mock, to be changed before
+    /// `create_upstream`.
+    pub fn upstream_request(
+        &self,
+        name: &str,
+        priority: i32,
+        weight: u32,
+    ) -> v1::CreateUpstreamRequest {
+        v1::CreateUpstreamRequest {
+            name: name.into(),
+            base_url: self.mock.base_url(name),
+            api_key: format!("sk-upstream-{name}"),
+            priority,
+            weight,
+            max_retries: Some(1),
+            timeout_ms: 5_000,
+            disabled: false,
+            probe_path: None,
+            models: Vec::new(),
+        }
+    }
+
+    /// Creates an upstream; returns it and the version that carries it.
+    pub async fn create_upstream(&self, request: v1::CreateUpstreamRequest) -> (v1::Upstream, u64) {
         let response = self
             .admin()
             .await
-            .create_upstream(v1::CreateUpstreamRequest {
-                name: name.into(),
-                base_url: self.mock.base_url(name),
-                api_key: format!("sk-upstream-{name}"),
-                priority,
-                weight,
-                max_retries: Some(1),
-                timeout_ms: 5_000,
-                disabled: false,
-                probe_path: None,
-                models: models.iter().map(|m| (*m).to_owned()).collect(),
-            })
+            .create_upstream(request)
             .await
             .expect("create upstream");
         let version = version_of(&response);

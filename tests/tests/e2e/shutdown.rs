@@ -120,7 +120,11 @@ async fn sigterm_waits_for_a_stream_its_client_left_and_bills_the_upstreams_usag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_still_open_when_the_grace_period_ends_is_closed_and_billed() {
     let mut h = Harness::start(1).await;
-    h.add_upstream("pool-a", 0, 1).await;
+    // The upstream's idle timeout is well past the 5 s grace period: it is the grace period
+    // that ends this stream, not the upstream going quiet.
+    let mut upstream = h.upstream_request("pool-a", 0, 1);
+    upstream.timeout_ms = 60_000;
+    h.create_upstream(upstream).await;
     let (user, _) = h.add_user("max", 10_000_000).await;
     let (_, secret, version) = h.add_key(user.id).await;
     h.wait_applied(version).await;
