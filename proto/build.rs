@@ -49,6 +49,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".codex_gateway.v1.SummarizeUsageResponse.by",
             "#[serde(serialize_with = \"crate::names::serialize::<_, SummaryBy>\")]",
         )
+        .field_attribute(
+            ".codex_gateway.v1.SpendLimit.window",
+            "#[serde(serialize_with = \"crate::names::serialize::<_, SpendWindow>\")]",
+        )
+        .field_attribute(
+            ".codex_gateway.v1.SpendState.window",
+            "#[serde(serialize_with = \"crate::names::serialize::<_, SpendWindow>\")]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -71,6 +71,7 @@ impl ControlPlane {
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         tasks.spawn(cache.clone().run(cancel.clone()));
+        tasks.spawn(snapshot::roll::run(store.clone(), cancel.clone()));
         let ingested = Arc::new(watch::Sender::new(0));
         let metrics = Arc::new(Metrics::new());
         if let Some(redis_url) = &config.redis_url {

@@ -25,6 +25,8 @@ pub enum KeyCmd {
         #[arg(long)]
         user: Option<UserId>,
     },
+    /// Show one key, with what it has spent against each of its caps.
+    Get { id: KeyId },
     /// Revoke a key (refused fleet-wide within a second).
     Revoke { id: KeyId },
     /// Change a key's limits.
@@ -41,6 +43,10 @@ pub(crate) async fn run(
     let key = match cmd {
         KeyCmd::Create(args) => return args.run(client, json, out).await,
         KeyCmd::List { user } => return list(client, user, json, out).await,
+        KeyCmd::Get { id } => client
+            .get_key(v1::GetKeyRequest { id: id.get() })
+            .await?
+            .into_inner(),
         KeyCmd::Revoke { id } => client
             .revoke_key(v1::RevokeKeyRequest { id: id.get() })
             .await?
@@ -75,7 +81,30 @@ fn key_fields(k: &v1::Key) -> Vec<(&'static str, String)> {
             k.concurrency
                 .map_or_else(|| "unlimited".into(), |v| v.to_string()),
         ),
+        ("spend_limits", spend_limits(&k.spend_limits, true)),
     ]
+}
+
+/// `5.00/day: 1.25 spent, 3.75 left (room frees at …)` per cap, or `none`.
+fn spend_limits(caps: &[v1::SpendState], when: bool) -> String {
+    if caps.is_empty() {
+        return "none".into();
+    }
+    caps.iter()
+        .map(|c| {
+            let frees = chrono::DateTime::from_timestamp_millis(c.frees_at_ms)
+                .filter(|_| when && c.frees_at_ms > 0)
+                .map(|t| {
+                    format!(
+                        " (room frees at {})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                })
+                .unwrap_or_default();
+            format!("{c}{frees}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn list_or_all(items: &[String]) -> String {
@@ -108,6 +137,11 @@ pub struct KeyCreate {
     /// Concurrent streams.
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// A spending cap: AMOUNT for the key's lifetime, AMOUNT/WINDOW over a rolling window
+    /// (5h, day, week, month). Repeat for several windows, e.g. --spend-limit 50.00
+    /// --spend-limit 5.00/day.
+    #[arg(long = "spend-limit", value_name = "AMOUNT[/WINDOW]")]
+    pub spend_limits: Vec<v1::SpendLimit>,
 }
 
 /// What `key create -o json` prints: the key's fields and, this once, its secret.
@@ -134,6 +168,7 @@ impl KeyCreate {
                 ip_allow: self.ip_allow,
                 rpm: self.rpm,
                 concurrency: self.concurrency,
+                spend_limits: self.spend_limits,
             })
             .await?
             .into_inner();
@@ -174,7 +209,14 @@ async fn list(
         return print_json(out, &list);
     }
     let mut t = Table::new(&[
-        "ID", "USER", "NAME", "PREFIX", "REVOKED", "EXPIRES", "MODELS",
+        "ID",
+        "USER",
+        "NAME",
+        "PREFIX",
+        "REVOKED",
+        "EXPIRES",
+        "MODELS",
+        "SPEND LIMITS",
     ]);
     for k in list {
         t.row(vec![
@@ -185,6 +227,7 @@ async fn list(
             k.revoked.to_string(),
             k.expires_at.unwrap_or_else(|| "never".into()),
             list_or_all(&k.models),
+            spend_limits(&k.spend_limits, false),
         ]);
     }
     Ok(t.write(out)?)
@@ -220,6 +263,16 @@ pub struct KeyUpdate {
     /// Concurrent streams (0 = unlimited).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Replace every spending cap with these (AMOUNT or AMOUNT/WINDOW, repeatable).
+    #[arg(
+        long = "spend-limit",
+        value_name = "AMOUNT[/WINDOW]",
+        conflicts_with = "no_spend_limit"
+    )]
+    pub spend_limits: Vec<v1::SpendLimit>,
+    /// Remove every spending cap.
+    #[arg(long)]
+    pub no_spend_limit: bool,
 }
 
 impl KeyUpdate {
@@ -245,6 +298,11 @@ impl KeyUpdate {
             ip_allow: list(self.ip_allow, self.any_ip),
             rpm: self.rpm,
             concurrency: self.concurrency,
+            spend_limits: (self.no_spend_limit || !self.spend_limits.is_empty()).then_some(
+                v1::SpendLimits {
+                    limits: self.spend_limits,
+                },
+            ),
         };
         Ok(client.update_key(request).await?.into_inner())
     }
@@ -286,5 +344,46 @@ mod tests {
         assert!(err.contains("not a valid user id"), "{err}");
         let err = key(&["revoke", "abc"]).unwrap_err().to_string();
         assert!(err.contains("not a valid key id"), "{err}");
+        assert!(matches!(
+            key(&["get", "4"]),
+            Ok(KeyCmd::Get { id: KeyId(4) })
+        ));
+    }
+
+    #[test]
+    fn spend_limits_parse_per_window() {
+        let Ok(KeyCmd::Create(create)) = key(&[
+            "create",
+            "--user",
+            "1",
+            "--spend-limit",
+            "50.00",
+            "--spend-limit",
+            "5.00/day",
+        ]) else {
+            panic!("create parses");
+        };
+        let caps: Vec<String> = create
+            .spend_limits
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(caps, ["50.00", "5.00/day"]);
+        let err = key(&["create", "--user", "1", "--spend-limit", "5/fortnight"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"fortnight\" is not a spend window"), "{err}");
+        let err = key(&["create", "--user", "1", "--spend-limit", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be above zero"), "{err}");
+        let err = key(&["update", "1", "--spend-limit", "1", "--no-spend-limit"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
+        let Ok(KeyCmd::Update(clear)) = key(&["update", "1", "--no-spend-limit"]) else {
+            panic!("update parses");
+        };
+        assert!(clear.no_spend_limit && clear.spend_limits.is_empty());
     }
 }

@@ -10,6 +10,7 @@ pub mod money;
 pub mod names;
 mod redact;
 pub mod ring;
+pub mod spend;
 
 /// Generated protobuf and gRPC types, package `codex_gateway.v1`.
 #[allow(

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use crate::v1::{AffinityMode, SummaryBy, UpstreamHealth, UsageStatus};
+use crate::v1::{AffinityMode, SpendWindow, SummaryBy, UpstreamHealth, UsageStatus};
 
 /// An enum of the wire contract with a stable lowercase name per value.
 pub trait Named: Sized + Copy + TryFrom<i32> + 'static {
@@ -123,6 +123,27 @@ impl Named for AffinityMode {
     }
 }
 
+impl Named for SpendWindow {
+    const WHAT: &'static str = "spend window";
+    const ALL: &'static [Self] = &[
+        Self::Lifetime,
+        Self::FiveHours,
+        Self::Day,
+        Self::Week,
+        Self::Month,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Lifetime => "lifetime",
+            Self::FiveHours => "5h",
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+}
+
 macro_rules! from_str_by_name {
     ($($t:ty),*) => {$(
         impl FromStr for $t {
@@ -133,7 +154,13 @@ macro_rules! from_str_by_name {
         }
     )*};
 }
-from_str_by_name!(UpstreamHealth, UsageStatus, SummaryBy, AffinityMode);
+from_str_by_name!(
+    UpstreamHealth,
+    UsageStatus,
+    SummaryBy,
+    AffinityMode,
+    SpendWindow
+);
 
 #[cfg(feature = "clap")]
 impl clap::ValueEnum for SummaryBy {

@@ -11,15 +11,15 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tracing::{error, info};
 
 use super::{
-    convert::{summary_by, usage_filter},
+    convert::{self, summary_by, usage_filter},
     validate,
 };
 use crate::{
     crypto::{Cipher, generate_key_secret, key_hint},
     health::SharedProber,
     store::{
-        KeyPatch, NewKey, NewUpstream, PriceRow, Store, StoreError, UpstreamPatch, UserPatch,
-        Versioned,
+        KeyPatch, KeyRow, NewKey, NewUpstream, PriceRow, Store, StoreError, UpstreamPatch,
+        UserPatch, Versioned,
     },
 };
 
@@ -62,6 +62,31 @@ fn status(err: StoreError) -> Status {
             error!(error = %err, "admin call failed in the store");
             Status::unavailable("the control plane's database is unavailable; try again")
         }
+    }
+}
+
+impl Admin {
+    /// Keys as the API shows them: each capped one with what it has spent per window now.
+    async fn with_spend(&self, rows: Vec<KeyRow>) -> Result<Vec<v1::Key>, Status> {
+        let capped: Vec<KeyId> = rows.iter().filter(|k| k.caps.any()).map(|k| k.id).collect();
+        let spend = self
+            .store
+            .key_spend(&capped, chrono::Utc::now())
+            .await
+            .map_err(status)?;
+        Ok(rows
+            .into_iter()
+            .map(|k| {
+                let spent = spend.get(&k.id);
+                convert::key(k, spent)
+            })
+            .collect())
+    }
+
+    async fn key_with_spend(&self, row: KeyRow) -> Result<v1::Key, Status> {
+        let mut keys = self.with_spend(vec![row]).await?;
+        keys.pop()
+            .ok_or_else(|| Status::internal("a key went missing while its spend was read"))
     }
 }
 
@@ -299,12 +324,13 @@ impl AdminService for Admin {
             ip_allow: validate::cidrs(r.ip_allow)?,
             rpm: validate::positive_limit("rpm", r.rpm)?,
             concurrency: validate::positive_limit("concurrency", r.concurrency)?,
+            caps: validate::spend_limits(r.spend_limits)?,
         };
         let created = self.store.create_key(new).await.map_err(status)?;
         info!(key = created.value.id.get(), user = r.user_id, prefix = %created.value.prefix, version = created.version, "key created");
         Ok(versioned(Versioned {
             value: v1::CreateKeyResponse {
-                key: Some(created.value.into()),
+                key: Some(convert::key(created.value, None)),
                 secret: secret.secret,
             },
             version: created.version,
@@ -321,8 +347,20 @@ impl AdminService for Admin {
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ListKeysResponse {
-            keys: rows.into_iter().map(Into::into).collect(),
+            keys: self.with_spend(rows).await?,
         }))
+    }
+
+    async fn get_key(
+        &self,
+        request: Request<v1::GetKeyRequest>,
+    ) -> Result<Response<v1::Key>, Status> {
+        let row = self
+            .store
+            .get_key(KeyId(request.into_inner().id))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.key_with_spend(row).await?))
     }
 
     async fn revoke_key(
@@ -332,7 +370,11 @@ impl AdminService for Admin {
         let id = request.into_inner().id;
         let revoked = self.store.revoke_key(KeyId(id)).await.map_err(status)?;
         info!(key = id, version = revoked.version, "key revoked");
-        Ok(versioned(revoked))
+        let key = self.key_with_spend(revoked.value).await?;
+        Ok(versioned(Versioned {
+            value: key,
+            version: revoked.version,
+        }))
     }
 
     async fn set_price(
@@ -475,6 +517,10 @@ impl AdminService for Admin {
             ip_allow: r.ip_allow.map(|l| validate::cidrs(l.values)).transpose()?,
             rpm: limit("rpm", r.rpm)?,
             concurrency: limit("concurrency", r.concurrency)?,
+            caps: r
+                .spend_limits
+                .map(|l| validate::spend_limits(l.limits))
+                .transpose()?,
         };
         let updated = self
             .store
@@ -482,7 +528,11 @@ impl AdminService for Admin {
             .await
             .map_err(status)?;
         info!(key = r.id, version = updated.version, "key limits updated");
-        Ok(versioned(updated))
+        let key = self.key_with_spend(updated.value).await?;
+        Ok(versioned(Versioned {
+            value: key,
+            version: updated.version,
+        }))
     }
 
     async fn summarize_usage(

@@ -11,7 +11,9 @@ use gateway_proto::{
 use tonic::Status;
 
 use super::validate;
-use crate::store::{KeyRow, PriceRow, SummaryRow, UpstreamRow, UsageFilter, UsageRow, UserRow};
+use crate::store::{
+    KeyRow, KeySpend, PriceRow, SummaryRow, UpstreamRow, UsageFilter, UsageRow, UserRow,
+};
 
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -117,21 +119,21 @@ impl From<UserRow> for v1::User {
     }
 }
 
-impl From<KeyRow> for v1::Key {
-    fn from(k: KeyRow) -> Self {
-        Self {
-            id: k.id.get(),
-            user_id: k.user_id.get(),
-            name: k.name,
-            prefix: k.prefix,
-            revoked: k.revoked_at.is_some(),
-            expires_at: k.expires_at.map(time),
-            models: k.models,
-            ip_allow: k.ip_allow,
-            rpm: k.rpm.and_then(|v| u32::try_from(v).ok()),
-            concurrency: k.concurrency.and_then(|v| u32::try_from(v).ok()),
-            created_at: time(k.created_at),
-        }
+/// A key as the admin API shows it, with its caps and `spend` (none: nothing spent).
+pub(super) fn key(k: KeyRow, spend: Option<&KeySpend>) -> v1::Key {
+    v1::Key {
+        id: k.id.get(),
+        user_id: k.user_id.get(),
+        name: k.name,
+        prefix: k.prefix,
+        revoked: k.revoked_at.is_some(),
+        expires_at: k.expires_at.map(time),
+        models: k.models,
+        ip_allow: k.ip_allow,
+        rpm: k.rpm.and_then(|v| u32::try_from(v).ok()),
+        concurrency: k.concurrency.and_then(|v| u32::try_from(v).ok()),
+        created_at: time(k.created_at),
+        spend_limits: k.caps.states(spend),
     }
 }
 

@@ -94,7 +94,22 @@ impl UsageService for Usage {
             })
             .await
             .map_err(&unavailable)?;
+        let key = self
+            .store
+            .get_key(KeyId(r.key_id))
+            .await
+            .map_err(&unavailable)?;
+        let spend = if key.caps.any() {
+            self.store
+                .key_spend(&[key.id], chrono::Utc::now())
+                .await
+                .map_err(&unavailable)?
+                .remove(&key.id)
+        } else {
+            None
+        };
         Ok(Response::new(KeyUsageResponse {
+            spend_limits: key.caps.states(spend.as_ref()),
             balance_micros: user.balance_micros.get(),
             events: events.into_iter().map(Into::into).collect(),
         }))

@@ -3,8 +3,14 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use gateway_proto::money::Micros;
+use gateway_proto::{
+    money::Micros,
+    names::{Named, name_of},
+    v1::{SpendLimit, SpendWindow},
+};
 use tonic::Status;
+
+use crate::store::SpendCaps;
 
 /// Default per-upstream timeout: connect + response head, and any silence between chunks.
 pub(crate) const DEFAULT_TIMEOUT_MS: u32 = 120_000;
@@ -16,6 +22,43 @@ const MAX_NAME_LEN: usize = 100;
 /// Far more than any pool serves; a bound so one row cannot grow without limit.
 const MAX_UPSTREAM_MODELS: usize = 256;
 const MAX_MODEL_LEN: usize = 128;
+
+/// A key's spending caps: each in a known window, above zero, at most one per window.
+pub(crate) fn spend_limits(limits: Vec<SpendLimit>) -> Result<SpendCaps, Status> {
+    let mut caps = SpendCaps::default();
+    for limit in limits {
+        let slot = SpendWindow::try_from(limit.window)
+            .ok()
+            .and_then(|w| caps.slot(w))
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "spend limit window {} is not one of: {}",
+                    limit.window,
+                    SpendWindow::ALL
+                        .iter()
+                        .map(|w| w.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        if limit.limit_micros <= 0 {
+            return Err(Status::invalid_argument(format!(
+                "spend limit {limit} must be above zero"
+            )));
+        }
+        if let Some(existing) = slot.replace(Micros(limit.limit_micros)) {
+            return Err(Status::invalid_argument(format!(
+                "two spend limits for the {} window ({} and {limit}); give one per window",
+                name_of::<SpendWindow>(limit.window),
+                SpendLimit {
+                    window: limit.window,
+                    limit_micros: existing.get(),
+                },
+            )));
+        }
+    }
+    Ok(caps)
+}
 
 pub(crate) fn name(kind: &str, value: &str) -> Result<String, Status> {
     let value = value.trim();

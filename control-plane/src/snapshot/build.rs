@@ -42,6 +42,7 @@ pub fn build(
     let version = u64::try_from(state.version)
         .map_err(|_| SnapshotError::Inconsistent(format!("negative version {}", state.version)))?;
 
+    let built_at_ms = state.read_at.timestamp_millis();
     let mut upstreams = Vec::new();
     let mut tiers: BTreeMap<i32, Vec<RingMember>> = BTreeMap::new();
     for row in state.upstreams.into_iter().filter(|r| r.upstream.enabled) {
@@ -113,6 +114,7 @@ pub fn build(
                 .concurrency
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
+            spend_limits: k.caps.states(state.key_spend.get(&k.id)),
         });
     }
 
@@ -141,7 +143,8 @@ pub fn build(
             .collect(),
         rings,
         affinity: settings.affinity as i32,
-        built_at_ms: chrono::Utc::now().timestamp_millis(),
+        // Balances and spend are as of the read; data planes count their own spend from then.
+        built_at_ms,
     })
 }
 
@@ -191,6 +194,8 @@ mod tests {
                 upstream(&cipher, 2, &["gpt-5", "o3"]),
             ],
             keys: vec![],
+            key_spend: Default::default(),
+            read_at: Utc::now(),
             users: vec![],
             prices: vec![crate::store::PriceRow {
                 model: "*".into(),

@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+pub mod roll;
 
 pub use build::{BuildSettings, SnapshotError, build};
 pub use cache::{SnapshotCache, SnapshotRx};

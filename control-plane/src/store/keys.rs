@@ -20,8 +20,11 @@ impl Store {
             }
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO api_keys (user_id, name, prefix, digest, expires_at, models, \
-                 ip_allow, rpm, concurrency, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+                 ip_allow, rpm, concurrency, created_at, spend_limit_micros, \
+                 spend_limit_5h_micros, spend_limit_day_micros, spend_limit_week_micros, \
+                 spend_limit_month_micros) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 RETURNING ",
                 key_columns!()
             ))
             .bind(new.user_id)
@@ -34,6 +37,11 @@ impl Store {
             .bind(new.rpm)
             .bind(new.concurrency)
             .bind(Utc::now())
+            .bind(new.caps.lifetime)
+            .bind(new.caps.five_hours)
+            .bind(new.caps.day)
+            .bind(new.caps.week)
+            .bind(new.caps.month)
             .fetch_one(c)
             .await?);
             Ok((row, Always))
@@ -51,6 +59,19 @@ impl Store {
         .bind(user_id)
         .fetch_all(c)
         .await?))
+    }
+
+    /// One key.
+    pub async fn get_key(&self, id: KeyId) -> Result<KeyRow, StoreError> {
+        db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(c)
+        .await?)
+        .ok_or_else(|| not_found("key", id))
     }
 
     /// Revokes a key; revoking twice keeps the first revocation time.
@@ -77,13 +98,21 @@ impl Store {
         patch: KeyPatch,
     ) -> Result<Versioned<KeyRow>, StoreError> {
         // A limit the patch clears is `Some(None)`: its flag is set and its value is NULL.
+        let caps = patch.caps.unwrap_or_default();
         self.mutate(async |tx| {
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE api_keys SET name = COALESCE($2, name), \
                  expires_at = CASE WHEN $3 THEN $4 ELSE expires_at END, \
                  models = COALESCE($5, models), ip_allow = COALESCE($6, ip_allow), \
                  rpm = CASE WHEN $7 THEN $8 ELSE rpm END, \
-                 concurrency = CASE WHEN $9 THEN $10 ELSE concurrency END \
+                 concurrency = CASE WHEN $9 THEN $10 ELSE concurrency END, \
+                 spend_limit_micros = CASE WHEN $11 THEN $12 ELSE spend_limit_micros END, \
+                 spend_limit_5h_micros = CASE WHEN $11 THEN $13 ELSE spend_limit_5h_micros END, \
+                 spend_limit_day_micros = CASE WHEN $11 THEN $14 ELSE spend_limit_day_micros END, \
+                 spend_limit_week_micros = \
+                     CASE WHEN $11 THEN $15 ELSE spend_limit_week_micros END, \
+                 spend_limit_month_micros = \
+                     CASE WHEN $11 THEN $16 ELSE spend_limit_month_micros END \
                  WHERE id = $1 RETURNING ",
                 key_columns!()
             ))
@@ -97,6 +126,12 @@ impl Store {
             .bind(patch.rpm.flatten())
             .bind(patch.concurrency.is_some())
             .bind(patch.concurrency.flatten())
+            .bind(patch.caps.is_some())
+            .bind(caps.lifetime)
+            .bind(caps.five_hours)
+            .bind(caps.day)
+            .bind(caps.week)
+            .bind(caps.month)
             .fetch_optional(c)
             .await?);
             Ok((row.ok_or_else(|| not_found("key", id))?, Always))

@@ -20,7 +20,8 @@ macro_rules! user_columns {
 macro_rules! key_columns {
     () => {
         "id, user_id, name, prefix, digest, revoked_at, expires_at, models, ip_allow, rpm, \
-         concurrency, created_at"
+         concurrency, created_at, spend_limit_micros, spend_limit_5h_micros, \
+         spend_limit_day_micros, spend_limit_week_micros, spend_limit_month_micros"
     };
 }
 macro_rules! usage_columns {
@@ -81,6 +82,7 @@ mod models;
 mod postgres;
 mod prices;
 mod snapshot;
+mod spend;
 mod sqlite;
 mod upstreams;
 mod usage;

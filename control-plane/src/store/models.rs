@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
     money::Micros,
-    v1::{SummaryBy, UpstreamHealth, UsageStatus},
+    v1::{SpendState, SpendWindow, SummaryBy, UpstreamHealth, UsageStatus},
 };
 use sqlx::{
     Database, Decode, Encode, Postgres, Sqlite, Type, encode::IsNull, error::BoxDynError,
@@ -92,6 +92,8 @@ pub struct KeyPatch {
     pub ip_allow: Option<Vec<String>>,
     pub rpm: Option<Option<i32>>,
     pub concurrency: Option<Option<i32>>,
+    /// Replaces every cap.
+    pub caps: Option<SpendCaps>,
 }
 
 /// What a group of usage events adds up to: the counters every rollup and summary keeps.
@@ -176,6 +178,98 @@ pub struct KeyRow {
     pub rpm: Option<i32>,
     pub concurrency: Option<i32>,
     pub created_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    pub caps: SpendCaps,
+}
+
+/// A key's spending caps, one column per window; `None` = no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct SpendCaps {
+    #[sqlx(rename = "spend_limit_micros")]
+    pub lifetime: Option<Micros>,
+    #[sqlx(rename = "spend_limit_5h_micros")]
+    pub five_hours: Option<Micros>,
+    #[sqlx(rename = "spend_limit_day_micros")]
+    pub day: Option<Micros>,
+    #[sqlx(rename = "spend_limit_week_micros")]
+    pub week: Option<Micros>,
+    #[sqlx(rename = "spend_limit_month_micros")]
+    pub month: Option<Micros>,
+}
+
+impl SpendCaps {
+    /// The caps set, by window, in the order of [`SpendWindow`].
+    pub fn iter(&self) -> impl Iterator<Item = (SpendWindow, Micros)> + '_ {
+        [
+            (SpendWindow::Lifetime, self.lifetime),
+            (SpendWindow::FiveHours, self.five_hours),
+            (SpendWindow::Day, self.day),
+            (SpendWindow::Week, self.week),
+            (SpendWindow::Month, self.month),
+        ]
+        .into_iter()
+        .filter_map(|(w, cap)| cap.map(|c| (w, c)))
+    }
+
+    /// The cap of `window`, to set.
+    pub fn slot(&mut self, window: SpendWindow) -> Option<&mut Option<Micros>> {
+        Some(match window {
+            SpendWindow::Unspecified => return None,
+            SpendWindow::Lifetime => &mut self.lifetime,
+            SpendWindow::FiveHours => &mut self.five_hours,
+            SpendWindow::Day => &mut self.day,
+            SpendWindow::Week => &mut self.week,
+            SpendWindow::Month => &mut self.month,
+        })
+    }
+
+    /// Whether any cap is set.
+    pub fn any(&self) -> bool {
+        self.iter().next().is_some()
+    }
+
+    /// Each cap with what `spend` says was spent in its window, and when room frees.
+    pub fn states(&self, spend: Option<&KeySpend>) -> Vec<SpendState> {
+        self.iter()
+            .map(|(window, limit)| {
+                let (spent, oldest) = spend.map_or((Micros::ZERO, None), |s| s.window(window));
+                let frees_at = oldest
+                    .and_then(|h| window.leaves_at_ms(h.timestamp_millis()))
+                    .unwrap_or(0);
+                SpendState::new(window, limit, spent, frees_at)
+            })
+            .collect()
+    }
+}
+
+/// What a key has spent in every window ending at one moment, and per rolling window the
+/// oldest hour with spend in it (when room frees next).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeySpend {
+    pub key_id: KeyId,
+    pub lifetime: Micros,
+    pub five_hours: Micros,
+    pub day: Micros,
+    pub week: Micros,
+    pub month: Micros,
+    pub five_hours_oldest: Option<DateTime<Utc>>,
+    pub day_oldest: Option<DateTime<Utc>>,
+    pub week_oldest: Option<DateTime<Utc>>,
+    pub month_oldest: Option<DateTime<Utc>>,
+}
+
+impl KeySpend {
+    /// Spent in `window`, and the oldest hour of it (none for the lifetime).
+    pub fn window(&self, window: SpendWindow) -> (Micros, Option<DateTime<Utc>>) {
+        match window {
+            SpendWindow::Unspecified => (Micros::ZERO, None),
+            SpendWindow::Lifetime => (self.lifetime, None),
+            SpendWindow::FiveHours => (self.five_hours, self.five_hours_oldest),
+            SpendWindow::Day => (self.day, self.day_oldest),
+            SpendWindow::Week => (self.week, self.week_oldest),
+            SpendWindow::Month => (self.month, self.month_oldest),
+        }
+    }
 }
 
 /// A list of strings as a column: `TEXT[]` on Postgres, JSON text on SQLite (which has no
@@ -249,6 +343,7 @@ pub struct NewKey {
     pub ip_allow: Vec<String>,
     pub rpm: Option<i32>,
     pub concurrency: Option<i32>,
+    pub caps: SpendCaps,
 }
 
 /// Price of a model per 1M tokens, in micro-units.
@@ -315,6 +410,8 @@ pub struct IngestOutcome {
     pub inserted: u64,
     /// Users whose balance went from positive to zero or below.
     pub exhausted_users: Vec<UserId>,
+    /// Keys that reached a spending cap.
+    pub capped_keys: Vec<KeyId>,
     /// The config version bumped for them, if any.
     pub version: Option<i64>,
 }
@@ -325,6 +422,9 @@ pub struct SnapshotState {
     pub version: i64,
     pub upstreams: Vec<UpstreamSecretRow>,
     pub keys: Vec<KeyRow>,
+    /// What each capped key has spent, as of `read_at`.
+    pub key_spend: std::collections::HashMap<KeyId, KeySpend>,
+    pub read_at: DateTime<Utc>,
     pub users: Vec<UserRow>,
     pub prices: Vec<PriceRow>,
 }

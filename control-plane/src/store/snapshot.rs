@@ -1,6 +1,9 @@
 //! Reads everything a snapshot is built from in one consistent view.
 
-use super::{SnapshotState, Store, StoreError, Tx, postgres};
+use chrono::Utc;
+use gateway_proto::ids::KeyId;
+
+use super::{SnapshotState, Store, StoreError, Tx, postgres, spend};
 
 impl Store {
     /// The config version and every row it covers, read in one transaction (repeatable read
@@ -11,7 +14,8 @@ impl Store {
         if let Tx::Postgres(pg) = &mut tx {
             postgres::repeatable_read(pg).await?;
         }
-        let state = db_run!(tx(&mut tx), |c| SnapshotState {
+        let read_at = Utc::now();
+        let mut state = db_run!(tx(&mut tx), |c| SnapshotState {
             version: sqlx::query_scalar("SELECT version FROM config_state")
                 .fetch_one(&mut *c)
                 .await?,
@@ -29,6 +33,8 @@ impl Store {
             ))
             .fetch_all(&mut *c)
             .await?,
+            key_spend: Default::default(),
+            read_at,
             users: sqlx::query_as(concat!(
                 "SELECT ",
                 user_columns!(),
@@ -44,6 +50,14 @@ impl Store {
             .fetch_all(&mut *c)
             .await?,
         });
+        // Capped keys carry what they have spent, read in the same view as the version.
+        let capped: Vec<KeyId> = state
+            .keys
+            .iter()
+            .filter(|k| k.caps.any())
+            .map(|k| k.id)
+            .collect();
+        state.key_spend = spend::key_spend_in(&mut tx, &capped, read_at).await?;
         tx.commit().await?;
         Ok(state)
     }

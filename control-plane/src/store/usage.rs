@@ -12,7 +12,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
     DailyRow, Db, HourlyRow, IngestOutcome, Store, StoreError, SummaryRow, Tx, UsageFilter,
-    UsageRow, postgres, sqlite,
+    UsageRow, postgres, spend, sqlite,
 };
 
 /// What ingest did to one user with new events: their id, how many events were new, their
@@ -41,8 +41,8 @@ const LEDGER_SUMS: &str = " AS grp, COUNT(*) AS requests, \
 impl Store {
     /// Writes a batch of events and debits each user by the cost of the events that were new,
     /// in one transaction. Events already in the ledger are skipped, so redelivery is harmless.
-    /// When a user's balance crosses from positive to zero or below, the config version is
-    /// bumped so every data plane refuses them.
+    /// When a user's balance crosses from positive to zero or below, or a key reaches one of
+    /// its spending caps, the config version is bumped so every data plane refuses them.
     pub async fn ingest_usage(&self, rows: &[UsageRow]) -> Result<IngestOutcome, StoreError> {
         if rows.is_empty() {
             return Ok(IngestOutcome::default());
@@ -63,7 +63,9 @@ impl Store {
                         outcome.exhausted_users.push(user_id);
                     }
                 }
-                let crossed = !outcome.exhausted_users.is_empty();
+                outcome.capped_keys = spend::capped_by(tx, rows, Utc::now()).await?;
+                let crossed =
+                    !outcome.exhausted_users.is_empty() || !outcome.capped_keys.is_empty();
                 Ok((outcome, crossed))
             })
             .await?;
@@ -118,30 +120,6 @@ impl Store {
         .bind(hour_of(since)?)
         .fetch_all(c)
         .await?))
-    }
-
-    /// What each of `keys` has spent from `since`'s hour on. Rollups are by whole UTC hour, so
-    /// an event counts for the hour it started in (one at 10:59:59.9 is 10:00's) and a `since`
-    /// inside an hour takes in that whole hour: a window is never shorter than asked, by up
-    /// to an hour. Keys with nothing spent in the window are left out; ordered by key.
-    pub async fn key_spend_since(
-        &self,
-        keys: &[KeyId],
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(KeyId, Micros)>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(db_run!(pool(&self.db), |c| {
-            let mut q = QueryBuilder::new(
-                "SELECT key_id, CAST(SUM(cost_micros) AS BIGINT) FROM usage_hourly WHERE hour >= ",
-            );
-            q.push_bind(hour_of(since)?).push(" AND key_id IN (");
-            let mut ids = q.separated(", ");
-            keys.iter().for_each(|k| _ = ids.push_bind(*k));
-            q.push(") GROUP BY key_id ORDER BY key_id");
-            q.build_query_as().fetch_all(c).await?
-        }))
     }
 
     /// Usage events, newest first.
@@ -205,7 +183,7 @@ impl Store {
 }
 
 /// The start of `t`'s UTC hour.
-fn hour_of(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn hour_of(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
     t.duration_trunc(TimeDelta::hours(1))
         .map_err(|e| StoreError::Invalid(format!("no hour for {t}: {e}")))
 }

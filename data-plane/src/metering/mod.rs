@@ -45,6 +45,8 @@ pub struct Meter {
     pub publisher: UsagePublisher,
     pub request_id: String,
     pub key_id: KeyId,
+    /// Whether the key has spending caps (its spend is then counted per key too).
+    pub key_capped: bool,
     pub user_id: UserId,
     pub model: String,
     pub endpoint: &'static str,
@@ -91,6 +93,7 @@ impl Meter {
         let duration = self.started.elapsed();
         self.unsettled.record(
             self.user_id,
+            self.key_capped.then_some(self.key_id),
             self.started_at_ms
                 .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
             cost,

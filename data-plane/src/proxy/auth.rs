@@ -1,6 +1,7 @@
 //! Admission, the first phase of a proxied request: the presented key, looked up by digest
 //! in the applied snapshot; its expiry; the user's balance less this data plane's unsettled
-//! spend; the key's IP allow-list; its per-minute and concurrency limits. Nothing but memory.
+//! spend; the key's spending caps, its snapshot spend plus the unsettled; the key's IP
+//! allow-list; its per-minute and concurrency limits. Nothing but memory.
 //! The model allow-list is checked once the body has named the model.
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -100,8 +101,9 @@ pub(super) fn authenticate_key<'t>(
     Ok((key, user))
 }
 
-/// [`authenticate_key`], and the user may spend: the snapshot balance, less what this proxy has
-/// spent for them since the snapshot, is not used up.
+/// [`authenticate_key`], and the user and key may spend: the snapshot balance, less what this
+/// proxy has spent for them since the snapshot, is not used up, and no cap of the key is
+/// reached by its snapshot spend plus this proxy's. Whichever binds first refuses.
 fn authenticate<'t>(
     table: &'t AppliedSnapshot,
     headers: &HeaderMap,
@@ -109,9 +111,24 @@ fn authenticate<'t>(
     unsettled: &Unsettled,
 ) -> Result<(&'t KeyEntry, &'t UserEntry), ProxyError> {
     let (key, user) = authenticate_key(table, headers, now_ms)?;
-    let local = unsettled.spent(user.id, Unsettled::floor(table.built_at_ms));
+    let floor = Unsettled::floor(table.built_at_ms);
+    let local = unsettled.spent(user.id, floor);
     if !user.balance.saturating_sub(local).is_positive() {
         return Err(ProxyError::InsufficientQuota);
+    }
+    if !key.caps.is_empty() {
+        let local = unsettled.key_spent(key.id, floor);
+        if let Some(cap) = key
+            .caps
+            .iter()
+            .find(|c| c.spent.saturating_add(local).get() >= c.limit.limit_micros)
+        {
+            return Err(ProxyError::SpendLimitReached {
+                limit: cap.limit,
+                spent: cap.spent.saturating_add(local),
+                frees_at_ms: cap.frees_at_ms,
+            });
+        }
     }
     Ok((key, user))
 }

@@ -5,7 +5,31 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
+use gateway_proto::{money::Micros, v1::SpendLimit};
+
 use super::ProxyBody;
+
+/// What a key at a cap is told: which cap, what it spent, and when the window frees room.
+fn spend_limit_message(limit: &SpendLimit, spent: Micros, frees_at_ms: i64) -> String {
+    let when = chrono::DateTime::from_timestamp_millis(frees_at_ms)
+        .filter(|_| frees_at_ms > 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    match when {
+        Some(when) => format!(
+            "this API key has reached its spending limit of {limit} (spent {spent}); \
+             room frees up at {when}"
+        ),
+        None if limit.window == gateway_proto::v1::SpendWindow::Lifetime as i32 => format!(
+            "this API key has reached its lifetime spending limit of {limit} (spent {spent}); \
+             ask for the limit to be raised"
+        ),
+        // Nothing of the window's spend is in the snapshot yet: it frees an hour or more on.
+        None => format!(
+            "this API key has reached its spending limit of {limit} (spent {spent}); \
+             room frees up as the window moves on"
+        ),
+    }
+}
 
 /// A request that cannot be (or was not) proxied successfully.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +47,14 @@ pub enum ProxyError {
     ModelNotFound(String),
     #[error("your balance is exhausted; top up to continue")]
     InsufficientQuota,
+    #[error("{}", spend_limit_message(.limit, *.spent, *.frees_at_ms))]
+    SpendLimitReached {
+        /// The cap as operators write it: `5.00/day`, `50.00`.
+        limit: SpendLimit,
+        spent: Micros,
+        /// Unix ms when room frees; 0 = never by itself.
+        frees_at_ms: i64,
+    },
     #[error("this API key may not be used from {0}")]
     IpNotAllowed(std::net::IpAddr),
     #[error("rate limit of {rpm} requests per minute reached; retry after {} s", retry_after.as_secs().max(1))]
@@ -100,7 +132,7 @@ impl ProxyError {
                 "invalid_request_error",
                 "model_not_found",
             ),
-            Self::InsufficientQuota => (
+            Self::InsufficientQuota | Self::SpendLimitReached { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "insufficient_quota",
                 "insufficient_quota",

@@ -1,5 +1,6 @@
 //! What a key may ask about itself: `GET /v1/models` (the models it may use, from the
-//! snapshot) and `GET /v1/usage` (its recent usage and its user's balance, from the ledger).
+//! snapshot) and `GET /v1/usage` (its recent usage, its spending caps with what it spent in
+//! each window, and its user's balance, from the ledger).
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ impl Proxy {
         Ok(json(&serde_json::json!({
             "object": "list",
             "balance_micros": usage.balance_micros,
+            "spend_limits": usage.spend_limits,
             "data": usage.events,
         })))
     }

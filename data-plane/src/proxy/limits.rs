@@ -151,6 +151,7 @@ mod tests {
             ip_allow: vec![parse_net("10.0.0.0/8").unwrap(), parse_net("::1").unwrap()],
             rpm,
             concurrency,
+            caps: vec![],
         }
     }
 

@@ -318,6 +318,7 @@ impl Proxy {
             publisher: self.shared.usage.clone(),
             request_id: request_id.to_owned(),
             key_id: admitted.key.id,
+            key_capped: !admitted.key.caps.is_empty(),
             user_id: admitted.user.id,
             price: snapshot.price(&request.model),
             model: std::mem::take(&mut request.model),

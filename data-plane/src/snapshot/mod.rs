@@ -1,5 +1,6 @@
 //! The applied snapshot: one validated config version from the control plane, turned into
-//! what the request path looks up — keys by digest, users and their balances, prices, and
+//! what the request path looks up — keys by digest with their limits and spending caps,
+//! users and their balances, prices, and
 //! the [`Router`] built from the upstreams and their rings. Immutable; replaced whole.
 //! `proxy::auth` admits against it, `routing` picks from its router, `metering` prices
 //! with its prices.
@@ -31,6 +32,18 @@ pub struct KeyEntry {
     pub ip_allow: Vec<ipnet::IpNet>,
     pub rpm: u32,
     pub concurrency: u32,
+    /// Spending caps (most keys have none).
+    pub caps: Vec<SpendCap>,
+}
+
+/// A key's spending cap, with what the ledger held as spent in its window when the snapshot
+/// was built (this data plane adds its own spend since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendCap {
+    pub limit: v1::SpendLimit,
+    pub spent: Micros,
+    /// Unix ms when the oldest spend in the window leaves it; 0 = not by itself.
+    pub frees_at_ms: i64,
 }
 
 /// A user's billing state as of the snapshot.
@@ -128,6 +141,20 @@ impl AppliedSnapshot {
                 ip_allow,
                 rpm: k.rpm,
                 concurrency: k.concurrency,
+                // A window this build does not know is still a cap: its amounts compare the
+                // same.
+                caps: k
+                    .spend_limits
+                    .iter()
+                    .map(|c| SpendCap {
+                        limit: v1::SpendLimit {
+                            window: c.window,
+                            limit_micros: c.limit_micros,
+                        },
+                        spent: Micros(c.spent_micros),
+                        frees_at_ms: c.frees_at_ms,
+                    })
+                    .collect(),
             };
             keys.insert(digest, entry);
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
-    HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, Store,
-    StoreError, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+    HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, SpendCaps,
+    Store, StoreError, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
 };
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
@@ -328,6 +328,7 @@ async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
             ip_allow: vec!["10.0.0.0/8".into()],
             rpm: Some(60),
             concurrency: None,
+            caps: SpendCaps::default(),
         })
         .await
         .unwrap()
@@ -349,7 +350,8 @@ async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
                 models: vec![],
                 ip_allow: vec![],
                 rpm: None,
-                concurrency: None
+                concurrency: None,
+                caps: SpendCaps::default(),
             })
             .await,
         Err(StoreError::NotFound { .. })
@@ -578,6 +580,7 @@ async fn snapshots_and_health_records_agree(store: Store, db: Backend) {
         ip_allow: vec![],
         rpm: None,
         concurrency: None,
+        caps: SpendCaps::default(),
     };
     store.create_key(key(1)).await.unwrap();
     let revoked = store.create_key(key(2)).await.unwrap().value;
@@ -641,6 +644,7 @@ fn key_for(user_id: UserId, digest: u8) -> NewKey {
         ip_allow: vec![],
         rpm: None,
         concurrency: None,
+        caps: SpendCaps::default(),
     }
 }
 
@@ -1988,38 +1992,47 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
     assert_eq!(from_ten_thirty.len(), 5);
     assert!(from_ten_thirty.iter().all(|r| r.key_id != k3));
 
-    let spend = |since: &'static str| {
+    // A day window's spend: the window that ends 24 h after `since` starts at `since`'s hour.
+    let day_spend = |since: &'static str| {
         let store = store.clone();
         async move {
-            store
-                .key_spend_since(&[k1, k2, k3, KeyId(99)], at(since))
+            let mut spent: Vec<(KeyId, Micros)> = store
+                .key_spend(
+                    &[k1, k2, k3, KeyId(99)],
+                    at(since) + ChronoDuration::hours(24),
+                )
                 .await
                 .unwrap()
+                .into_values()
+                .map(|s| (s.key_id, s.day))
+                .filter(|(_, day)| day.is_positive())
+                .collect();
+            spent.sort();
+            spent
         }
     };
     let all = vec![(k1, Micros(755)), (k2, Micros(2_007)), (k3, Micros(3))];
-    assert_eq!(spend("2026-01-01T09:00:00Z").await, all);
-    assert_eq!(spend("2026-01-01T09:59:59.999Z").await, all);
+    assert_eq!(day_spend("2026-01-01T09:00:00Z").await, all);
+    assert_eq!(day_spend("2026-01-01T09:59:59.999Z").await, all);
     let from_ten = vec![(k1, Micros(755)), (k2, Micros(2_007))];
-    assert_eq!(spend("2026-01-01T10:00:00Z").await, from_ten);
-    assert_eq!(spend("2026-01-01T10:59:59.999Z").await, from_ten);
+    assert_eq!(day_spend("2026-01-01T10:00:00Z").await, from_ten);
+    assert_eq!(day_spend("2026-01-01T10:59:59.999Z").await, from_ten);
     let from_eleven = vec![(k1, Micros(400)), (k2, Micros(2_007))];
-    assert_eq!(spend("2026-01-01T11:00:00Z").await, from_eleven);
-    assert_eq!(spend("2026-01-01T11:59:59Z").await, from_eleven);
-    assert_eq!(spend("2026-01-01T12:00:00Z").await, vec![(k2, Micros(7))]);
-    assert_eq!(spend("2026-01-02T00:00:01Z").await, vec![(k2, Micros(7))]);
-    assert!(spend("2026-01-02T01:00:00Z").await.is_empty());
-    assert!(
-        store
-            .key_spend_since(&[], since_start)
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(day_spend("2026-01-01T11:00:00Z").await, from_eleven);
+    assert_eq!(day_spend("2026-01-01T11:59:59Z").await, from_eleven);
+    assert_eq!(
+        day_spend("2026-01-01T12:00:00Z").await,
+        vec![(k2, Micros(7))]
     );
     assert_eq!(
-        store.key_spend_since(&[k3], since_start).await.unwrap(),
-        vec![(k3, Micros(3))]
+        day_spend("2026-01-02T00:00:01Z").await,
+        vec![(k2, Micros(7))]
     );
+    assert!(day_spend("2026-01-02T01:00:00Z").await.is_empty());
+    assert!(store.key_spend(&[], since_start).await.unwrap().is_empty());
+    let k3_spend = store.key_spend(&[k3], since_start).await.unwrap();
+    assert_eq!(k3_spend.len(), 1);
+    assert_eq!(k3_spend[&k3].lifetime, Micros(3));
 
     // The daily rollups still agree too (they share the ingest).
     let daily_cost: i64 = store
