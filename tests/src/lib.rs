@@ -11,7 +11,7 @@ pub mod fake_control_plane;
 pub mod faults;
 pub mod mock;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use clap::ValueEnum;
@@ -246,6 +246,8 @@ pub struct Harness {
     pub affinity: Affinity,
     /// Active health checks (interval 0 = off, the default for tests).
     pub health_interval_ms: u64,
+    /// Where the standalone-style SQLite store lives (no Redis then).
+    pub sqlite_dir: Option<PathBuf>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -257,6 +259,9 @@ pub struct HarnessOptions {
     pub health_interval_ms: u64,
     /// Redis to use instead of TEST_REDIS_URL.
     pub redis_url: Option<String>,
+    /// Run as `gatewayctl standalone` does: the control plane on a SQLite file of the
+    /// test's own, no Redis anywhere (data planes report usage over `ReportUsage`).
+    pub standalone: bool,
 }
 
 impl Default for HarnessOptions {
@@ -266,6 +271,7 @@ impl Default for HarnessOptions {
             affinity: Affinity::User,
             health_interval_ms: 0,
             redis_url: None,
+            standalone: false,
         }
     }
 }
@@ -293,7 +299,14 @@ impl Harness {
             affinity,
             health_interval_ms,
             redis_url: private_redis,
+            standalone,
         } = options;
+        let sqlite_dir = standalone.then(|| {
+            let dir =
+                std::env::temp_dir().join(format!("cgw-sa-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).expect("create the SQLite directory");
+            dir
+        });
         let mut h = Self {
             db: TestDb::create().await,
             redis_url: private_redis.unwrap_or_else(redis_url),
@@ -306,6 +319,7 @@ impl Harness {
             mock: MockUpstream::start().await,
             affinity,
             health_interval_ms,
+            sqlite_dir,
             http: Client::builder(TokioExecutor::new()).build_http(),
         };
         h.start_control_plane().await;
@@ -323,9 +337,16 @@ impl Harness {
             .affinity
             .to_possible_value()
             .expect("every affinity has a flag value");
-        control_plane::Config::from_flags([
-            format!("--database-url={}", self.db.url),
-            format!("--redis-url={}", self.redis_url),
+        let database_url = match &self.sqlite_dir {
+            Some(dir) => format!("sqlite://{}", dir.join("gateway.db").display()),
+            None => self.db.url.clone(),
+        };
+        let redis = match &self.sqlite_dir {
+            Some(_) => Vec::new(),
+            None => vec![format!("--redis-url={}", self.redis_url)],
+        };
+        control_plane::Config::from_flags(redis.into_iter().chain([
+            format!("--database-url={database_url}"),
             format!("--admin-token={}", self.admin_token.expose()),
             format!("--data-plane-token={}", self.data_plane_token.expose()),
             format!("--encryption-key={}", self.encryption_key.to_hex()),
@@ -344,7 +365,7 @@ impl Harness {
             "--health-timeout-ms=2000".to_owned(),
             "--health-unhealthy-after=2".to_owned(),
             "--log-format=text".to_owned(),
-        ])
+        ]))
         .expect("the harness's control-plane flags parse")
     }
 
@@ -457,7 +478,6 @@ impl Harness {
             format!("--listen-addr={addr}"),
             format!("--control-plane-url={control_plane_url}"),
             format!("--data-plane-token={}", self.data_plane_token.expose()),
-            format!("--redis-url={}", self.redis_url),
             format!("--usage-stream={}", self.usage_stream),
             format!("--node-id=dp-{index}"),
             // Tests stop data planes often; a stream left open must not hold one for long.
@@ -465,6 +485,9 @@ impl Harness {
             format!("--spool-path={}", spool_path.display()),
             "--log-format=text".to_owned(),
         ];
+        if self.sqlite_dir.is_none() {
+            flags.push(format!("--redis-url={}", self.redis_url));
+        }
         if let Some(bytes) = options.max_body_bytes {
             flags.push(format!("--max-body-bytes={bytes}"));
         }
@@ -760,6 +783,9 @@ impl Harness {
                 .await;
         }
         self.db.drop_database().await;
+        if let Some(dir) = self.sqlite_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

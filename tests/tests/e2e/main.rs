@@ -5,6 +5,7 @@
 
 mod admin;
 mod billing;
+mod caps;
 mod cli;
 mod config;
 mod failover;
