@@ -13,7 +13,7 @@ use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
     money::Micros,
     names::Named,
-    v1::{SummaryBy, UpstreamHealth, UsageStatus},
+    v1::{SpendState, SpendWindow, SummaryBy, UpstreamHealth, UsageStatus},
 };
 use tokio::time::timeout;
 use uuid::Uuid;
@@ -70,6 +70,8 @@ contract!(
     leadership_is_exclusive_on_postgres_and_local_on_sqlite,
     upstream_models_round_trip_and_an_update_replaces_them,
     hourly_rollups_agree_with_the_ledger_and_bound_key_spend,
+    key_caps_round_trip_and_an_update_replaces_or_clears_them,
+    key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2049,5 +2051,290 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
     assert_eq!(
         sorted_hourly(store.hourly_usage(since_start).await.unwrap()),
         ledger
+    );
+}
+
+fn caps(lifetime: Option<i64>, day: Option<i64>, week: Option<i64>) -> SpendCaps {
+    SpendCaps {
+        lifetime: lifetime.map(Micros),
+        day: day.map(Micros),
+        week: week.map(Micros),
+        ..SpendCaps::default()
+    }
+}
+
+async fn key_caps_round_trip_and_an_update_replaces_or_clears_them(store: Store, _: Backend) {
+    let user = store
+        .create_user("capped", Micros(1_000_000), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    let both = caps(Some(50_000_000), Some(5_000_000), None);
+    let key = store
+        .create_key(NewKey {
+            caps: both,
+            ..key_for(user.id, 1)
+        })
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(key.caps, both);
+    assert_eq!(
+        key.caps.iter().collect::<Vec<_>>(),
+        [
+            (SpendWindow::Lifetime, Micros(50_000_000)),
+            (SpendWindow::Day, Micros(5_000_000))
+        ]
+    );
+    assert_eq!(store.get_key(key.id).await.unwrap().caps, both);
+    assert_eq!(store.list_keys(Some(user.id)).await.unwrap()[0].caps, both);
+    let plain = store.create_key(key_for(user.id, 2)).await.unwrap().value;
+    assert!(!plain.caps.any());
+    assert!(matches!(
+        store.get_key(KeyId(9_999)).await,
+        Err(StoreError::NotFound { kind: "key", .. })
+    ));
+
+    // A patch without caps leaves them; one with caps replaces them all; empty clears them.
+    let renamed = store
+        .update_key(
+            key.id,
+            KeyPatch {
+                name: Some("renamed".into()),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.value.caps, both);
+    let weekly = caps(None, None, Some(7_000_000));
+    let replaced = store
+        .update_key(
+            key.id,
+            KeyPatch {
+                caps: Some(weekly),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.value.caps, weekly);
+    assert_eq!(replaced.version, renamed.version + 1);
+    let cleared = store
+        .update_key(
+            key.id,
+            KeyPatch {
+                caps: Some(SpendCaps::default()),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!cleared.value.caps.any());
+    assert_eq!(
+        store.get_key(key.id).await.unwrap().caps,
+        SpendCaps::default()
+    );
+}
+
+async fn key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once(store: Store, _: Backend) {
+    let user = store
+        .create_user("spender", Micros(1_000_000_000), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    // Only a lifetime cap: nothing rolls with the hours.
+    let life = store
+        .create_key(NewKey {
+            caps: caps(Some(5_000), None, None),
+            ..key_for(user.id, 1)
+        })
+        .await
+        .unwrap()
+        .value;
+    let t = at("2026-01-02T10:15:00Z");
+    assert_eq!(store.roll_spend_windows(t).await.unwrap(), None);
+    let daily = store
+        .create_key(NewKey {
+            caps: caps(Some(5_000), Some(1_000), None),
+            ..key_for(user.id, 2)
+        })
+        .await
+        .unwrap()
+        .value;
+    let free = store.create_key(key_for(user.id, 3)).await.unwrap().value;
+
+    // Spend in the past hours: 10:59:59 and 11:00 the day before, 08:00 on the day.
+    let past = vec![
+        event_at(
+            user.id,
+            daily.id,
+            None,
+            "m",
+            100,
+            "2026-01-01T10:59:59Z",
+            false,
+        ),
+        event_at(
+            user.id,
+            daily.id,
+            None,
+            "m",
+            200,
+            "2026-01-01T11:00:00Z",
+            false,
+        ),
+        event_at(
+            user.id,
+            daily.id,
+            None,
+            "m",
+            300,
+            "2026-01-02T08:00:00Z",
+            false,
+        ),
+        event_at(
+            user.id,
+            free.id,
+            None,
+            "m",
+            999,
+            "2026-01-02T08:00:00Z",
+            false,
+        ),
+    ];
+    let out = store.ingest_usage(&past).await.unwrap();
+    assert_eq!(out.inserted, 4);
+    assert!(out.capped_keys.is_empty(), "long ago, in no window of now");
+    let spend_at = |now: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .key_spend(&[daily.id, life.id], at(now))
+                .await
+                .unwrap()
+                .remove(&daily.id)
+                .unwrap()
+        }
+    };
+    let ms = |t: &str| at(t).timestamp_millis();
+    // At 10:59:59 a day reaches back to 10:59:59 yesterday, whose whole hour counts.
+    let s = spend_at("2026-01-02T10:59:59Z").await;
+    assert_eq!(
+        (s.lifetime, s.day, s.week, s.month),
+        (Micros(600), Micros(600), Micros(600), Micros(600))
+    );
+    assert_eq!(s.five_hours, Micros(300), "05:00 onwards");
+    assert_eq!(s.day_oldest, Some(at("2026-01-01T10:00:00Z")));
+    assert_eq!(s.five_hours_oldest, Some(at("2026-01-02T08:00:00Z")));
+    let states = daily.caps.states(Some(&s));
+    assert_eq!(
+        states,
+        [
+            SpendState::new(SpendWindow::Lifetime, Micros(5_000), Micros(600), 0),
+            // 10:00's spend leaves the day window at 11:00 the next day.
+            SpendState::new(
+                SpendWindow::Day,
+                Micros(1_000),
+                Micros(600),
+                ms("2026-01-02T11:00:00Z")
+            ),
+        ]
+    );
+    // On the hour it has left; the next hour's spend leaves an hour later.
+    let s = spend_at("2026-01-02T11:00:00Z").await;
+    assert_eq!(
+        (s.day, s.day_oldest),
+        (Micros(500), Some(at("2026-01-01T11:00:00Z")))
+    );
+    assert_eq!(
+        daily.caps.states(Some(&s))[1].frees_at_ms,
+        ms("2026-01-02T12:00:00Z")
+    );
+    let s = spend_at("2026-01-02T12:00:00Z").await;
+    assert_eq!((s.day, s.lifetime), (Micros(300), Micros(600)));
+    assert_eq!(spend_at("2026-01-09T08:59:59Z").await.week, Micros(300));
+    assert_eq!(spend_at("2026-01-09T09:00:00Z").await.week, Micros(0));
+    assert_eq!(spend_at("2026-01-09T09:00:00Z").await.week_oldest, None);
+    assert_eq!(spend_at("2026-01-31T10:59:59Z").await.month, Micros(600));
+    assert_eq!(spend_at("2026-01-31T11:00:00Z").await.month, Micros(500));
+    // Nothing spent: left out.
+    assert!(
+        store
+            .key_spend(&[life.id], at("2026-01-02T10:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Now: reaching the day cap bumps the version once; more spend over it does not.
+    let v = store.config_version().await.unwrap();
+    let now = |key: KeyId, cost: i64| UsageRow {
+        key_id: key,
+        ..event(user.id, cost, "m")
+    };
+    let out = store.ingest_usage(&[now(daily.id, 700)]).await.unwrap();
+    assert!(out.capped_keys.is_empty(), "700 of 1000 today");
+    assert_eq!(out.version, None);
+    let out = store
+        .ingest_usage(&[now(daily.id, 200), now(daily.id, 100), now(free.id, 5_000)])
+        .await
+        .unwrap();
+    assert_eq!(out.capped_keys, [daily.id], "exactly at the cap is at it");
+    assert_eq!(out.version, Some(v + 1));
+    let out = store.ingest_usage(&[now(daily.id, 50)]).await.unwrap();
+    assert!(
+        out.capped_keys.is_empty(),
+        "already over: nothing new to tell"
+    );
+    assert_eq!(out.version, None);
+    // The lifetime cap is crossed on its own.
+    let out = store.ingest_usage(&[now(life.id, 5_000)]).await.unwrap();
+    assert_eq!(out.capped_keys, [life.id]);
+    assert_eq!(out.version, Some(v + 2));
+
+    // The snapshot carries what capped keys spent, in its own view, and nothing for the rest.
+    let state = store.snapshot_state().await.unwrap();
+    assert_eq!(state.version, v + 2);
+    let mut capped: Vec<KeyId> = state.key_spend.keys().copied().collect();
+    capped.sort();
+    assert_eq!(capped, [life.id, daily.id]);
+    let today = &state.key_spend[&daily.id];
+    assert_eq!((today.day, today.lifetime), (Micros(1_050), Micros(1_650)));
+
+    // The hour roll: once per hour whoever asks first, and only with a rolling cap.
+    let v = store.config_version().await.unwrap();
+    assert_eq!(store.roll_spend_windows(t).await.unwrap(), Some(v + 1));
+    assert_eq!(
+        store
+            .roll_spend_windows(at("2026-01-02T10:59:59Z"))
+            .await
+            .unwrap(),
+        None,
+        "the same hour"
+    );
+    assert_eq!(
+        store
+            .roll_spend_windows(at("2026-01-02T09:00:00Z"))
+            .await
+            .unwrap(),
+        None,
+        "an hour already rolled"
+    );
+    assert_eq!(
+        store
+            .roll_spend_windows(at("2026-01-02T11:00:00Z"))
+            .await
+            .unwrap(),
+        Some(v + 2)
+    );
+    store.revoke_key(daily.id).await.unwrap();
+    assert_eq!(
+        store
+            .roll_spend_windows(at("2026-01-02T12:00:00Z"))
+            .await
+            .unwrap(),
+        None,
+        "a revoked key's windows roll for nobody"
     );
 }
