@@ -442,3 +442,136 @@ async fn gatewayctl_upstream_models_are_replaced_and_cleared() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatewayctl_key_spend_limits_show_what_is_spent_and_left() {
+    let h = Harness::start(0).await;
+    let (user, _) = h.add_user("reseller", 100_000_000).await;
+    let user_id = user.id.to_string();
+    let created = ctl(
+        &h,
+        &[
+            "-o",
+            "json",
+            "key",
+            "create",
+            "--user",
+            &user_id,
+            "--spend-limit",
+            "50.00",
+            "--spend-limit",
+            "5.00/day",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(created["secret"].as_str().is_some());
+    let caps = created["spend_limits"].as_array().unwrap();
+    assert_eq!(caps.len(), 2, "{created}");
+    assert_eq!(caps[0]["window"], "lifetime");
+    assert_eq!(caps[0]["limit_micros"], 50_000_000);
+    assert_eq!(caps[1]["window"], "day");
+    assert_eq!(caps[1]["limit_micros"], 5_000_000);
+    assert_eq!(caps[1]["spent_micros"], 0);
+    assert_eq!(caps[1]["left_micros"], 5_000_000);
+    let id = created["id"].as_i64().unwrap().to_string();
+
+    let got = ctl(&h, &["-o", "json", "key", "get", &id]).await.unwrap();
+    assert_eq!(got["spend_limits"], created["spend_limits"]);
+    let listed = ctl(&h, &["-o", "json", "key", "list", "--user", &user_id])
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["spend_limits"], created["spend_limits"]);
+    let fields = ctl_text(&h, &["key", "get", &id]).await;
+    assert!(
+        fields.lines().any(|l| l.starts_with("spend_limits")
+            && l.ends_with("50.00: 0.00 spent, 50.00 left; 5.00/day: 0.00 spent, 5.00 left")),
+        "{fields}"
+    );
+    let table = ctl_text(&h, &["key", "list"]).await;
+    assert!(
+        table.lines().next().unwrap().ends_with("SPEND LIMITS"),
+        "{table}"
+    );
+
+    // Two caps for one window, a bad window, a zero cap: each refused with its reason.
+    let err = ctl(
+        &h,
+        &[
+            "key",
+            "update",
+            &id,
+            "--spend-limit",
+            "1/week",
+            "--spend-limit",
+            "2/week",
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("two spend limits for the week window"),
+        "{err}"
+    );
+    let err = ctl(
+        &h,
+        &[
+            "key",
+            "create",
+            "--user",
+            &user_id,
+            "--spend-limit",
+            "1/year",
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("\"year\" is not a spend window"), "{err}");
+    let err = ctl(
+        &h,
+        &["key", "create", "--user", &user_id, "--spend-limit", "0.00"],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("must be above zero"), "{err}");
+
+    let replaced = ctl(
+        &h,
+        &[
+            "-o",
+            "json",
+            "key",
+            "update",
+            &id,
+            "--spend-limit",
+            "2.50/5h",
+        ],
+    )
+    .await
+    .unwrap();
+    let caps = replaced["spend_limits"].as_array().unwrap();
+    assert_eq!(caps.len(), 1, "replaces every cap: {replaced}");
+    assert_eq!(caps[0]["window"], "5h");
+    let renamed = ctl(&h, &["-o", "json", "key", "update", &id, "--name", "x"])
+        .await
+        .unwrap();
+    assert_eq!(
+        renamed["spend_limits"], replaced["spend_limits"],
+        "unset stays"
+    );
+    let cleared = ctl(
+        &h,
+        &["-o", "json", "key", "update", &id, "--no-spend-limit"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(cleared["spend_limits"], serde_json::json!([]));
+    let fields = ctl_text(&h, &["key", "get", &id]).await;
+    assert!(
+        fields
+            .lines()
+            .any(|l| l.starts_with("spend_limits") && l.ends_with("none")),
+        "{fields}"
+    );
+    h.shutdown().await;
+}
