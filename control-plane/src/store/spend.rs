@@ -72,16 +72,37 @@ pub(super) async fn key_spend_in(
         ("week", start(SpendWindow::Week)?),
         ("month", start(SpendWindow::Month)?),
     ];
-    let rows: Vec<KeySpend> = db_run!(tx(tx), |c| {
+    let mut spend = HashMap::new();
+    // Bounded statements: a bind per key, and SQLite allows some thousands per statement.
+    for chunk in keys.chunks(KEYS_PER_QUERY) {
+        spend.extend(
+            spend_of(tx, chunk, &windows)
+                .await?
+                .into_iter()
+                .map(|r| (r.key_id, r)),
+        );
+    }
+    Ok(spend)
+}
+
+/// Keys per spend query.
+const KEYS_PER_QUERY: usize = 1_000;
+
+async fn spend_of(
+    tx: &mut Tx,
+    keys: &[KeyId],
+    windows: &[(&str, DateTime<Utc>); 4],
+) -> Result<Vec<KeySpend>, StoreError> {
+    Ok(db_run!(tx(tx), |c| {
         let mut q =
             QueryBuilder::new("SELECT key_id, CAST(SUM(cost_micros) AS BIGINT) AS lifetime");
-        for (name, since) in windows {
+        for &(name, since) in windows {
             q.push(", CAST(SUM(CASE WHEN hour >= ")
                 .push_bind(since)
                 .push(" THEN cost_micros ELSE 0 END) AS BIGINT) AS ")
                 .push(name);
         }
-        for (name, since) in windows {
+        for &(name, since) in windows {
             q.push(", MIN(CASE WHEN cost_micros > 0 AND hour >= ")
                 .push_bind(since)
                 .push(" THEN hour END) AS ")
@@ -93,8 +114,7 @@ pub(super) async fn key_spend_in(
         keys.iter().for_each(|k| _ = ids.push_bind(*k));
         q.push(") GROUP BY key_id");
         q.build_query_as().fetch_all(c).await?
-    });
-    Ok(rows.into_iter().map(|r| (r.key_id, r)).collect())
+    }))
 }
 
 /// Keys of `rows` whose new spend took them to one of their caps, given what they have spent

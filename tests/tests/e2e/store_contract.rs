@@ -2258,6 +2258,15 @@ async fn key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once(store: Store
     assert_eq!(spend_at("2026-01-09T09:00:00Z").await.week_oldest, None);
     assert_eq!(spend_at("2026-01-31T10:59:59Z").await.month, Micros(600));
     assert_eq!(spend_at("2026-01-31T11:00:00Z").await.month, Micros(500));
+    // However many keys are asked about at once (here the one with spend comes third
+    // thousand in).
+    let many: Vec<KeyId> = (10_000..12_500).map(KeyId).chain([daily.id]).collect();
+    let spent = store
+        .key_spend(&many, at("2026-01-02T10:59:59Z"))
+        .await
+        .unwrap();
+    assert_eq!(spent.len(), 1);
+    assert_eq!(spent[&daily.id].day, Micros(600));
     // Nothing spent: left out.
     assert!(
         store
