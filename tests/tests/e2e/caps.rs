@@ -57,11 +57,21 @@ fn body(path: &str, stream: bool) -> String {
     }
 }
 
+/// Sends one request of `gpt-5` to `path` on data plane `dp`.
+async fn send(
+    h: &Harness,
+    dp: usize,
+    auth: &str,
+    path: &str,
+    stream: bool,
+) -> http::Response<hyper::body::Incoming> {
+    h.post(dp, path, &[("authorization", auth)], body(path, stream))
+        .await
+}
+
 /// Sends one request and reads its whole answer; its status and body.
 async fn call(h: &Harness, dp: usize, auth: &str, path: &str, stream: bool) -> (u16, String) {
-    let response = h
-        .post(dp, path, &[("authorization", auth)], body(path, stream))
-        .await;
+    let response = send(h, dp, auth, path, stream).await;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -107,14 +117,7 @@ async fn every_endpoint_counts_and_a_key_at_its_cap_is_refused_everywhere_with_t
     h.wait_ingested(6).await;
     let version = store_version(&h).await;
     h.wait_applied(version).await;
-    let refused = h
-        .post(
-            1,
-            "/v1/completions",
-            &[("authorization", &auth)],
-            body("/v1/completions", false),
-        )
-        .await;
+    let refused = send(&h, 1, &auth, "/v1/completions", false).await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().get("retry-after").is_none());
     let json = body_json(refused).await;
@@ -341,14 +344,7 @@ async fn overspend_with_the_control_plane_away(standalone: bool) -> (i64, i64, i
     }
     let mut bodies = Vec::new();
     for _ in &gates {
-        let response = h
-            .post(
-                1,
-                "/v1/responses",
-                &[("authorization", &auth)],
-                body("/v1/responses", true),
-            )
-            .await;
+        let response = send(&h, 1, &auth, "/v1/responses", true).await;
         assert_eq!(response.status(), 200);
         let mut body = response.into_body();
         read_until(&mut body, "response.output_text.delta").await;
