@@ -1,6 +1,11 @@
 //! Command-line flags and their environment twins, parsed into typed, validated values.
 
-use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 pub use gateway_telemetry::{LogFormat, TelemetryArgs};
 
@@ -62,15 +67,30 @@ pub struct Config {
     #[arg(long = "shutdown-grace-secs", env = "SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_grace: DurationSecs,
 
+    /// Directory of this data plane's state: its last good snapshot (`snapshot.bin`) and its
+    /// usage spool (`usage.spool`). Created (mode 0700) if missing. Keep it on disk that
+    /// survives a restart. Default: `$XDG_STATE_HOME/codex-gateway`, else
+    /// `$HOME/.local/state/codex-gateway`, else `./codex-gateway-state`; the images and the
+    /// Helm chart use `/var/lib/codex-gateway`.
+    #[arg(long, env = "STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The user's home and XDG state directory, for the default state directory.
+    #[arg(long, env = "HOME", hide = true)]
+    pub home: Option<PathBuf>,
+    #[arg(long, env = "XDG_STATE_HOME", hide = true)]
+    pub xdg_state_home: Option<PathBuf>,
+
     /// File that keeps the last good snapshot, so a restart while the control plane is
-    /// unreachable still serves. It holds upstream API keys: it is written with mode 0600.
+    /// unreachable still serves (default: `snapshot.bin` in the state directory). It holds
+    /// upstream API keys: it is written with mode 0600.
     #[arg(long, env = "SNAPSHOT_PATH")]
     pub snapshot_path: Option<PathBuf>,
 
     /// File where usage events wait when the sink (Redis, or the control plane) does not
-    /// answer; replayed in order once it does. Keep it on disk that survives a restart.
-    #[arg(long, env = "SPOOL_PATH", default_value = "data-plane-usage.spool")]
-    pub spool_path: PathBuf,
+    /// answer; replayed in order once it does (default: `usage.spool` in the state directory).
+    #[arg(long, env = "SPOOL_PATH")]
+    pub spool_path: Option<PathBuf>,
 
     /// Logs and traces.
     #[command(flatten)]
@@ -94,6 +114,49 @@ impl Config {
         let mut matches = command.try_get_matches_from_mut(argv)?;
         Self::from_arg_matches_mut(&mut matches).map_err(|err| err.format(&mut command))
     }
+}
+
+/// Where a data plane keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePaths {
+    /// The state directory (created at start).
+    pub dir: PathBuf,
+    pub snapshot: PathBuf,
+    pub spool: PathBuf,
+}
+
+impl Config {
+    /// The state directory and the files in it, with every default applied. The default
+    /// directory follows the XDG base-directory rules of the user running the binary
+    /// (`HOME`, `XDG_STATE_HOME`).
+    pub fn state_paths(&self) -> StatePaths {
+        let dir = self.state_dir.clone().unwrap_or_else(|| {
+            default_state_dir(self.xdg_state_home.as_deref(), self.home.as_deref())
+        });
+        StatePaths {
+            snapshot: self
+                .snapshot_path
+                .clone()
+                .unwrap_or_else(|| dir.join("snapshot.bin")),
+            spool: self
+                .spool_path
+                .clone()
+                .unwrap_or_else(|| dir.join("usage.spool")),
+            dir,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/codex-gateway`, else `$HOME/.local/state/codex-gateway`, else
+/// `./codex-gateway-state` (relative values are ignored, as the XDG rules say).
+fn default_state_dir(xdg_state_home: Option<&Path>, home: Option<&Path>) -> PathBuf {
+    if let Some(state) = xdg_state_home.filter(|p| p.is_absolute()) {
+        return state.join("codex-gateway");
+    }
+    if let Some(home) = home.filter(|p| p.is_absolute()) {
+        return home.join(".local/state/codex-gateway");
+    }
+    PathBuf::from("codex-gateway-state")
 }
 
 /// The binary's command with every `env =` twin removed (the control plane's config does the
@@ -142,7 +205,27 @@ mod tests {
             DurationSecs(Duration::from_secs(60))
         );
         assert!(config.redis_url.is_none());
-        assert!(config.snapshot_path.is_none());
+        // With no flags the last good snapshot and the spool live in one state directory.
+        let state = Config::from_flags(["--data-plane-token=t", "--state-dir=/srv/gw"])
+            .unwrap()
+            .state_paths();
+        assert_eq!(
+            state,
+            StatePaths {
+                dir: "/srv/gw".into(),
+                snapshot: "/srv/gw/snapshot.bin".into(),
+                spool: "/srv/gw/usage.spool".into(),
+            }
+        );
+        let moved = Config::from_flags([
+            "--data-plane-token=t",
+            "--state-dir=/srv/gw",
+            "--spool-path=/fast/usage.spool",
+        ])
+        .unwrap()
+        .state_paths();
+        assert_eq!(moved.spool, PathBuf::from("/fast/usage.spool"));
+        assert_eq!(moved.snapshot, PathBuf::from("/srv/gw/snapshot.bin"));
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
 
         let config = Config::from_flags([
@@ -153,6 +236,27 @@ mod tests {
         .unwrap();
         assert_eq!(config.shutdown_grace, DurationSecs(Duration::from_secs(5)));
         assert_eq!(config.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn the_default_state_dir_follows_xdg() {
+        let os = |s: &'static str| Some(Path::new(s));
+        assert_eq!(
+            default_state_dir(os("/x/state"), os("/home/op")),
+            PathBuf::from("/x/state/codex-gateway")
+        );
+        assert_eq!(
+            default_state_dir(None, os("/home/op")),
+            PathBuf::from("/home/op/.local/state/codex-gateway")
+        );
+        assert_eq!(
+            default_state_dir(os("relative"), os("/home/op")),
+            PathBuf::from("/home/op/.local/state/codex-gateway")
+        );
+        assert_eq!(
+            default_state_dir(None, None),
+            PathBuf::from("codex-gateway-state")
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Discovery {
     node_id: String,
     table: Arc<ArcSwapOption<AppliedSnapshot>>,
     applied: watch::Sender<u64>,
-    persist: Option<PathBuf>,
+    persist: PathBuf,
     /// Latest applied snapshot, encoded, for the writer task.
     to_persist: watch::Sender<Option<(u64, Arc<Vec<u8>>)>>,
     persisted: watch::Sender<u64>,
@@ -55,13 +55,13 @@ pub struct Discovery {
 
 impl Discovery {
     /// A follower subscribing over `channel` and publishing into `table`; the receiver
-    /// reports the applied version. With `persist`, the snapshot kept there (if valid) is
-    /// applied at once, and every applied snapshot is written back.
+    /// reports the applied version. The snapshot kept at `persist` (if valid) is applied at
+    /// once, and every applied snapshot is written back there.
     pub fn new(
         channel: ControlPlane,
         node_id: String,
         table: Arc<ArcSwapOption<AppliedSnapshot>>,
-        persist: Option<PathBuf>,
+        persist: PathBuf,
         metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<u64>) {
         let (applied, rx) = watch::channel(0);
@@ -86,9 +86,7 @@ impl Discovery {
     }
 
     fn restore(&self) {
-        let Some(path) = &self.persist else {
-            return;
-        };
+        let path = &self.persist;
         match crate::snapshot_file::load(path) {
             Ok(Some(snapshot)) => match AppliedSnapshot::build(snapshot, &self.states) {
                 Ok(table) => {
@@ -111,19 +109,15 @@ impl Discovery {
 
     /// Runs until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
-        let writer = self.persist.clone().map(|path| {
-            tokio::spawn(write_snapshots(
-                path,
-                self.to_persist.subscribe(),
-                self.persisted.clone(),
-            ))
-        });
+        let writer = tokio::spawn(write_snapshots(
+            self.persist.clone(),
+            self.to_persist.subscribe(),
+            self.persisted.clone(),
+        ));
         self.follow(&cancel).await;
         // The writer finishes the snapshot it is writing, then sees its feed gone.
         drop(self);
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
+        let _ = writer.await;
     }
 
     async fn follow(&self, cancel: &CancellationToken) {
@@ -217,10 +211,7 @@ impl Discovery {
         }
         let started = std::time::Instant::now();
         let built_at_ms = snapshot.built_at_ms;
-        let encoded = self
-            .persist
-            .as_ref()
-            .map(|_| Arc::new(snapshot.encode_to_vec()));
+        let encoded = Arc::new(snapshot.encode_to_vec());
         let table = AppliedSnapshot::build(snapshot, &self.states)?;
         let version = table.version;
         let keys = table.key_count();
@@ -230,9 +221,7 @@ impl Discovery {
         self.applied.send_replace(version);
         self.metrics.snapshot_applied(version, built_at_ms);
         info!(target: "ConfigStream", version, keys, apply_us = started.elapsed().as_micros() as u64, "snapshot applied");
-        if let Some(encoded) = encoded {
-            self.to_persist.send_replace(Some((version, encoded)));
-        }
+        self.to_persist.send_replace(Some((version, encoded)));
         Ok(())
     }
 }

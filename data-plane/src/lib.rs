@@ -88,26 +88,29 @@ impl DataPlane {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let table = Arc::new(ArcSwapOption::empty());
         let metrics = Arc::new(Metrics::new());
+        let state = config.state_paths();
+        create_state_dir(&state.dir)?;
         let channel = control_plane_channel(&config)?;
         let report = PublisherSettings::ControlPlane {
             channel: channel.clone(),
         };
         let publisher_cancel = CancellationToken::new();
-        let (usage, publisher) = spawn_publisher(
-            match &config.redis_url {
-                Some(url) => PublisherSettings::Redis {
-                    url: url.expose().to_owned(),
-                    stream: config.usage_stream.clone(),
+        let (usage, publisher) =
+            spawn_publisher(
+                match &config.redis_url {
+                    Some(url) => PublisherSettings::Redis {
+                        url: url.expose().to_owned(),
+                        stream: config.usage_stream.clone(),
+                    },
+                    None => report.clone(),
                 },
-                None => report.clone(),
-            },
-            config.redis_url.is_some().then_some(report),
-            publisher_cancel.clone(),
-            metrics.clone(),
-            Some(Spool::open(&config.spool_path).with_context(|| {
-                format!("opening the usage spool {}", config.spool_path.display())
-            })?),
-        );
+                config.redis_url.is_some().then_some(report),
+                publisher_cancel.clone(),
+                metrics.clone(),
+                Some(Spool::open(&state.spool).with_context(|| {
+                    format!("opening the usage spool {}", state.spool.display())
+                })?),
+            );
         let drains = usage.drains().clone();
         let admin = Arc::new(Admin::new(table.clone(), metrics.clone()));
         let proxy = Proxy::new(
@@ -128,7 +131,7 @@ impl DataPlane {
             channel,
             config.node_id.clone(),
             table,
-            config.snapshot_path.clone(),
+            state.snapshot.clone(),
             metrics,
         );
         let persisted = discovery.persisted_version();
@@ -250,4 +253,15 @@ impl DataPlane {
         info!("data plane stopped");
         Ok(())
     }
+}
+
+/// Creates the state directory (0700: the snapshot in it holds upstream keys) if missing.
+fn create_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the state directory {} (STATE_DIR)", dir.display()))
 }

@@ -78,8 +78,7 @@ fn plane_configs(
         flag("control-plane-url", format!("http://{grpc_addr}")),
         flag("data-plane-token", data_plane_token.expose()),
         flag("node-id", "standalone"),
-        flag("snapshot-path", dir.join("snapshot.pb")),
-        flag("spool-path", dir.join("usage.spool")),
+        flag("state-dir", dir),
         flag("log-format", "text"),
     ])
     .map_err(|e| refused("data plane", &e))?;
@@ -272,11 +271,9 @@ mod tests {
         assert_eq!(cp.usage_stream, dp.usage_stream);
         assert_eq!(dp.control_plane_url, "http://127.0.0.1:50051");
         assert_eq!(dp.listen_addr, "127.0.0.1:12321".parse().unwrap());
-        assert_eq!(
-            dp.snapshot_path.as_deref(),
-            Some(Path::new("/var/lib/gw/snapshot.pb"))
-        );
-        assert_eq!(dp.spool_path, Path::new("/var/lib/gw/usage.spool"));
+        let state = dp.state_paths();
+        assert_eq!(state.snapshot, Path::new("/var/lib/gw/snapshot.bin"));
+        assert_eq!(state.spool, Path::new("/var/lib/gw/usage.spool"));
         assert_eq!(cp.telemetry.log_format, gateway_telemetry::LogFormat::Text);
         assert_eq!(dp.telemetry.log_format, gateway_telemetry::LogFormat::Text);
     }

@@ -246,13 +246,12 @@ def check_data_planes(case, docs, services):
         )
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
         vols = {v["name"]: v for v in spec.get("volumes") or []}
-        for var in ("SPOOL_PATH", "SNAPSHOT_PATH"):
-            path = env.get(var, {}).get("value", "")
-            vol = [n for m, n in mounts.items() if path.startswith(m.rstrip("/") + "/")]
-            case.check(
-                vol and "emptyDir" in vols.get(vol[0], {}),
-                f"{kn(dp)}: {var}={path!r} is not on a writable emptyDir",
-            )
+        state = env.get("STATE_DIR", {}).get("value", "")
+        vol = [n for m, n in mounts.items() if state.rstrip("/") == m.rstrip("/")]
+        case.check(
+            vol and "emptyDir" in vols.get(vol[0], {}),
+            f"{kn(dp)}: STATE_DIR={state!r} is not a writable emptyDir",
+        )
         url = env.get("CONTROL_PLANE_URL", {}).get("value", "")
         m = re.fullmatch(r"http://([^.:/]+)(?:\.[^:/]+)?:(\d+)", url)
         cp_svc = services.get(m.group(1)) if m else None

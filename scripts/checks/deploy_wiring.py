@@ -54,25 +54,30 @@ def check_data_plane(report, fleet, dp, volumes):
             f"< SHUTDOWN_GRACE_SECS {grace} + 10 s to flush"
         )
     mounts = mounted_sources(svc)
+    # The spool and the last good snapshot live in STATE_DIR unless a path of their own is set.
+    state = env.get("STATE_DIR")
+    if not state or not state.startswith("/"):
+        report.fail(f"{dp}: STATE_DIR should be an absolute path on a volume (is {state!r})")
+    elif state.rstrip("/") not in mounts:
+        report.fail(f"{dp}: STATE_DIR {state} is not a mounted volume (mounts: {sorted(mounts)})")
+    else:
+        volumes.setdefault("STATE_DIR", {})[dp] = mounts[state.rstrip("/")]
     for key in ("SPOOL_PATH", "SNAPSHOT_PATH"):
         path = env.get(key)
-        if not path or not path.startswith("/"):
-            report.fail(f"{dp}: {key} should be an absolute path on a volume (is {path!r})")
+        if path is None:
             continue
         parent = str(Path(path).parent)
-        if parent not in mounts:
-            report.fail(f"{dp}: {key} {path} is not on a mounted volume (mounts: {sorted(mounts)})")
-        else:
-            volumes.setdefault(key, {})[dp] = mounts[parent]
+        if not path.startswith("/") or parent not in mounts:
+            report.fail(
+                f"{dp}: {key} {path!r} is not on a mounted volume (mounts: {sorted(mounts)})"
+            )
 
 
 def check_distinct(report, fleet, volumes):
     """Data planes never share a NODE_ID or a spool volume; control planes a CONSUMER_NAME."""
     values = {
         "NODE_ID": {dp: fleet.env.get(dp, {}).get("NODE_ID") for dp in fleet.data_planes},
-        "SPOOL_PATH volume": {
-            dp: volumes.get("SPOOL_PATH", {}).get(dp) for dp in fleet.data_planes
-        },
+        "STATE_DIR volume": {dp: volumes.get("STATE_DIR", {}).get(dp) for dp in fleet.data_planes},
     }
     for label, by_dp in values.items():
         seen = {}

@@ -130,7 +130,8 @@ pub struct DataPlaneHandle {
     pub persisted: watch::Receiver<u64>,
     /// Streams abandoned by their clients that it is still reading for their usage.
     pub drains: data_plane::metering::Drains,
-    owned_spool: Option<std::path::PathBuf>,
+    /// Its own state directory, removed when it stops.
+    state_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -173,9 +174,7 @@ impl DataPlaneHandle {
             .await
             .expect("join")
             .expect("data plane stops cleanly");
-        if let Some(path) = self.owned_spool.take() {
-            let _ = std::fs::remove_file(path);
-        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
 
@@ -194,7 +193,10 @@ pub struct DataPlaneOptions {
     pub header_timeout: Option<Duration>,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Usage spool file (default: a fresh temporary file).
+    /// Start with no state flags at all, as a bare binary would, with this as `HOME`: the
+    /// state directory is then the default one under it.
+    pub home: Option<std::path::PathBuf>,
+    /// Usage spool file (default: in the data plane's own fresh state directory).
     pub spool_path: Option<std::path::PathBuf>,
 }
 
@@ -459,15 +461,10 @@ impl Harness {
 
     /// Starts one more data plane with these options.
     pub async fn start_data_plane_opts(&mut self, options: DataPlaneOptions) -> usize {
-        // A spool of the test's own, removed when the data plane stops, unless one is given.
-        let (spool_path, owned_spool) = match options.spool_path.clone() {
-            Some(path) => (path, None),
-            None => {
-                let path = std::env::temp_dir()
-                    .join(format!("cgw-spool-{}.spool", uuid::Uuid::new_v4().simple()));
-                (path.clone(), Some(path))
-            }
-        };
+        // A state directory of the data plane's own (its spool and snapshot, unless given),
+        // removed when it stops.
+        let state_dir =
+            std::env::temp_dir().join(format!("cgw-dp-{}", uuid::Uuid::new_v4().simple()));
         let control_plane_url = options
             .control_plane_url
             .unwrap_or_else(|| format!("http://{}", self.control_plane().addr));
@@ -482,7 +479,10 @@ impl Harness {
             format!("--node-id=dp-{index}"),
             // Tests stop data planes often; a stream left open must not hold one for long.
             "--shutdown-grace-secs=5".to_owned(),
-            format!("--spool-path={}", spool_path.display()),
+            match &options.home {
+                Some(home) => format!("--home={}", home.display()),
+                None => format!("--state-dir={}", state_dir.display()),
+            },
             "--log-format=text".to_owned(),
         ];
         if self.sqlite_dir.is_none() {
@@ -498,6 +498,9 @@ impl Harness {
                 .map(ToString::to_string)
                 .collect();
             flags.push(format!("--trusted-proxies={}", cidrs.join(",")));
+        }
+        if let Some(path) = &options.spool_path {
+            flags.push(format!("--spool-path={}", path.display()));
         }
         if let Some(path) = &options.snapshot_path {
             flags.push(format!("--snapshot-path={}", path.display()));
@@ -524,7 +527,7 @@ impl Harness {
             applied,
             persisted,
             drains,
-            owned_spool,
+            state_dir,
             shutdown: Some(tx),
             task,
         });
@@ -614,9 +617,9 @@ impl Harness {
             base_url: self.mock.base_url(name),
             api_key: format!("sk-upstream-{name}"),
             priority,
-            weight,
+            weight: Some(weight),
             max_retries: Some(1),
-            timeout_ms: 5_000,
+            timeout_ms: Some(5_000),
             disabled: false,
             probe_path: None,
             models: Vec::new(),
@@ -643,7 +646,7 @@ impl Harness {
             .create_user(v1::CreateUserRequest {
                 name: name.into(),
                 balance_micros,
-                multiplier_ppm: 0,
+                multiplier_ppm: None,
             })
             .await
             .expect("create user");

@@ -160,8 +160,25 @@ async fn a_rejected_snapshot_never_replaces_the_last_good_one() {
     h.shutdown().await;
 }
 
+/// Where a restarted data plane finds its last good snapshot: a path of its own, or (no
+/// flags at all) the default state directory under `HOME`.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    AtPath,
+    ByDefault,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_plane_restarted_while_the_control_plane_is_down_serves_from_disk() {
+    restarted_while_the_control_plane_is_down_serves_from_disk(Kept::AtPath).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_plane_with_default_flags_keeps_its_last_snapshot_and_serves_from_it() {
+    restarted_while_the_control_plane_is_down_serves_from_disk(Kept::ByDefault).await;
+}
+
+async fn restarted_while_the_control_plane_is_down_serves_from_disk(kept: Kept) {
     use gateway_tests::DataPlaneOptions;
 
     let mut h = Harness::start(0).await;
@@ -170,26 +187,39 @@ async fn a_data_plane_restarted_while_the_control_plane_is_down_serves_from_disk
     let (_, secret, version) = h.add_key(user.id).await;
     let dir = std::env::temp_dir().join(format!("cgw-dp-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("snapshot.pb");
+    let (path, options) = match kept {
+        Kept::AtPath => {
+            let path = dir.join("snapshot.pb");
+            let options = DataPlaneOptions {
+                snapshot_path: Some(path.clone()),
+                ..DataPlaneOptions::default()
+            };
+            (path, options)
+        }
+        Kept::ByDefault => {
+            let options = DataPlaneOptions {
+                home: Some(dir.clone()),
+                ..DataPlaneOptions::default()
+            };
+            (dir.join(".local/state/codex-gateway/snapshot.bin"), options)
+        }
+    };
     let cp_url = format!("http://{}", h.control_plane.as_ref().unwrap().addr);
-    h.start_data_plane_opts(DataPlaneOptions {
+    let options = || DataPlaneOptions {
         control_plane_url: Some(cp_url.clone()),
-        snapshot_path: Some(path.clone()),
+        snapshot_path: options.snapshot_path.clone(),
+        home: options.home.clone(),
         ..DataPlaneOptions::default()
-    })
-    .await;
+    };
+    h.start_data_plane_opts(options()).await;
     h.wait_applied(version).await;
     h.data_planes[0].wait_persisted(version).await;
+    assert!(path.is_file(), "the snapshot is kept at {}", path.display());
 
     h.stop_control_plane().await;
     let old = h.data_planes.remove(0);
     old.stop().await;
-    h.start_data_plane_opts(DataPlaneOptions {
-        control_plane_url: Some(cp_url),
-        snapshot_path: Some(path),
-        ..DataPlaneOptions::default()
-    })
-    .await;
+    h.start_data_plane_opts(options()).await;
     // Ready at once, from the file, with no control plane to talk to.
     assert_eq!(*h.data_planes[0].applied.borrow(), version);
     assert_eq!(h.get(0, "/readyz").await.status(), 200);

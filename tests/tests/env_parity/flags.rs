@@ -150,6 +150,10 @@ fn clap_reports_env_twins_defaults_and_globals() {
         "flattened TelemetryArgs"
     );
     assert_eq!(dp.env["SNAPSHOT_PATH"], None);
+    assert_eq!(
+        dp.env["STATE_DIR"], None,
+        "a default computed at start, not clap's"
+    );
     let ctl = &binaries["gatewayctl"];
     assert!(ctl.global.contains("GATEWAY_ADMIN_TOKEN"));
     assert!(

@@ -97,7 +97,7 @@ fn deploy_artefacts_give_our_images_only_their_flags_env_twins() {
     assert_eq!(workloads, CHART_WORKLOADS.len());
     let data_plane = &stages.iter().find(|(t, _)| t == "data-plane").unwrap().1;
     assert!(
-        data_plane.env.contains(&"SPOOL_PATH".to_owned()),
+        data_plane.env.contains(&"STATE_DIR".to_owned()),
         "{data_plane:?}"
     );
     // The chart scan follows includes: a literal item, a helper's argument, a define, and a
