@@ -257,12 +257,18 @@ pub struct KeyUpdate {
     /// Allow every client address.
     #[arg(long)]
     pub any_ip: bool,
-    /// Requests per minute (0 = unlimited).
-    #[arg(long)]
+    /// Requests per minute (at least 1).
+    #[arg(long, conflicts_with = "no_rpm_limit")]
     pub rpm: Option<u32>,
-    /// Concurrent streams (0 = unlimited).
+    /// Remove the requests-per-minute limit.
     #[arg(long)]
+    pub no_rpm_limit: bool,
+    /// Concurrent streams (at least 1).
+    #[arg(long, conflicts_with = "no_concurrency_limit")]
     pub concurrency: Option<u32>,
+    /// Remove the concurrent-stream limit.
+    #[arg(long)]
+    pub no_concurrency_limit: bool,
     /// Replace every spending cap with these (AMOUNT or AMOUNT/WINDOW, repeatable).
     #[arg(
         long = "spend-limit",
@@ -298,6 +304,8 @@ impl KeyUpdate {
             ip_allow: list(self.ip_allow, self.any_ip),
             rpm: self.rpm,
             concurrency: self.concurrency,
+            clear_rpm: self.no_rpm_limit,
+            clear_concurrency: self.no_concurrency_limit,
             spend_limits: (self.no_spend_limit || !self.spend_limits.is_empty()).then_some(
                 v1::SpendLimits {
                     limits: self.spend_limits,

@@ -93,8 +93,8 @@ impl UserCreate {
         let request = v1::CreateUserRequest {
             name: self.name,
             balance_micros: self.balance.get(),
-            // 0: the control plane's default multiplier.
-            multiplier_ppm: self.multiplier.unwrap_or(0),
+            // None: the control plane's default multiplier.
+            multiplier_ppm: self.multiplier,
         };
         Ok(client.create_user(request).await?.into_inner())
     }

@@ -48,6 +48,11 @@ impl Admin {
 }
 
 fn multiplier(value: u64) -> Result<i64, Status> {
+    if value == 0 {
+        return Err(Status::invalid_argument(
+            "multiplier_ppm must be above 0 (1000000 = 1.0); leave it unset for 1.0",
+        ));
+    }
     i64::try_from(value).map_err(|_| Status::invalid_argument("multiplier is too large"))
 }
 
@@ -114,13 +119,9 @@ impl AdminService for Admin {
             api_key_enc: self.cipher.encrypt(&api_key),
             api_key_hint: key_hint(&api_key),
             priority: validate::priority(r.priority)?,
-            weight: validate::weight(if r.weight == 0 { 1 } else { r.weight })?,
+            weight: validate::weight(r.weight.unwrap_or(1))?,
             max_retries: validate::max_retries(r.max_retries.unwrap_or(3))?,
-            timeout_ms: validate::timeout_ms(if r.timeout_ms == 0 {
-                validate::DEFAULT_TIMEOUT_MS
-            } else {
-                r.timeout_ms
-            })?,
+            timeout_ms: validate::timeout_ms(r.timeout_ms.unwrap_or(validate::DEFAULT_TIMEOUT_MS))?,
             enabled: !r.disabled,
             probe_path: validate::probe_path(
                 r.probe_path.as_deref().unwrap_or(DEFAULT_PROBE_PATH),
@@ -228,12 +229,7 @@ impl AdminService for Admin {
                 "initial balance must not be negative",
             ));
         }
-        let multiplier = if r.multiplier_ppm == 0 {
-            DEFAULT_MULTIPLIER_PPM
-        } else {
-            r.multiplier_ppm
-        };
-        let multiplier = self::multiplier(multiplier)?;
+        let multiplier = self::multiplier(r.multiplier_ppm.unwrap_or(DEFAULT_MULTIPLIER_PPM))?;
         let created = self
             .store
             .create_user(&name, Micros(r.balance_micros), multiplier)
@@ -408,13 +404,13 @@ impl AdminService for Admin {
     ) -> Result<Response<v1::ListUsageResponse>, Status> {
         let r = request.into_inner();
         let limit = match r.limit {
-            0 => DEFAULT_USAGE_LIMIT,
-            n if n > MAX_USAGE_LIMIT => {
+            None => DEFAULT_USAGE_LIMIT,
+            Some(n @ 1..=MAX_USAGE_LIMIT) => n,
+            Some(n) => {
                 return Err(Status::invalid_argument(format!(
-                    "limit must be at most {MAX_USAGE_LIMIT}"
+                    "limit must be between 1 and {MAX_USAGE_LIMIT}, got {n}"
                 )));
             }
-            n => n,
         };
         let filter = usage_filter(
             r.user_id,
@@ -503,20 +499,25 @@ impl AdminService for Admin {
                 Some(Some(t))
             }
         };
-        let limit = |field: &str, v: Option<u32>| -> Result<Option<Option<i32>>, Status> {
-            match v {
-                None => Ok(None),
-                Some(0) => Ok(Some(None)),
-                Some(n) => validate::positive_limit(field, Some(n)).map(Some),
-            }
-        };
+        // A new limit must be positive; removing one is said with its clear flag, never a 0.
+        let limit =
+            |field: &str, v: Option<u32>, clear: bool| -> Result<Option<Option<i32>>, Status> {
+                match (v, clear) {
+                    (Some(_), true) => Err(Status::invalid_argument(format!(
+                        "{field}: give a new limit or clear it, not both"
+                    ))),
+                    (None, true) => Ok(Some(None)),
+                    (None, false) => Ok(None),
+                    (v, false) => validate::positive_limit(field, v).map(Some),
+                }
+            };
         let patch = KeyPatch {
             name: r.name.map(|n| n.trim().to_owned()),
             expires_at,
             models: r.models.map(|l| validate::models(l.values)).transpose()?,
             ip_allow: r.ip_allow.map(|l| validate::cidrs(l.values)).transpose()?,
-            rpm: limit("rpm", r.rpm)?,
-            concurrency: limit("concurrency", r.concurrency)?,
+            rpm: limit("rpm", r.rpm, r.clear_rpm)?,
+            concurrency: limit("concurrency", r.concurrency, r.clear_concurrency)?,
             caps: r
                 .spend_limits
                 .map(|l| validate::spend_limits(l.limits))
@@ -533,6 +534,81 @@ impl AdminService for Admin {
             value: key,
             version: updated.version,
         }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            None => 100,
+            Some(n @ 1..=1_000) => n,
+            Some(n) => {
+                return Err(Status::invalid_argument(format!(
+                    "limit must be between 1 and 1000, got {n}"
+                )));
+            }
+        };
+        let rows = self
+            .store
+            .list_dead_letters(i64::from(limit))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListDeadLettersResponse {
+            dead_letters: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn redrive_dead_letter(
+        &self,
+        request: Request<v1::DeadLetterRequest>,
+    ) -> Result<Response<v1::RedriveDeadLetterResponse>, Status> {
+        let id = request.into_inner().id;
+        let letter = self.store.get_dead_letter(&id).await.map_err(status)?;
+        let payload = letter.payload.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "dead letter {id} kept no event to redrive ({}); drop it",
+                letter.error
+            ))
+        })?;
+        let row = crate::usage::decode(&payload).map_err(|e| {
+            Status::failed_precondition(format!(
+                "dead letter {id} still cannot be billed: {e}; drop it if it never will"
+            ))
+        })?;
+        let event_id = row.id.to_string();
+        // Ingest is idempotent by event id, so a redrive interrupted before the drop below
+        // bills nothing the second time.
+        let outcome = self
+            .store
+            .ingest_usage(std::slice::from_ref(&row))
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    status(e)
+                } else {
+                    Status::failed_precondition(format!(
+                        "the ledger still refuses dead letter {id}: {e}"
+                    ))
+                }
+            })?;
+        self.store.drop_dead_letter(&id).await.map_err(status)?;
+        info!(target: "UsageConsumer", dead_letter = %id, event_id = %event_id, inserted = outcome.inserted, "dead letter redriven");
+        Ok(Response::new(v1::RedriveDeadLetterResponse {
+            id,
+            event_id,
+            inserted: outcome.inserted > 0,
+        }))
+    }
+
+    async fn drop_dead_letter(
+        &self,
+        request: Request<v1::DeadLetterRequest>,
+    ) -> Result<Response<v1::DeadLetter>, Status> {
+        let id = request.into_inner().id;
+        let dropped = self.store.drop_dead_letter(&id).await.map_err(status)?;
+        info!(target: "UsageConsumer", dead_letter = %id, "dead letter dropped");
+        Ok(Response::new(dropped.into()))
     }
 
     async fn summarize_usage(

@@ -11,6 +11,7 @@ use gateway_proto::{
         usage_service_server::UsageService,
     },
 };
+use prost::Message;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -48,12 +49,14 @@ impl UsageService for Usage {
         let mut rows = Vec::with_capacity(events.len());
         for event in events {
             let id = event.id.clone();
+            // Kept as it arrived, so the dead letter can be redriven once its cause is fixed.
+            let payload = event.encode_to_vec();
             match UsageRow::try_from(event) {
                 Ok(row) => rows.push(row),
                 Err(reason) => {
                     warn!(target: "UsageConsumer", event_id = %id, reason = %reason, "reported usage event moved to dead letters");
                     self.store
-                        .dead_letter(&format!("report:{id}"), None, &reason.to_string())
+                        .dead_letter(&format!("report:{id}"), Some(&payload), &reason.to_string())
                         .await
                         .map_err(|e| Status::unavailable(e.to_string()))?;
                 }
@@ -76,8 +79,13 @@ impl UsageService for Usage {
     ) -> Result<Response<KeyUsageResponse>, Status> {
         let r = request.into_inner();
         let limit = match r.limit {
-            0 => 20,
-            n => n.min(100),
+            None => 20,
+            Some(n @ 1..=100) => n,
+            Some(n) => {
+                return Err(Status::invalid_argument(format!(
+                    "limit must be between 1 and 100, got {n}"
+                )));
+            }
         };
         let unavailable = ledger_unavailable("key usage query");
         let user = self

@@ -279,7 +279,7 @@ pub(crate) fn positive_limit(field: &str, value: Option<u32>) -> Result<Option<i
     match value {
         None => Ok(None),
         Some(0) => Err(Status::invalid_argument(format!(
-            "{field} must be positive"
+            "{field} must be at least 1 (to remove the limit, clear it)"
         ))),
         Some(v) => i32::try_from(v)
             .map(Some)

@@ -31,7 +31,7 @@ impl Proxy {
     pub(super) async fn usage(
         &self,
         headers: &HeaderMap,
-        limit: u32,
+        limit: Option<u32>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let snapshot = self
             .shared
@@ -65,6 +65,23 @@ impl Proxy {
     }
 }
 
+/// Most events `GET /v1/usage` returns.
+const MAX_USAGE_LIMIT: u32 = 100;
+
+/// `?limit=N` of `GET /v1/usage`: absent means the default; anything but 1 to 100 is refused
+/// rather than quietly replaced.
+pub(super) fn usage_limit(query: Option<&str>) -> Result<Option<u32>, ProxyError> {
+    let Some(text) = query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("limit="))) else {
+        return Ok(None);
+    };
+    match text.parse::<u32>() {
+        Ok(n @ 1..=MAX_USAGE_LIMIT) => Ok(Some(n)),
+        _ => Err(ProxyError::BadRequest(format!(
+            "limit must be a whole number from 1 to {MAX_USAGE_LIMIT}, got {text:?}"
+        ))),
+    }
+}
+
 fn json(value: &serde_json::Value) -> Response<ProxyBody> {
     let mut response = Response::new(full(Bytes::from(value.to_string())));
     response.headers_mut().insert(
@@ -72,4 +89,21 @@ fn json(value: &serde_json::Value) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_limit_is_explicit() {
+        assert_eq!(usage_limit(None).unwrap(), None);
+        assert_eq!(usage_limit(Some("x=1")).unwrap(), None);
+        assert_eq!(usage_limit(Some("x=1&limit=7")).unwrap(), Some(7));
+        assert_eq!(usage_limit(Some("limit=100")).unwrap(), Some(100));
+        for bad in ["limit=0", "limit=101", "limit=ten", "limit=", "limit=-1"] {
+            let err = usage_limit(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("from 1 to 100"), "{bad}: {err}");
+        }
+    }
 }

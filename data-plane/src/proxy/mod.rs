@@ -203,12 +203,7 @@ impl Proxy {
                 self.models(request.headers())
             }
             (&Method::GET, None) if path == "/v1/usage" => {
-                let limit = request
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("limit=")))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let limit = key_api::usage_limit(request.uri().query())?;
                 self.usage(request.headers(), limit).await
             }
             (&Method::GET, None) => self

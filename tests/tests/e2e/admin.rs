@@ -69,14 +69,21 @@ async fn key_limits_multipliers_and_usage_summaries() {
             "key",
             "update",
             &kid,
-            "--rpm",
-            "0",
+            "--no-rpm-limit",
             "--no-expiry",
         ],
     )
     .await
     .unwrap();
     assert!(key["rpm"].is_null() && key["expires_at"].is_null(), "{key}");
+    // A zero is never taken for "remove" or "default": it is refused with the way to say it.
+    let err = ctl(&h, &["key", "update", &kid, "--rpm", "0"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("rpm must be at least 1 (to remove the limit, clear it)"),
+        "{err}"
+    );
     assert!(
         ctl(&h, &["key", "update", &kid, "--ip-allow", "10.0.0.0/33"])
             .await

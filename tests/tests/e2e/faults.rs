@@ -78,7 +78,7 @@ async fn no_usage_is_lost_or_doubled_when_the_control_plane_redis_or_a_data_plan
             name: "pool".into(),
             base_url: h.mock.base_url("pool"),
             api_key: "sk-upstream-pool".into(),
-            timeout_ms: 10_000,
+            timeout_ms: Some(10_000),
             ..Default::default()
         })
         .await
@@ -102,7 +102,7 @@ async fn no_usage_is_lost_or_doubled_when_the_control_plane_redis_or_a_data_plan
             .create_user(v1::CreateUserRequest {
                 name: format!("u{i}"),
                 balance_micros: 1_000_000_000,
-                multiplier_ppm: 0,
+                multiplier_ppm: None,
             })
             .await
             .unwrap()

@@ -123,7 +123,7 @@ async fn a_stream_still_open_when_the_grace_period_ends_is_closed_and_billed() {
     // The upstream's idle timeout is well past the 5 s grace period: it is the grace period
     // that ends this stream, not the upstream going quiet.
     let mut upstream = h.upstream_request("pool-a", 0, 1);
-    upstream.timeout_ms = 60_000;
+    upstream.timeout_ms = Some(60_000);
     h.create_upstream(upstream).await;
     let (user, _) = h.add_user("max", 10_000_000).await;
     let (_, secret, version) = h.add_key(user.id).await;
