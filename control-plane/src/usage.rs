@@ -450,7 +450,8 @@ async fn pause(cancel: &CancellationToken, d: Duration) {
 }
 
 /// A stream payload → a ledger row, refusing what cannot be billed correctly.
-fn decode(payload: &[u8]) -> Result<UsageRow, BadEvent> {
+/// The ledger row of a stream entry's payload (also what a dead letter is redriven from).
+pub fn decode(payload: &[u8]) -> Result<UsageRow, BadEvent> {
     UsageRow::try_from(UsageEvent::decode(payload)?)
 }
 

@@ -23,6 +23,23 @@ pub enum UsageCmd {
     List(UsageList),
     /// Totals grouped by user, model, upstream or UTC day.
     Summary(UsageSummary),
+    /// Entries the ledger set aside: list them, bill them again once fixed, or drop them.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCmd),
+}
+
+/// `usage dead-letters …`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCmd {
+    /// Dead letters, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Bill a dead letter's event (never twice: by its event id) and remove the entry.
+    Redrive { id: String },
+    /// Remove a dead letter without billing it.
+    Drop { id: String },
 }
 
 /// Runs one usage command.
@@ -35,6 +52,77 @@ pub(crate) async fn run(
     match cmd {
         UsageCmd::List(args) => args.run(client, json, out).await,
         UsageCmd::Summary(args) => args.run(client, json, out).await,
+        UsageCmd::DeadLetters(cmd) => dead_letters(client, cmd, json, out).await,
+    }
+}
+
+async fn dead_letters(
+    client: &mut Client,
+    cmd: DeadLettersCmd,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    match cmd {
+        DeadLettersCmd::List { limit } => {
+            let letters = client
+                .list_dead_letters(v1::ListDeadLettersRequest { limit: Some(limit) })
+                .await?
+                .into_inner()
+                .dead_letters;
+            if json {
+                return print_json(out, &letters);
+            }
+            let mut t = Table::new(&["ID", "TIME", "EVENT", "USER", "COST", "ERROR"]);
+            for d in letters {
+                let (event, user, cost) = d.event.map_or_else(
+                    || ("-".into(), "-".into(), "-".into()),
+                    |e| {
+                        (
+                            e.id,
+                            e.user_id.to_string(),
+                            Micros(e.cost_micros).to_string(),
+                        )
+                    },
+                );
+                t.row(vec![d.id, d.created_at, event, user, cost, d.error]);
+            }
+            Ok(t.write(out)?)
+        }
+        DeadLettersCmd::Redrive { id } => {
+            let done = client
+                .redrive_dead_letter(v1::DeadLetterRequest { id })
+                .await?
+                .into_inner();
+            if json {
+                return print_json(out, &done);
+            }
+            let what = if done.inserted {
+                "billed"
+            } else {
+                "already in the ledger; not billed again"
+            };
+            writeln!(
+                out,
+                "dead letter {} redriven: event {} {what}",
+                done.id, done.event_id
+            )?;
+            Ok(())
+        }
+        DeadLettersCmd::Drop { id } => {
+            let dropped = client
+                .drop_dead_letter(v1::DeadLetterRequest { id })
+                .await?
+                .into_inner();
+            if json {
+                return print_json(out, &dropped);
+            }
+            writeln!(
+                out,
+                "dead letter {} dropped ({})",
+                dropped.id, dropped.error
+            )?;
+            Ok(())
+        }
     }
 }
 
@@ -90,7 +178,7 @@ impl UsageList {
                 model,
                 since,
                 until,
-                limit: self.limit,
+                limit: Some(self.limit),
             })
             .await?
             .into_inner()

@@ -12,7 +12,8 @@ use tonic::Status;
 
 use super::validate;
 use crate::store::{
-    KeyRow, KeySpend, PriceRow, SummaryRow, UpstreamRow, UsageFilter, UsageRow, UserRow,
+    DeadLetterRow, KeyRow, KeySpend, PriceRow, SummaryRow, UpstreamRow, UsageFilter, UsageRow,
+    UserRow,
 };
 
 fn time(t: DateTime<Utc>) -> String {
@@ -185,6 +186,26 @@ impl From<SummaryRow> for v1::UsageSummaryRow {
             reasoning_tokens: t.reasoning_tokens,
             cost_micros: t.cost_micros.get(),
             estimated: t.estimated,
+        }
+    }
+}
+
+impl From<DeadLetterRow> for v1::DeadLetter {
+    fn from(d: DeadLetterRow) -> Self {
+        let event = d
+            .payload
+            .as_deref()
+            .and_then(|p| crate::usage::decode(p).ok())
+            .map(Into::into);
+        Self {
+            id: d.stream_id,
+            error: d.error,
+            created_at: time(d.created_at),
+            payload_bytes: d
+                .payload
+                .as_ref()
+                .map_or(0, |p| u32::try_from(p.len()).unwrap_or(u32::MAX)),
+            event,
         }
     }
 }

@@ -78,6 +78,7 @@ macro_rules! db_run {
 mod coordination;
 mod error;
 mod keys;
+mod migrations;
 mod models;
 mod postgres;
 mod prices;

@@ -379,6 +379,16 @@ pub struct UsageRow {
     pub started_at: DateTime<Utc>,
 }
 
+/// A usage entry the ledger set aside, with why.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeadLetterRow {
+    pub stream_id: String,
+    /// The protobuf `UsageEvent` as it arrived, if there was one.
+    pub payload: Option<Vec<u8>>,
+    pub error: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Filters for listing usage.
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {

@@ -32,7 +32,7 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
         .max_connections(16)
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
+    super::migrations::run(&pool, super::migrations::POSTGRES).await?;
     Ok(pool)
 }
 

@@ -27,7 +27,7 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64), StoreError> 
         .max_connections(1)
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations-sqlite").run(&pool).await?;
+    super::migrations::run(&pool, super::migrations::SQLITE).await?;
     let version = sqlx::query_scalar("SELECT version FROM config_state")
         .fetch_one(&pool)
         .await?;

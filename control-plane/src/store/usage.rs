@@ -11,8 +11,8 @@ use gateway_proto::{
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
-    DailyRow, Db, HourlyRow, IngestOutcome, Store, StoreError, SummaryRow, Tx, UsageFilter,
-    UsageRow, postgres, spend, sqlite,
+    DailyRow, Db, DeadLetterRow, HourlyRow, IngestOutcome, Store, StoreError, SummaryRow, Tx,
+    UsageFilter, UsageRow, not_found, postgres, spend, sqlite,
 };
 
 /// What ingest did to one user with new events: their id, how many events were new, their
@@ -95,6 +95,41 @@ impl Store {
             .await?;
         });
         Ok(())
+    }
+
+    /// The newest `limit` dead letters.
+    pub async fn list_dead_letters(&self, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
+            "SELECT stream_id, payload, error, created_at FROM usage_dead_letters \
+             ORDER BY created_at DESC, stream_id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(c)
+        .await?))
+    }
+
+    /// One dead letter.
+    pub async fn get_dead_letter(&self, stream_id: &str) -> Result<DeadLetterRow, StoreError> {
+        db_run!(pool(&self.db), |c| sqlx::query_as(
+            "SELECT stream_id, payload, error, created_at FROM usage_dead_letters \
+             WHERE stream_id = $1",
+        )
+        .bind(stream_id)
+        .fetch_optional(c)
+        .await?)
+        .ok_or_else(|| not_found("dead letter", stream_id))
+    }
+
+    /// Removes a dead letter; returns it as it was.
+    pub async fn drop_dead_letter(&self, stream_id: &str) -> Result<DeadLetterRow, StoreError> {
+        db_run!(pool(&self.db), |c| sqlx::query_as(
+            "DELETE FROM usage_dead_letters WHERE stream_id = $1 \
+             RETURNING stream_id, payload, error, created_at",
+        )
+        .bind(stream_id)
+        .fetch_optional(c)
+        .await?)
+        .ok_or_else(|| not_found("dead letter", stream_id))
     }
 
     /// Per-day rollups, newest day first, optionally of one user.

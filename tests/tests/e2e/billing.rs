@@ -5,6 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use gateway_proto::v1;
 use gateway_tests::{Behaviour, Fault, Harness, MockUsage, read_until};
 use http_body_util::BodyExt;
 
@@ -512,6 +513,108 @@ async fn an_event_the_ledger_keeps_refusing_is_dead_lettered_and_the_rest_is_bil
             .await
             .unwrap();
     assert_eq!(pending.count(), 0);
+
+    // The operator sees it with its event decoded, without SQL.
+    let mut admin = h.admin().await;
+    let letters = admin
+        .list_dead_letters(v1::ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert!(letter.error.contains("refused by policy"));
+    assert!(letter.payload_bytes > 0);
+    let event = letter.event.as_ref().unwrap();
+    assert_eq!(
+        (event.user_id, event.cost_micros),
+        (refused.id, cost(1200, 1000, 300))
+    );
+    // While the cause stands, a redrive is refused and the entry kept.
+    let request = || v1::DeadLetterRequest {
+        id: letter.id.clone(),
+    };
+    let still = admin.redrive_dead_letter(request()).await.unwrap_err();
+    assert_eq!(still.code(), tonic::Code::FailedPrecondition);
+    assert!(still.message().contains("refused by policy"), "{still:?}");
+    // Fixed: the redrive bills it once and removes the entry.
+    sqlx::query("DROP TRIGGER refuse ON usage_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM usage_dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let redriven = admin
+        .redrive_dead_letter(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(redriven.inserted);
+    assert_eq!(redriven.event_id, event.id);
+    let balance = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT balance_micros FROM users WHERE id = $1")
+            .bind(refused.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        balance(pool.clone()).await,
+        1_000_000 - cost(1200, 1000, 300)
+    );
+    let gone = admin.redrive_dead_letter(request()).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    // The same event set aside twice is still billed once.
+    sqlx::query(
+        "INSERT INTO usage_dead_letters (stream_id, payload, error) VALUES ('again', $1, 'x')",
+    )
+    .bind(&payload)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = admin
+        .redrive_dead_letter(v1::DeadLetterRequest { id: "again".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.inserted, "already in the ledger");
+    assert_eq!(
+        balance(pool.clone()).await,
+        1_000_000 - cost(1200, 1000, 300)
+    );
+    // What never decodes cannot be redriven; it is dropped.
+    sqlx::query("INSERT INTO usage_dead_letters (stream_id, payload, error) VALUES ('junk', $1, 'not a usage event')")
+        .bind(b"\xff\xff".as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let junk = || v1::DeadLetterRequest { id: "junk".into() };
+    let listed = admin
+        .list_dead_letters(v1::ListDeadLettersRequest { limit: Some(10) })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].event.is_none());
+    let refused_junk = admin.redrive_dead_letter(junk()).await.unwrap_err();
+    assert_eq!(refused_junk.code(), tonic::Code::FailedPrecondition);
+    assert!(refused_junk.message().contains("still cannot be billed"));
+    let dropped = admin.drop_dead_letter(junk()).await.unwrap().into_inner();
+    assert_eq!(dropped.id, "junk");
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let zero = admin
+        .list_dead_letters(v1::ListDeadLettersRequest { limit: Some(0) })
+        .await
+        .unwrap_err();
+    assert_eq!(zero.code(), tonic::Code::InvalidArgument);
     pool.close().await;
     h.shutdown().await;
 }

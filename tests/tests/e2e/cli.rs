@@ -575,3 +575,131 @@ async fn gatewayctl_key_spend_limits_show_what_is_spent_and_left() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatewayctl_lists_redrives_and_drops_dead_letters() {
+    use prost::Message;
+
+    let h = Harness::start(0).await;
+    let (user, _) = h.add_user("late", 1_000_000).await;
+    let event = gateway_proto::v1::UsageEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        request_id: "req-late".into(),
+        key_id: 1,
+        user_id: user.id,
+        model: "gpt-5".into(),
+        cost_micros: 1_234,
+        status: gateway_proto::v1::UsageStatus::Completed as i32,
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    };
+    let pool = h.db.pool().await;
+    for (id, payload) in [("1-0", event.encode_to_vec()), ("2-0", vec![0xff, 0xff])] {
+        sqlx::query(
+            "INSERT INTO usage_dead_letters (stream_id, payload, error) VALUES ($1, $2, 'refused')",
+        )
+        .bind(id)
+        .bind(payload)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let listed = ctl(&h, &["-o", "json", "usage", "dead-letters", "list"])
+        .await
+        .unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    let good = listed.iter().find(|d| d["id"] == "1-0").unwrap();
+    assert_eq!(good["event"]["user_id"], user.id);
+    assert_eq!(good["event"]["cost_micros"], 1_234);
+    assert_eq!(good["error"], "refused");
+    let table = ctl_text(&h, &["usage", "dead-letters", "list"]).await;
+    assert!(table.lines().next().unwrap().starts_with("ID"), "{table}");
+    assert!(table.contains("0.001234"), "{table}");
+
+    let text = ctl_text(&h, &["usage", "dead-letters", "redrive", "1-0"]).await;
+    assert_eq!(
+        text.trim(),
+        format!("dead letter 1-0 redriven: event {} billed", event.id)
+    );
+    let balance: i64 = sqlx::query_scalar("SELECT balance_micros FROM users WHERE id = $1")
+        .bind(user.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(balance, 1_000_000 - 1_234);
+    let err = ctl(&h, &["usage", "dead-letters", "redrive", "2-0"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("still cannot be billed"), "{err}");
+    let text = ctl_text(&h, &["usage", "dead-letters", "drop", "2-0"]).await;
+    assert_eq!(text.trim(), "dead letter 2-0 dropped (refused)");
+    let err = ctl(&h, &["usage", "dead-letters", "drop", "2-0"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+    pool.close().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_is_refused_with_its_range_never_taken_for_a_default() {
+    let h = Harness::start(0).await;
+    let base = h.mock.base_url("pool-z");
+    let err = ctl(
+        &h,
+        &[
+            "upstream",
+            "add",
+            "--name",
+            "z",
+            "--base-url",
+            &base,
+            "--api-key",
+            "sk-zero-abcdefgh",
+            "--timeout",
+            "0",
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("timeout must be between 1 s and 3600 s, got 0 ms"),
+        "{err}"
+    );
+    let err = ctl(&h, &["usage", "list", "--limit", "0"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("limit must be between 1 and 10000, got 0"),
+        "{err}"
+    );
+    // Over the API the same: unset takes the default, a zero is refused.
+    let mut admin = h.admin().await;
+    let status = admin
+        .create_user(gateway_proto::v1::CreateUserRequest {
+            name: "nobody".into(),
+            balance_micros: 0,
+            multiplier_ppm: Some(0),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("multiplier"), "{status:?}");
+    let user = admin
+        .create_user(gateway_proto::v1::CreateUserRequest {
+            name: "somebody".into(),
+            balance_micros: 0,
+            multiplier_ppm: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.multiplier_ppm, 1_000_000);
+    let mut request = h.upstream_request("pool-z", 0, 1);
+    request.weight = None;
+    request.timeout_ms = None;
+    let upstream = admin.create_upstream(request).await.unwrap().into_inner();
+    assert_eq!((upstream.weight, upstream.timeout_ms), (1, 120_000));
+    h.shutdown().await;
+}
