@@ -70,6 +70,16 @@ pub struct Config {
     #[arg(long, env = "USAGE_STALE_CONSUMER_SECS", default_value_t = 3600)]
     pub usage_stale_consumer_secs: u64,
 
+    /// Days raw usage events are kept in the ledger, or `never` to keep them forever. Older
+    /// events are deleted in small batches by one replica at a time; the per-hour and per-day
+    /// rollups that summaries, spending caps and dashboards read are kept.
+    #[arg(long = "usage-retention-days", env = "USAGE_RETENTION_DAYS", default_value = "90", value_parser = parse_retention)]
+    pub usage_retention: Retention,
+
+    /// Seconds between usage retention passes.
+    #[arg(long, env = "USAGE_RETENTION_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub usage_retention_interval_secs: u64,
+
     /// What keeps a client on the same upstream: the user, or the user and session.
     #[arg(long, env = "AFFINITY", value_enum, default_value_t = Affinity::User)]
     pub affinity: Affinity,
@@ -97,6 +107,22 @@ pub struct Config {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// How long raw usage events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Days(std::num::NonZeroU32),
+    Never,
+}
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text == "never" {
+        return Ok(Retention::Never);
+    }
+    text.parse::<std::num::NonZeroU32>()
+        .map(Retention::Days)
+        .map_err(|_| format!("{text:?} is not a number of days (1 or more) or `never`"))
 }
 
 impl Config {
@@ -176,6 +202,23 @@ mod tests {
         assert!(config.redis_url.is_none());
         assert!(!config.migrate_only);
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
+        assert_eq!(
+            config.usage_retention,
+            Retention::Days(std::num::NonZeroU32::new(90).unwrap())
+        );
+
+        let mut flags = required();
+        flags.push("--usage-retention-days=never".into());
+        assert_eq!(
+            Config::from_flags(flags).unwrap().usage_retention,
+            Retention::Never
+        );
+        for bad in ["0", "-1", "forever"] {
+            let mut flags = required();
+            flags.push(format!("--usage-retention-days={bad}"));
+            let err = Config::from_flags(flags).unwrap_err().to_string();
+            assert!(err.contains("or `never`"), "{bad}: {err}");
+        }
 
         let mut flags = required();
         flags.push("--grpc-addr=127.0.0.1:0".into());

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::{
     crypto::Cipher,
-    store::{HealthUpdate, Leadership, Store, UpstreamSecretRow},
+    store::{Duty, HealthUpdate, Leadership, Store, UpstreamSecretRow},
 };
 
 /// How health checks run.
@@ -166,7 +166,7 @@ impl HealthChecker {
         }
         let mut streaks: HashMap<UpstreamId, Streak> = HashMap::new();
         while !cancel.is_cancelled() {
-            match self.store.try_lead().await {
+            match self.store.try_lead(Duty::HealthChecks).await {
                 Ok(Some(conn)) => {
                     info!(target: "HealthCheck", "leading health checks");
                     self.leader.send_replace(true);

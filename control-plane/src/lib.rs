@@ -7,11 +7,12 @@ pub mod crypto;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod usage;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
@@ -25,6 +26,7 @@ use crate::{
     crypto::Cipher,
     health::{HealthChecker, HealthSettings, Prober, SharedProber},
     metrics::Metrics,
+    retention::{RetentionSettings, UsageRetention},
     snapshot::{BuildSettings, SnapshotCache, SnapshotRx},
     store::Store,
     usage::{ConsumerSettings, UsageConsumer},
@@ -90,6 +92,17 @@ impl ControlPlane {
             );
             tasks.spawn(consumer.run(cancel.clone()));
         }
+        tasks.spawn(
+            UsageRetention::new(
+                store.clone(),
+                RetentionSettings {
+                    keep: config.usage_retention,
+                    interval: Duration::from_secs(config.usage_retention_interval_secs),
+                },
+                metrics.clone(),
+            )
+            .run(cancel.clone()),
+        );
         let prober = Arc::new(
             Prober::new(Duration::from_millis(config.health_timeout_ms))
                 .context("building the health-check HTTP client")?,
@@ -164,6 +177,16 @@ impl ControlPlane {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        // The server itself is compiled once, here, not again in every binary that embeds
+        // it with its own kind of shutdown future (a cold release build's longest step).
+        self.serve_until(listener, Box::pin(shutdown)).await
+    }
+
+    async fn serve_until(
+        self,
+        listener: TcpListener,
+        shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> anyhow::Result<()> {
         let routes = grpc::routes(
             grpc::Admin::new(self.store.clone(), self.cipher.clone(), self.prober.clone()),

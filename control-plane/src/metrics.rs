@@ -65,6 +65,10 @@ pub struct Metrics {
     pub usage_consumer_lag: Gauge,
     /// Entries delivered to the group but not acknowledged.
     pub usage_pending: Gauge,
+    /// Ledger events deleted by usage retention.
+    pub retention_deleted: Counter,
+    /// Whether a retention pass is running here (1) or not (0).
+    pub retention_running: Gauge,
     snapshot_version: Gauge,
     snapshot_built_seconds: Gauge<f64, AtomicU64>,
     snapshot_upstreams: Gauge,
@@ -92,6 +96,8 @@ impl Metrics {
             usage_dead_lettered: Counter::default(),
             usage_consumer_lag: Gauge::default(),
             usage_pending: Gauge::default(),
+            retention_deleted: Counter::default(),
+            retention_running: Gauge::default(),
             snapshot_version: Gauge::default(),
             snapshot_built_seconds: Gauge::default(),
             snapshot_upstreams: Gauge::default(),
@@ -134,6 +140,16 @@ impl Metrics {
             "codex_gateway_usage_consumer_pending",
             "Usage stream entries delivered to the consumer group but not acknowledged",
             m.usage_pending.clone(),
+        );
+        r.register(
+            "codex_gateway_usage_retention_deleted",
+            "Ledger events older than USAGE_RETENTION_DAYS deleted by this replica",
+            m.retention_deleted.clone(),
+        );
+        r.register(
+            "codex_gateway_usage_retention_running",
+            "1 while this replica runs a usage retention pass",
+            m.retention_running.clone(),
         );
         r.register(
             "codex_gateway_snapshot_version",

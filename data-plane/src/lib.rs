@@ -13,7 +13,7 @@ pub mod snapshot;
 pub mod snapshot_file;
 pub mod sse;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
@@ -171,6 +171,16 @@ impl DataPlane {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        // The server itself is compiled once, here, not again in every binary that embeds
+        // it with its own kind of shutdown future (a cold release build's longest step).
+        self.serve_until(listener, Box::pin(shutdown)).await
+    }
+
+    async fn serve_until(
+        self,
+        listener: TcpListener,
+        shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> anyhow::Result<()> {
         info!(addr = %listener.local_addr()?, node = %self.config.node_id, "data plane serving HTTP");
         let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -50,9 +50,9 @@ pub struct Cli {
     )]
     pub token: Option<Secret>,
 
-    /// Output format: `-o json` prints one JSON document for scripts. (`--output` is taken
-    /// by `price set`, so the long form is `--format`.)
-    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format: `-o json` prints one JSON document for scripts. (`--output` and
+    /// `--format` belong to `usage export`, so the long form is `--output-format`.)
+    #[arg(short = 'o', long = "output-format", global = true, value_enum, default_value_t = Output::Table)]
     pub format: Output,
 
     #[command(subcommand)]

@@ -250,6 +250,8 @@ pub struct Harness {
     pub health_interval_ms: u64,
     /// Where the standalone-style SQLite store lives (no Redis then).
     pub sqlite_dir: Option<PathBuf>,
+    /// `--usage-retention-days` of the control plane.
+    pub usage_retention: String,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -264,6 +266,8 @@ pub struct HarnessOptions {
     /// Run as `gatewayctl standalone` does: the control plane on a SQLite file of the
     /// test's own, no Redis anywhere (data planes report usage over `ReportUsage`).
     pub standalone: bool,
+    /// `--usage-retention-days` (default `never`: tests write events of any date).
+    pub usage_retention: Option<String>,
 }
 
 impl Default for HarnessOptions {
@@ -274,6 +278,7 @@ impl Default for HarnessOptions {
             health_interval_ms: 0,
             redis_url: None,
             standalone: false,
+            usage_retention: None,
         }
     }
 }
@@ -302,6 +307,7 @@ impl Harness {
             health_interval_ms,
             redis_url: private_redis,
             standalone,
+            usage_retention,
         } = options;
         let sqlite_dir = standalone.then(|| {
             let dir =
@@ -322,6 +328,7 @@ impl Harness {
             affinity,
             health_interval_ms,
             sqlite_dir,
+            usage_retention: usage_retention.unwrap_or_else(|| "never".into()),
             http: Client::builder(TokioExecutor::new()).build_http(),
         };
         h.start_control_plane().await;
@@ -366,6 +373,7 @@ impl Harness {
             // so health tests see a verdict quickly.
             "--health-timeout-ms=2000".to_owned(),
             "--health-unhealthy-after=2".to_owned(),
+            format!("--usage-retention-days={}", self.usage_retention),
             "--log-format=text".to_owned(),
         ]))
         .expect("the harness's control-plane flags parse")

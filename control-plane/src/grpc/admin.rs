@@ -412,7 +412,7 @@ impl AdminService for Admin {
                 )));
             }
         };
-        let filter = usage_filter(
+        let mut filter = usage_filter(
             r.user_id,
             r.key_id,
             r.upstream_id,
@@ -421,9 +421,19 @@ impl AdminService for Admin {
             r.until.as_deref(),
             i64::from(limit),
         )?;
+        filter.after = r
+            .cursor
+            .as_deref()
+            .map(convert::parse_usage_cursor)
+            .transpose()?;
         let rows = self.store.list_usage(&filter).await.map_err(status)?;
+        // A full page may have a next one; a short page is the last.
+        let next_cursor = (rows.len() == limit as usize)
+            .then(|| rows.last().map(convert::usage_cursor))
+            .flatten();
         Ok(Response::new(v1::ListUsageResponse {
             events: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
         }))
     }
 

@@ -60,7 +60,27 @@ pub(super) fn usage_filter(
         since: since.map(|t| validate::timestamp("since", t)).transpose()?,
         until: until.map(|t| validate::timestamp("until", t)).transpose()?,
         limit,
+        after: None,
     })
+}
+
+/// The cursor of the page after `row`: its start time, to the nanosecond, and its id.
+pub(super) fn usage_cursor(row: &UsageRow) -> String {
+    format!(
+        "{}/{}",
+        row.started_at.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        row.id
+    )
+}
+
+/// A cursor [`usage_cursor`] made.
+pub(super) fn parse_usage_cursor(text: &str) -> Result<(DateTime<Utc>, uuid::Uuid), Status> {
+    let bad = || Status::invalid_argument(format!("cursor {text:?} is not one this API gave"));
+    let (t, id) = text.split_once('/').ok_or_else(bad)?;
+    Ok((
+        t.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
 }
 
 impl TryFrom<v1::Price> for PriceRow {

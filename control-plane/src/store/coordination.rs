@@ -1,6 +1,7 @@
 //! How replicas coordinate through the store: the feed of config changes (Postgres `LISTEN`,
-//! or SQLite's in-process watch channel) and health-check leadership (a Postgres advisory lock,
-//! or always the one SQLite process).
+//! or SQLite's in-process watch channel) and the leadership of the duties one replica does at
+//! a time — health checks, usage retention (a Postgres advisory lock each, or always the one
+//! SQLite process).
 
 use sqlx::{Connection, PgConnection, postgres::PgListener};
 use tokio::sync::watch;
@@ -16,12 +17,34 @@ impl Store {
         }
     }
 
-    /// Health-check leadership if no other replica holds it.
-    pub async fn try_lead(&self) -> Result<Option<Leadership>, StoreError> {
+    /// Leadership of `duty` if no other replica holds it.
+    pub async fn try_lead(&self, duty: Duty) -> Result<Option<Leadership>, StoreError> {
         match &self.db {
-            Db::Postgres(pool) => Ok(postgres::try_lead(pool).await?.map(Leadership::Postgres)),
+            Db::Postgres(pool) => Ok(postgres::try_lead(pool, duty.lock())
+                .await?
+                .map(Leadership::Postgres)),
             // One process owns a SQLite database: it always leads.
             Db::Sqlite(..) => Ok(Some(Leadership::Local)),
+        }
+    }
+}
+
+/// What one replica at a time does; each duty has a lock of its own, so a replica can lead
+/// one and not the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duty {
+    HealthChecks,
+    UsageRetention,
+}
+
+impl Duty {
+    /// The Postgres advisory lock of the duty.
+    fn lock(self) -> i64 {
+        match self {
+            // "cgwhealt"
+            Self::HealthChecks => 0x6367_7768_6561_6c74,
+            // "cgwretnt"
+            Self::UsageRetention => 0x6367_7772_6574_6e74,
         }
     }
 }
@@ -53,7 +76,7 @@ impl Changes {
     }
 }
 
-/// Health-check leadership; dropping it gives leadership up.
+/// Leadership of a duty; dropping it gives leadership up.
 #[derive(Debug)]
 pub enum Leadership {
     Postgres(PgConnection),

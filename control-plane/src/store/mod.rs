@@ -89,7 +89,7 @@ mod upstreams;
 mod usage;
 mod users;
 
-pub use coordination::{Changes, Leadership};
+pub use coordination::{Changes, Duty, Leadership};
 pub use error::StoreError;
 pub use models::*;
 

@@ -399,6 +399,9 @@ pub struct UsageFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub limit: i64,
+    /// Only events after this one in the listing order (newest first): keyset paging by
+    /// start time and id.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
 impl UsageFilter {

@@ -20,9 +20,6 @@ use super::{StoreError, UsageRow, usage::Debit};
 /// Postgres channel that carries config-version bumps.
 pub(super) const CONFIG_CHANNEL: &str = "codex_gateway_config";
 
-/// Advisory lock id of the health-check leader ("cgwhealt").
-const LEADER_LOCK: i64 = 0x6367_7768_6561_6c74;
-
 type PgTx = Transaction<'static, Postgres>;
 
 /// Connects and applies pending migrations.
@@ -54,10 +51,10 @@ pub(super) async fn listen(pool: &PgPool) -> Result<PgListener, StoreError> {
 }
 
 /// A dedicated connection holding the health-check leader lock, if it was free.
-pub(super) async fn try_lead(pool: &PgPool) -> Result<Option<PgConnection>, StoreError> {
+pub(super) async fn try_lead(pool: &PgPool, lock: i64) -> Result<Option<PgConnection>, StoreError> {
     let mut conn = pool.acquire().await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(LEADER_LOCK)
+        .bind(lock)
         .fetch_one(&mut conn)
         .await?;
     if locked {

@@ -97,6 +97,25 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes up to `batch` ledger events that started before `before`, oldest first, in one
+    /// short statement (it locks only the rows it deletes, so ingest goes on); how many. The
+    /// rollups are left as they are.
+    pub async fn delete_usage_before(
+        &self,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| sqlx::query(
+            "DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events \
+             WHERE started_at < $1 ORDER BY started_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(c)
+        .await?
+        .rows_affected()))
+    }
+
     /// The newest `limit` dead letters.
     pub async fn list_dead_letters(&self, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
         Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
@@ -166,6 +185,15 @@ impl Store {
                 " FROM usage_events WHERE 1 = 1"
             ));
             push_filters(&mut q, filter);
+            if let Some((t, id)) = filter.after {
+                q.push(" AND (started_at < ")
+                    .push_bind(t)
+                    .push(" OR (started_at = ")
+                    .push_bind(t)
+                    .push(" AND id < ")
+                    .push_bind(id)
+                    .push("))");
+            }
             q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
                 .push_bind(filter.limit);
             q.build_query_as().fetch_all(c).await?

@@ -292,10 +292,12 @@ async fn main() {
     let duration = Duration::from_secs(seconds);
     let target_dir =
         PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()));
-    let data_plane_bin = target_dir.join("release/data-plane");
+    // The data plane as images ship it: the `dist` profile (override with BENCH_PROFILE).
+    let profile = std::env::var("BENCH_PROFILE").unwrap_or_else(|_| "dist".into());
+    let data_plane_bin = target_dir.join(&profile).join("data-plane");
     assert!(
         data_plane_bin.exists(),
-        "build it first: cargo build --release --bin data-plane"
+        "build it first: cargo build --profile {profile} --bin data-plane"
     );
     let redis_url =
         std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

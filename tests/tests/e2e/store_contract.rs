@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
-    HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow, SpendCaps,
-    Store, StoreError, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+    Duty, HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow,
+    SpendCaps, Store, StoreError, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
 };
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
@@ -72,6 +72,7 @@ contract!(
     hourly_rollups_agree_with_the_ledger_and_bound_key_spend,
     key_caps_round_trip_and_an_update_replaces_or_clears_them,
     key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once,
+    retention_deletes_old_events_in_batches_and_keeps_the_rollups,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1786,12 +1787,19 @@ async fn changes_announce_bumps_and_nothing_else(store: Store, db: Backend) {
 
 async fn leadership_is_exclusive_on_postgres_and_local_on_sqlite(store: Store, db: Backend) {
     let mut leader = store
-        .try_lead()
+        .try_lead(Duty::HealthChecks)
         .await
         .unwrap()
         .expect("free leadership is taken");
     assert!(leader.holds().await);
-    let rival = store.try_lead().await.unwrap();
+    // Another duty is led on its own lock, whoever leads health checks.
+    let retention = store
+        .try_lead(Duty::UsageRetention)
+        .await
+        .unwrap()
+        .expect("retention has a lock of its own");
+    retention.release().await;
+    let rival = store.try_lead(Duty::HealthChecks).await.unwrap();
     match db.kind {
         Kind::Postgres => assert!(rival.is_none(), "only one replica leads"),
         Kind::Sqlite => assert!(rival.is_some(), "the one SQLite process always leads"),
@@ -1804,7 +1812,7 @@ async fn leadership_is_exclusive_on_postgres_and_local_on_sqlite(store: Store, d
     // The server frees the lock when it has ended the session, which may take a moment.
     let mut again = None;
     for _ in 0..50 {
-        again = store.try_lead().await.unwrap();
+        again = store.try_lead(Duty::HealthChecks).await.unwrap();
         if again.is_some() {
             break;
         }
@@ -2345,5 +2353,113 @@ async fn key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once(store: Store
             .unwrap(),
         None,
         "a revoked key's windows roll for nobody"
+    );
+}
+
+async fn retention_deletes_old_events_in_batches_and_keeps_the_rollups(store: Store, db: Backend) {
+    use std::sync::Arc;
+
+    use control_plane::{
+        config::Retention,
+        metrics::Metrics,
+        retention::{RetentionSettings, UsageRetention},
+    };
+
+    let user = store
+        .create_user("old-timer", Micros(1_000_000_000), 1_000_000)
+        .await
+        .unwrap()
+        .value;
+    // 11,000 events a minute apart ending at 2026-03-01, and 5 recent ones.
+    let end = at("2026-03-01T00:00:00Z");
+    let old: Vec<UsageRow> = (0..11_000)
+        .map(|i| UsageRow {
+            started_at: end - ChronoDuration::minutes(i),
+            ..event(user.id, 3, "m")
+        })
+        .collect();
+    for chunk in old.chunks(2_000) {
+        store.ingest_usage(chunk).await.unwrap();
+    }
+    let recent: Vec<UsageRow> = (0..5).map(|_| event(user.id, 7, "m")).collect();
+    store.ingest_usage(&recent).await.unwrap();
+    let summary = |store: Store| async move {
+        store
+            .summarize_usage(SummaryBy::User, &UsageFilter::default())
+            .await
+            .unwrap()
+    };
+    let before = summary(store.clone()).await;
+    assert_eq!(before[0].totals.requests, 11_005);
+    let hourly_before = store
+        .hourly_usage(at("2025-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+
+    // One batch at a time, oldest first, only before the cutoff.
+    assert_eq!(
+        store
+            .delete_usage_before(at("2025-01-01T00:00:00Z"), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.delete_usage_before(end, 1_000).await.unwrap(), 1_000);
+    let oldest: String = match db.kind {
+        Kind::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let t: DateTime<Utc> = sqlx::query_scalar("SELECT min(started_at) FROM usage_events")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            t.to_rfc3339()
+        }
+        Kind::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let t: DateTime<Utc> = sqlx::query_scalar("SELECT min(started_at) FROM usage_events")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            t.to_rfc3339()
+        }
+    };
+    assert_eq!(
+        oldest.parse::<DateTime<Utc>>().unwrap(),
+        end - ChronoDuration::minutes(10_999 - 1_000),
+        "the oldest thousand went first"
+    );
+
+    // A pass deletes the rest before the cutoff, batch after batch, and counts them.
+    let metrics = Arc::new(Metrics::new());
+    let retention = UsageRetention::new(
+        store.clone(),
+        RetentionSettings {
+            keep: Retention::Never,
+            interval: Duration::from_secs(3_600),
+        },
+        metrics.clone(),
+    );
+    let deleted = retention
+        .pass(end + ChronoDuration::seconds(1), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 10_000);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM usage_events", &[]).await,
+        5,
+        "only the recent events are left"
+    );
+    assert_eq!(metrics.retention_deleted.get(), 10_000);
+    assert_eq!(metrics.retention_running.get(), 0);
+    // Summaries and rollups read as before: they are kept.
+    assert_eq!(summary(store.clone()).await, before);
+    assert_eq!(
+        store
+            .hourly_usage(at("2025-01-01T00:00:00Z"))
+            .await
+            .unwrap(),
+        hourly_before
     );
 }

@@ -1,0 +1,279 @@
+//! Usage at scale: with N events in the Postgres ledger (default 10,000,000, spread over 81
+//! days, 1,000 users and their keys), how long the reads an operator and a key holder make
+//! take through the real services, and what a retention pass costs ingest.
+//!
+//! 1. `usage list --user` (admin gRPC `ListUsage`), `usage summary` by user, model and day
+//!    (`SummarizeUsage`), and a key's `GET /v1/usage` on a data plane: median and worst of
+//!    20 calls each.
+//! 2. The ledger ingests E events (default 100,000) from Redis alone, then again while a
+//!    retention pass deletes the oldest ~10% of the ledger; prints both rates and the ratio.
+//!
+//! `cargo run --profile dist -p gateway-tests --bin usage-bench -- [EVENTS] [INGEST]` (needs
+//! Postgres and Redis as for `scripts/test`; the 10 M rows take a few minutes to write).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{TimeDelta, Utc};
+use control_plane::{
+    config::Retention,
+    metrics::Metrics,
+    retention::{RetentionSettings, UsageRetention},
+    store::Store,
+};
+use gateway_proto::{USAGE_EVENT_FIELD, v1};
+use gateway_tests::{Harness, HarnessOptions};
+use http_body_util::BodyExt;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+const USERS: i64 = 1_000;
+/// Seconds between consecutive events: 10 M of them span about 81 days.
+const SPACING_SECS: f64 = 0.7;
+const CALLS: usize = 20;
+
+async fn timed<F: Future>(what: &str, mut call: impl FnMut() -> F) {
+    let mut times = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        call().await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "{what:<40} median {:>7.2} ms   worst {:>7.2} ms",
+        times[CALLS / 2].as_secs_f64() * 1e3,
+        times[CALLS - 1].as_secs_f64() * 1e3
+    );
+}
+
+fn event(user_id: i64, key_id: i64) -> v1::UsageEvent {
+    v1::UsageEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        key_id,
+        user_id,
+        upstream_id: Some(1),
+        model: "gpt-5.1-codex".into(),
+        endpoint: "responses".into(),
+        input_tokens: 24_000,
+        cached_tokens: 20_000,
+        output_tokens: 900,
+        reasoning_tokens: 400,
+        cost_micros: 16_500,
+        status: v1::UsageStatus::Completed as i32,
+        stream: true,
+        ttfb_ms: 300,
+        duration_ms: 9_000,
+        node_id: "bench".into(),
+        started_at_ms: Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}
+
+/// Puts `n` events on the stream and measures how fast a control plane that starts now
+/// ingests them; events/s. Another task may run meanwhile (`during`).
+async fn ingest_rate(h: &mut Harness, n: usize, first_user: i64, first_key: i64) -> f64 {
+    let redis = redis::Client::open(h.redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            let u = *i as i64 % USERS;
+            pipe.cmd("XADD")
+                .arg(&h.usage_stream)
+                .arg("*")
+                .arg(USAGE_EVENT_FIELD)
+                .arg(event(first_user + u, first_key + u).encode_to_vec())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    let started = Instant::now();
+    h.start_control_plane().await;
+    h.wait_ingested_within(n as u64, Duration::from_secs(900))
+        .await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    h.stop_control_plane().await;
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let events: i64 = args
+        .next()
+        .map_or(10_000_000, |a| a.parse().expect("EVENTS"));
+    let ingest: usize = args.next().map_or(100_000, |a| a.parse().expect("INGEST"));
+    let mut h = Harness::start_opts(HarnessOptions {
+        data_planes: 1,
+        ..HarnessOptions::default()
+    })
+    .await;
+    h.add_upstream("pool", 0, 1).await;
+    let pool = h.db.pool().await;
+
+    // Users and keys, then the ledger and its rollups, written in bulk by SQL.
+    let written = Instant::now();
+    sqlx::query(
+        "INSERT INTO users (name, balance_micros) \
+         SELECT 'u' || i, 1000000000000 FROM generate_series(1, $1) i",
+    )
+    .bind(USERS)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let first_user: i64 = sqlx::query_scalar("SELECT min(id) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // One key through the API (its secret is needed for /v1/usage), the rest in bulk.
+    let (key, secret, version) = h.add_key(first_user).await;
+    sqlx::query(
+        "INSERT INTO api_keys (user_id, name, prefix, digest) \
+         SELECT $1 + i, 'bench', 'cgw-bench', sha256(('bench-' || i)::bytea) \
+         FROM generate_series(1, $2 - 1) i",
+    )
+    .bind(first_user)
+    .bind(USERS)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let first_key = key.id;
+    sqlx::query(
+        "INSERT INTO usage_events (id, request_id, key_id, user_id, upstream_id, model, endpoint, \
+           input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, status, \
+           stream, estimated, ttfb_ms, duration_ms, node_id, started_at) \
+         SELECT gen_random_uuid(), 'req-' || i, $2 + (i % $3), $1 + (i % $3), 1, \
+           (ARRAY['gpt-5.1-codex', 'gpt-5-mini', 'gpt-5'])[1 + i % 3], 'responses', \
+           24000, 20000, 900, 400, 16500, 'completed', true, false, 300, 9000, 'bench', \
+           now() - make_interval(secs => i * $4) \
+         FROM generate_series(1, $5) i",
+    )
+    .bind(first_user)
+    .bind(first_key)
+    .bind(USERS)
+    .bind(SPACING_SECS)
+    .bind(events)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for rollup in [
+        "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, cached_tokens, \
+           output_tokens, reasoning_tokens, cost_micros, estimated) \
+         SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, model, COUNT(*), \
+           SUM(input_tokens), SUM(cached_tokens), SUM(output_tokens), SUM(reasoning_tokens), \
+           SUM(cost_micros), 0 FROM usage_events GROUP BY 1, 2, 3",
+        "INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, requests, \
+           input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, \
+           errors) \
+         SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', key_id, \
+           user_id, model, upstream_id, COUNT(*), SUM(input_tokens), SUM(cached_tokens), \
+           SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, 0 \
+         FROM usage_events GROUP BY 1, 2, 3, 4, 5",
+        "ANALYZE",
+    ] {
+        sqlx::query(rollup).execute(&pool).await.unwrap();
+    }
+    let daily: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_daily")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    println!(
+        "ledger: {events} events, {daily} daily rollup rows, written in {:.0} s",
+        written.elapsed().as_secs_f64()
+    );
+    h.wait_applied(version).await;
+
+    // 1. The reads.
+    let admin = h.admin().await;
+    let user = first_user + USERS / 2;
+    timed("usage list --user (100 newest)", || {
+        let mut admin = admin.clone();
+        async move {
+            let events = admin
+                .list_usage(v1::ListUsageRequest {
+                    user_id: Some(user),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            assert_eq!(events.len(), 100);
+        }
+    })
+    .await;
+    for (name, by) in [
+        ("usage summary --by user", v1::SummaryBy::User),
+        ("usage summary --by model", v1::SummaryBy::Model),
+        ("usage summary --by day", v1::SummaryBy::Day),
+    ] {
+        timed(name, || {
+            let mut admin = admin.clone();
+            async move {
+                let rows = admin
+                    .summarize_usage(v1::SummarizeUsageRequest {
+                        by: by as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .rows;
+                assert!(!rows.is_empty());
+            }
+        })
+        .await;
+    }
+    let auth = format!("Bearer {secret}");
+    timed("a key's GET /v1/usage (20 newest)", || {
+        let h = &h;
+        let auth = auth.clone();
+        async move {
+            let response = h
+                .get_with(0, "/v1/usage", &[("authorization", &auth)])
+                .await;
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.unwrap();
+        }
+    })
+    .await;
+
+    // 2. Ingest alone, then beside a retention pass over the oldest tenth.
+    h.stop_control_plane().await;
+    let alone = ingest_rate(&mut h, ingest, first_user, first_key).await;
+    let store = Store::connect(&h.db.url).await.unwrap();
+    let retention = UsageRetention::new(
+        store,
+        RetentionSettings {
+            keep: Retention::Never,
+            interval: Duration::from_secs(3600),
+        },
+        Arc::new(Metrics::new()),
+    );
+    let cutoff =
+        Utc::now() - TimeDelta::milliseconds((events as f64 * SPACING_SECS * 0.9 * 1000.0) as i64);
+    let cancel = CancellationToken::new();
+    let pass = tokio::spawn(async move {
+        let started = Instant::now();
+        let deleted = retention.pass(cutoff, &cancel).await.unwrap();
+        (deleted, started.elapsed())
+    });
+    let beside = ingest_rate(&mut h, ingest, first_user, first_key).await;
+    let (deleted, took) = pass.await.unwrap();
+    println!(
+        "ingest alone: {alone:.0} events/s; beside a retention pass: {beside:.0} events/s \
+         ({:.0}%); the pass deleted {deleted} events in {:.1} s",
+        beside / alone * 100.0,
+        took.as_secs_f64()
+    );
+    pool.close().await;
+    h.start_control_plane().await;
+    h.shutdown().await;
+}
