@@ -46,14 +46,16 @@ def check_entrypoints(report, services, builds, dockerfiles, bins, defaults):
 
 
 def check_builder(report, root, builds, dockerfiles, members, bins):
-    """Every binary a runtime stage copies is built (-p) and copied out of target/release."""
+    """Every binary a runtime stage copies is built (-p) with the profile it is copied from."""
     for df, stages in dockerfiles.items():
         copied = {b for st in stages.values() for b in st["bins"]}
         builder_text = "".join(st["text"] for st in stages.values())
+        m = re.search(r"--profile\s+(\S+)", builder_text)
+        profile = m.group(1) if m else ("release" if "--release" in builder_text else "debug")
         for b in sorted(copied):
             pkg = members.get(bins.get(b, ""), b)
             built = re.search(rf"-p\s+{re.escape(pkg)}\b", builder_text)
-            if not built or f"target/release/{b}" not in builder_text:
+            if not built or f"target/{profile}/{b}" not in builder_text:
                 report.fail(
                     f"{report.rel(df)}: {b} is copied from /out/bin but not built (-p {pkg}) "
                     "and copied out"
