@@ -32,6 +32,9 @@ use crate::{
     usage::{ConsumerSettings, UsageConsumer},
 };
 
+/// A future boxed by the crate that wrote it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 const SNAPSHOT_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// A started control plane: store migrated, first snapshot built, background tasks running.
@@ -52,7 +55,14 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Connects to Postgres (applying migrations), builds the first snapshot and starts the
     /// snapshot follower and the usage consumer.
-    pub async fn start(config: Config) -> anyhow::Result<Self> {
+    ///
+    /// The future is boxed here, so its body is compiled once, in this crate, not again in
+    /// every binary that awaits it (a cold release build's longest step otherwise).
+    pub fn start(config: Config) -> BoxFuture<anyhow::Result<Self>> {
+        Box::pin(Self::started(config))
+    }
+
+    async fn started(config: Config) -> anyhow::Result<Self> {
         let store = Store::connect(config.database_url.expose())
             .await
             .context("connecting to Postgres (DATABASE_URL)")?;
@@ -173,14 +183,13 @@ impl ControlPlane {
     /// Shutdown order: config streams and background tasks are told to stop first (so open
     /// streams do not hold the server), then the server stops accepting and drains in-flight
     /// calls, then the usage consumer finishes its current batch and everything is awaited.
-    pub async fn serve(
+    pub fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        // The server itself is compiled once, here, not again in every binary that embeds
-        // it with its own kind of shutdown future (a cold release build's longest step).
-        self.serve_until(listener, Box::pin(shutdown)).await
+    ) -> BoxFuture<anyhow::Result<()>> {
+        // Boxed here, like `start`: the server is compiled once, in this crate.
+        Box::pin(self.serve_until(listener, Box::pin(shutdown)))
     }
 
     async fn serve_until(

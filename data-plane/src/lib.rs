@@ -46,6 +46,9 @@ use crate::{
 };
 
 /// Snapshots are megabytes: default 64 KiB HTTP/2 windows would stall them.
+/// A future boxed by the crate that wrote it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 const CONTROL_PLANE_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// The data plane's one channel to its control plane (config stream, usage reports, key
@@ -85,7 +88,14 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Starts following the control plane and the usage publisher.
-    pub async fn start(config: Config) -> anyhow::Result<Self> {
+    ///
+    /// The future is boxed here, so its body is compiled once, in this crate, not again in
+    /// every binary that awaits it (a cold release build's longest step otherwise).
+    pub fn start(config: Config) -> BoxFuture<anyhow::Result<Self>> {
+        Box::pin(Self::started(config))
+    }
+
+    async fn started(config: Config) -> anyhow::Result<Self> {
         let table = Arc::new(ArcSwapOption::empty());
         let metrics = Arc::new(Metrics::new());
         let state = config.state_paths();
@@ -167,14 +177,13 @@ impl DataPlane {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then drains.
-    pub async fn serve(
+    pub fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        // The server itself is compiled once, here, not again in every binary that embeds
-        // it with its own kind of shutdown future (a cold release build's longest step).
-        self.serve_until(listener, Box::pin(shutdown)).await
+    ) -> BoxFuture<anyhow::Result<()>> {
+        // Boxed here, like `start`: the server is compiled once, in this crate.
+        Box::pin(self.serve_until(listener, Box::pin(shutdown)))
     }
 
     async fn serve_until(

@@ -136,10 +136,19 @@ async fn connect(cli: &Cli) -> Result<Client, CliError> {
 }
 
 /// Runs one command, writing its output to `out`. `standalone` runs until `shutdown`.
-pub async fn run_until(
+pub fn run_until<'a>(
+    cli: Cli,
+    out: &'a mut (dyn Write + Send),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + Send + 'a>> {
+    // Boxed here so the whole CLI is compiled in this crate, once, not in the binary.
+    Box::pin(run_until_boxed(cli, out, Box::pin(shutdown)))
+}
+
+async fn run_until_boxed(
     cli: Cli,
     out: &mut (dyn Write + Send),
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> Result<(), CliError> {
     match cli.command {
         Command::Standalone(args) => standalone::run(args, cli.token, out, shutdown).await,

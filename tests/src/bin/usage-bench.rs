@@ -8,7 +8,7 @@
 //! 2. The ledger ingests E events (default 100,000) from Redis alone, then again while a
 //!    retention pass deletes the oldest ~10% of the ledger; prints both rates and the ratio.
 //!
-//! `cargo run --profile dist -p gateway-tests --bin usage-bench -- [EVENTS] [INGEST]` (needs
+//! `cargo run --release -p gateway-tests --bin usage-bench -- [EVENTS] [INGEST]` (needs
 //! Postgres and Redis as for `scripts/test`; the 10 M rows take a few minutes to write).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

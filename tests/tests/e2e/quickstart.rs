@@ -135,6 +135,7 @@ async fn the_readme_quick_start_works_as_written() {
         "127.0.0.1:0".into(),
     ]);
     let cli = Cli::try_parse_from(&args).unwrap();
+    let started = std::time::Instant::now();
     let out = Captured::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut gateway_out = out.clone();
@@ -151,6 +152,11 @@ async fn the_readme_quick_start_works_as_written() {
     })
     .await
     .expect("standalone prints its banner");
+    // What each step takes, for the README's walk-through (run with --nocapture).
+    eprintln!(
+        "quick start: {:>6} ms  standalone starts (empty data directory)",
+        started.elapsed().as_millis()
+    );
     let banner = out.text();
     let http = banner_value(&banner, "OpenAI-compatible endpoint:")
         .trim_end_matches("/v1")
@@ -161,8 +167,9 @@ async fn the_readme_quick_start_works_as_written() {
     let mut secret = None;
     let mut streamed = String::new();
     let mut usage_listed = false;
-    for line in lines {
-        let line = line.replace("https://pool.example.com/openai", &mock.base_url("pool"));
+    for typed in lines {
+        let step = std::time::Instant::now();
+        let line = typed.replace("https://pool.example.com/openai", &mock.base_url("pool"));
         if let Some(assignment) = line.strip_prefix("export ") {
             let (name, value) = assignment.split_once('=').expect("export NAME=VALUE");
             let value = if value == "cgw-..." {
@@ -244,6 +251,7 @@ async fn the_readme_quick_start_works_as_written() {
         } else {
             panic!("the quick-start test does not know how to follow {line:?}");
         }
+        eprintln!("quick start: {:>6} ms  {typed}", step.elapsed().as_millis());
     }
     assert!(
         streamed.contains("event: response.completed"),
