@@ -5,6 +5,7 @@
 //! file keeps what every command shares: the top-level parser and its global flags, the
 //! errors, the authenticated client, and the dispatch.
 
+mod entry;
 pub mod key;
 mod output;
 pub mod price;
@@ -26,7 +27,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-pub use crate::output::Output;
+pub use crate::{entry::main, output::Output};
 
 /// Admin CLI for Codex Gateway.
 #[derive(Debug, Parser)]
