@@ -86,6 +86,9 @@ impl ControlPlane {
         tasks.spawn(snapshot::roll::run(store.clone(), cancel.clone()));
         let ingested = Arc::new(watch::Sender::new(0));
         let metrics = Arc::new(Metrics::new());
+        metrics
+            .migrations_applied
+            .inc_by(store.migrations_applied());
         if let Some(redis_url) = &config.redis_url {
             let consumer = UsageConsumer::new(
                 store.clone(),

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub retention_deleted: Counter,
     /// Whether a retention pass is running here (1) or not (0).
     pub retention_running: Gauge,
+    /// Database migrations this process applied at start.
+    pub migrations_applied: Counter,
     snapshot_version: Gauge,
     snapshot_built_seconds: Gauge<f64, AtomicU64>,
     snapshot_upstreams: Gauge,
@@ -98,6 +100,7 @@ impl Metrics {
             usage_pending: Gauge::default(),
             retention_deleted: Counter::default(),
             retention_running: Gauge::default(),
+            migrations_applied: Counter::default(),
             snapshot_version: Gauge::default(),
             snapshot_built_seconds: Gauge::default(),
             snapshot_upstreams: Gauge::default(),
@@ -150,6 +153,11 @@ impl Metrics {
             "codex_gateway_usage_retention_running",
             "1 while this replica runs a usage retention pass",
             m.retention_running.clone(),
+        );
+        r.register(
+            "codex_gateway_migrations_applied",
+            "Database migrations this process applied at start",
+            m.migrations_applied.clone(),
         );
         r.register(
             "codex_gateway_snapshot_version",

@@ -50,11 +50,11 @@ fn migration(&(version, description, sql): &Embedded) -> Migration {
     )
 }
 
-/// Applies the migrations of `embedded` that `pool` lacks, in order, logging each.
+/// Applies the migrations of `embedded` that `pool` lacks, in order, logging each; how many.
 pub(super) async fn run<DB>(
     pool: &Pool<DB>,
     embedded: &'static [Embedded],
-) -> Result<(), StoreError>
+) -> Result<u64, StoreError>
 where
     DB: Database,
     DB::Connection: Migrate,
@@ -75,7 +75,7 @@ where
         .filter(|i| !applied.contains(&all[*i].version))
         .collect();
     if pending.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let started = Instant::now();
     info!(
@@ -107,7 +107,7 @@ where
         elapsed_ms = started.elapsed().as_millis() as u64,
         "database migrations applied"
     );
-    Ok(())
+    Ok(pending.len() as u64)
 }
 
 #[cfg(test)]

@@ -93,6 +93,9 @@ pub use coordination::{Changes, Duty, Leadership};
 pub use error::StoreError;
 pub use models::*;
 
+/// Migrations a Postgres store has.
+pub const POSTGRES_MIGRATIONS: usize = migrations::POSTGRES.len();
+
 use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
@@ -119,6 +122,7 @@ fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    migrated: u64,
 }
 
 /// A connection pool of either backend. SQLite has no NOTIFY: its one process learns of
@@ -191,13 +195,22 @@ impl Bump for bool {
 impl Store {
     /// Connects by URL scheme (`postgres://…` or `sqlite://…`) and applies migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let db = if url.starts_with("sqlite:") {
-            let (pool, version) = sqlite::connect(url).await?;
-            Db::Sqlite(pool, Arc::new(watch::Sender::new(version)))
+        let (db, migrated) = if url.starts_with("sqlite:") {
+            let (pool, version, migrated) = sqlite::connect(url).await?;
+            (
+                Db::Sqlite(pool, Arc::new(watch::Sender::new(version))),
+                migrated,
+            )
         } else {
-            Db::Postgres(postgres::connect(url).await?)
+            let (pool, migrated) = postgres::connect(url).await?;
+            (Db::Postgres(pool), migrated)
         };
-        Ok(Self { db })
+        Ok(Self { db, migrated })
+    }
+
+    /// Migrations this store applied when it connected.
+    pub fn migrations_applied(&self) -> u64 {
+        self.migrated
     }
 
     /// The current config version.

@@ -22,15 +22,15 @@ pub(super) const CONFIG_CHANNEL: &str = "codex_gateway_config";
 
 type PgTx = Transaction<'static, Postgres>;
 
-/// Connects and applies pending migrations.
-pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
+/// Connects and applies pending migrations (how many).
+pub(super) async fn connect(url: &str) -> Result<(PgPool, u64), StoreError> {
     let options: PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .connect_with(options)
         .await?;
-    super::migrations::run(&pool, super::migrations::POSTGRES).await?;
-    Ok(pool)
+    let migrated = super::migrations::run(&pool, super::migrations::POSTGRES).await?;
+    Ok((pool, migrated))
 }
 
 /// Queues the notification of `version`; Postgres delivers it to every replica at commit.

@@ -14,8 +14,8 @@ use sqlx::{
 use super::{StoreError, UsageRow, usage::Debit};
 
 /// Opens (creating if needed) the database, applies pending migrations and reads the config
-/// version the change feed starts from.
-pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64), StoreError> {
+/// version the change feed starts from (and how many migrations it applied).
+pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64, u64), StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -27,11 +27,11 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64), StoreError> 
         .max_connections(1)
         .connect_with(options)
         .await?;
-    super::migrations::run(&pool, super::migrations::SQLITE).await?;
+    let migrated = super::migrations::run(&pool, super::migrations::SQLITE).await?;
     let version = sqlx::query_scalar("SELECT version FROM config_state")
         .fetch_one(&pool)
         .await?;
-    Ok((pool, version))
+    Ok((pool, version, migrated))
 }
 
 /// Adds one new event, by id, to the per-day rollups (the same SQL shape as Postgres's bulk

@@ -305,6 +305,13 @@ async fn metrics_move_with_traffic() {
     has(&format!("codex_gateway_snapshot_version {version}\n"));
     has(r#"codex_gateway_upstream_healthy{upstream="pool-a"} 1"#);
     has("codex_gateway_health_leader ");
+    // A fresh database: every migration was applied by this process (its first start).
+    has(&format!(
+        "codex_gateway_migrations_applied_total {}\n",
+        control_plane::store::POSTGRES_MIGRATIONS
+    ));
+    has("codex_gateway_usage_retention_deleted_total 0\n");
+    has("codex_gateway_usage_retention_running 0\n");
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
         assert_eq!(h.get_control_plane(path).await.status(), status, "{path}");
     }
