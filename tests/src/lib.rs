@@ -841,6 +841,32 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// A completed Codex-sized usage event of `user_id` through `key_id`, starting now, costing
+/// 16,500 µ: what the benchmarks feed the ledger.
+pub fn bench_usage_event(user_id: i64, key_id: i64) -> gateway_proto::v1::UsageEvent {
+    gateway_proto::v1::UsageEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+        key_id,
+        user_id,
+        upstream_id: Some(1),
+        model: "gpt-5.1-codex".into(),
+        endpoint: "responses".into(),
+        input_tokens: 24_000,
+        cached_tokens: 20_000,
+        output_tokens: 900,
+        reasoning_tokens: 400,
+        cost_micros: 16_500,
+        status: gateway_proto::v1::UsageStatus::Completed as i32,
+        stream: true,
+        estimated: false,
+        ttfb_ms: 300,
+        duration_ms: 9_000,
+        node_id: "bench".into(),
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
 /// A realistic Codex first-turn request body (captured shape, long texts filled in).
 pub fn codex_request(model: &str, stream: bool, conversation: &str) -> Bytes {
     let body = serde_json::json!({

@@ -21,27 +21,7 @@ use prost::Message;
 const USERS: i64 = 100;
 
 fn event(user_id: i64) -> UsageEvent {
-    UsageEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        request_id: uuid::Uuid::now_v7().to_string(),
-        key_id: 1,
-        user_id,
-        upstream_id: Some(1),
-        model: "gpt-5.1-codex".into(),
-        endpoint: "responses".into(),
-        input_tokens: 24_000,
-        cached_tokens: 20_000,
-        output_tokens: 900,
-        reasoning_tokens: 400,
-        cost_micros: 16_500,
-        status: gateway_proto::v1::UsageStatus::Completed as i32,
-        stream: true,
-        estimated: false,
-        ttfb_ms: 300,
-        duration_ms: 9_000,
-        node_id: "bench".into(),
-        started_at_ms: chrono::Utc::now().timestamp_millis(),
-    }
+    gateway_tests::bench_usage_event(user_id, 1)
 }
 
 #[tokio::main]

@@ -6,7 +6,8 @@
 //!    (`SummarizeUsage`), and a key's `GET /v1/usage` on a data plane: median and worst of
 //!    20 calls each.
 //! 2. The ledger ingests E events (default 100,000) from Redis alone, then again while a
-//!    retention pass deletes the oldest ~10% of the ledger; prints both rates and the ratio.
+//!    retention pass works through the oldest ~10% of the ledger; prints both rates, the
+//!    ratio, and how fast the pass deleted meanwhile.
 //!
 //! `cargo run --release -p gateway-tests --bin usage-bench -- [EVENTS] [INGEST]` (needs
 //! Postgres and Redis as for `scripts/test`; the 10 M rows take a few minutes to write).
@@ -52,30 +53,6 @@ async fn timed<F: Future>(what: &str, mut call: impl FnMut() -> F) {
     );
 }
 
-fn event(user_id: i64, key_id: i64) -> v1::UsageEvent {
-    v1::UsageEvent {
-        id: uuid::Uuid::now_v7().to_string(),
-        request_id: uuid::Uuid::now_v7().to_string(),
-        key_id,
-        user_id,
-        upstream_id: Some(1),
-        model: "gpt-5.1-codex".into(),
-        endpoint: "responses".into(),
-        input_tokens: 24_000,
-        cached_tokens: 20_000,
-        output_tokens: 900,
-        reasoning_tokens: 400,
-        cost_micros: 16_500,
-        status: v1::UsageStatus::Completed as i32,
-        stream: true,
-        ttfb_ms: 300,
-        duration_ms: 9_000,
-        node_id: "bench".into(),
-        started_at_ms: Utc::now().timestamp_millis(),
-        ..Default::default()
-    }
-}
-
 /// Puts `n` events on the stream and measures how fast a control plane that starts now
 /// ingests them; events/s. Another task may run meanwhile (`during`).
 async fn ingest_rate(h: &mut Harness, n: usize, first_user: i64, first_key: i64) -> f64 {
@@ -89,7 +66,9 @@ async fn ingest_rate(h: &mut Harness, n: usize, first_user: i64, first_key: i64)
                 .arg(&h.usage_stream)
                 .arg("*")
                 .arg(USAGE_EVENT_FIELD)
-                .arg(event(first_user + u, first_key + u).encode_to_vec())
+                .arg(
+                    gateway_tests::bench_usage_event(first_user + u, first_key + u).encode_to_vec(),
+                )
                 .ignore();
         }
         pipe.query_async::<()>(&mut conn).await.unwrap();
@@ -260,18 +239,22 @@ async fn main() {
     let cutoff =
         Utc::now() - TimeDelta::milliseconds((events as f64 * SPACING_SECS * 0.9 * 1000.0) as i64);
     let cancel = CancellationToken::new();
+    let stop = cancel.clone();
     let pass = tokio::spawn(async move {
         let started = Instant::now();
         let deleted = retention.pass(cutoff, &cancel).await.unwrap();
         (deleted, started.elapsed())
     });
     let beside = ingest_rate(&mut h, ingest, first_user, first_key).await;
+    // The pass goes on at its own pace (it is not in a hurry); stop it where it is.
+    stop.cancel();
     let (deleted, took) = pass.await.unwrap();
     println!(
         "ingest alone: {alone:.0} events/s; beside a retention pass: {beside:.0} events/s \
-         ({:.0}%); the pass deleted {deleted} events in {:.1} s",
+         ({:.0}%); meanwhile the pass deleted {deleted} events in {:.1} s ({:.0}/s)",
         beside / alone * 100.0,
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        deleted as f64 / took.as_secs_f64()
     );
     pool.close().await;
     h.start_control_plane().await;
