@@ -105,9 +105,12 @@ impl fmt::Display for SpendLimit {
 }
 
 impl fmt::Display for SpendState {
-    /// `5.00/day: 1.25 spent, 3.75 left`.
+    /// `5.00/day: 1.25 spent, 3.75 left`; a lifetime cap says so (`50.00 lifetime: …`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_cap(f, self.window, self.limit_micros)?;
+        if self.window == SpendWindow::Lifetime as i32 {
+            f.write_str(" lifetime")?;
+        }
         write!(
             f,
             ": {} spent, {} left",
@@ -215,5 +218,7 @@ mod tests {
         let s = SpendState::new(SpendWindow::Day, Micros(5_000_000), Micros(6_000_000), 0);
         assert_eq!(s.left_micros, 0);
         assert_eq!(s.to_string(), "5.00/day: 6.00 spent, 0.00 left");
+        let life = SpendState::new(SpendWindow::Lifetime, Micros(50_000_000), Micros(0), 0);
+        assert_eq!(life.to_string(), "50.00 lifetime: 0.00 spent, 50.00 left");
     }
 }

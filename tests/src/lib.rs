@@ -841,6 +841,35 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// Puts `events` on the harness's usage stream as data planes would (pipelined `XADD`s).
+pub async fn put_on_stream(
+    h: &Harness,
+    events: impl IntoIterator<Item = gateway_proto::v1::UsageEvent>,
+) {
+    use prost::Message;
+
+    let client = redis::Client::open(h.redis_url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers");
+    let events: Vec<_> = events.into_iter().collect();
+    for chunk in events.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for event in chunk {
+            pipe.cmd("XADD")
+                .arg(&h.usage_stream)
+                .arg("*")
+                .arg(gateway_proto::USAGE_EVENT_FIELD)
+                .arg(event.encode_to_vec())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .expect("XADD a batch");
+    }
+}
+
 /// A completed Codex-sized usage event of `user_id` through `key_id`, starting now, costing
 /// 16,500 µ: what the benchmarks feed the ledger.
 pub fn bench_usage_event(user_id: i64, key_id: i64) -> gateway_proto::v1::UsageEvent {

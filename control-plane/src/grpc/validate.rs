@@ -279,7 +279,8 @@ pub(crate) fn positive_limit(field: &str, value: Option<u32>) -> Result<Option<i
     match value {
         None => Ok(None),
         Some(0) => Err(Status::invalid_argument(format!(
-            "{field} must be at least 1 (to remove the limit, clear it)"
+            "{field} must be at least 1 (to remove the limit: gatewayctl key update ID \
+             --no-{field}-limit, or clear_{field} over the API)"
         ))),
         Some(v) => i32::try_from(v)
             .map(Some)

@@ -14,9 +14,8 @@
 use std::time::{Duration, Instant};
 
 use data_plane::metering::spool::Spool;
-use gateway_proto::{USAGE_EVENT_FIELD, v1::UsageEvent};
+use gateway_proto::v1::UsageEvent;
 use gateway_tests::{DataPlaneOptions, Harness, HarnessOptions};
-use prost::Message;
 
 const USERS: i64 = 100;
 
@@ -47,20 +46,13 @@ async fn main() {
         .unwrap();
 
     // 1. The consumer into Postgres.
+    gateway_tests::put_on_stream(
+        &h,
+        (0..events).map(|i| event(first_user + (i as i64 % USERS))),
+    )
+    .await;
     let redis = redis::Client::open(h.redis_url.as_str()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    for chunk in (0..events).collect::<Vec<_>>().chunks(1000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            pipe.cmd("XADD")
-                .arg(&h.usage_stream)
-                .arg("*")
-                .arg(USAGE_EVENT_FIELD)
-                .arg(event(first_user + (*i as i64 % USERS)).encode_to_vec())
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await.unwrap();
-    }
     let started = Instant::now();
     h.start_control_plane().await;
     h.wait_ingested_within(events as u64, Duration::from_secs(600))

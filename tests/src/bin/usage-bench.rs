@@ -27,10 +27,9 @@ use control_plane::{
     retention::{RetentionSettings, UsageRetention},
     store::Store,
 };
-use gateway_proto::{USAGE_EVENT_FIELD, v1};
+use gateway_proto::v1;
 use gateway_tests::{Harness, HarnessOptions};
 use http_body_util::BodyExt;
-use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 const USERS: i64 = 1_000;
@@ -54,25 +53,16 @@ async fn timed<F: Future>(what: &str, mut call: impl FnMut() -> F) {
 }
 
 /// Puts `n` events on the stream and measures how fast a control plane that starts now
-/// ingests them; events/s. Another task may run meanwhile (`during`).
+/// ingests them; events/s.
 async fn ingest_rate(h: &mut Harness, n: usize, first_user: i64, first_key: i64) -> f64 {
-    let redis = redis::Client::open(h.redis_url.as_str()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            let u = *i as i64 % USERS;
-            pipe.cmd("XADD")
-                .arg(&h.usage_stream)
-                .arg("*")
-                .arg(USAGE_EVENT_FIELD)
-                .arg(
-                    gateway_tests::bench_usage_event(first_user + u, first_key + u).encode_to_vec(),
-                )
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await.unwrap();
-    }
+    gateway_tests::put_on_stream(
+        h,
+        (0..n as i64).map(|i| {
+            let u = i % USERS;
+            gateway_tests::bench_usage_event(first_user + u, first_key + u)
+        }),
+    )
+    .await;
     let started = Instant::now();
     h.start_control_plane().await;
     h.wait_ingested_within(n as u64, Duration::from_secs(900))

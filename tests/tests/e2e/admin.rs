@@ -81,7 +81,7 @@ async fn key_limits_multipliers_and_usage_summaries() {
         .await
         .unwrap_err();
     assert!(
-        err.contains("rpm must be at least 1 (to remove the limit, clear it)"),
+        err.contains("rpm must be at least 1 (to remove the limit: gatewayctl key update ID --no-rpm-limit, or clear_rpm over the API)"),
         "{err}"
     );
     assert!(

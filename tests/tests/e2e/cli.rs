@@ -485,7 +485,9 @@ async fn gatewayctl_key_spend_limits_show_what_is_spent_and_left() {
     let fields = ctl_text(&h, &["key", "get", &id]).await;
     assert!(
         fields.lines().any(|l| l.starts_with("spend_limits")
-            && l.ends_with("50.00: 0.00 spent, 50.00 left; 5.00/day: 0.00 spent, 5.00 left")),
+            && l.ends_with(
+                "50.00 lifetime: 0.00 spent, 50.00 left; 5.00/day: 0.00 spent, 5.00 left"
+            )),
         "{fields}"
     );
     let table = ctl_text(&h, &["key", "list"]).await;
