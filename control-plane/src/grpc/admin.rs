@@ -12,21 +12,16 @@ use tracing::{error, info};
 
 use super::{
     convert::{self, summary_by, usage_filter},
-    validate,
+    inputs, validate,
 };
 use crate::{
-    crypto::{Cipher, generate_key_secret, key_hint},
+    crypto::{Cipher, generate_key_secret},
     health::SharedProber,
-    store::{
-        KeyPatch, KeyRow, NewKey, NewUpstream, PriceRow, Store, StoreError, UpstreamPatch,
-        UserPatch, Versioned,
-    },
+    store::{KeyRow, NewKey, PriceRow, Store, StoreError, Versioned},
 };
 
 const DEFAULT_USAGE_LIMIT: u32 = 100;
 const MAX_USAGE_LIMIT: u32 = 10_000;
-const DEFAULT_MULTIPLIER_PPM: u64 = 1_000_000;
-const DEFAULT_PROBE_PATH: &str = "/v1/models";
 
 /// Implementation of `AdminService`.
 #[derive(Debug, Clone)]
@@ -45,15 +40,6 @@ impl Admin {
             prober,
         }
     }
-}
-
-fn multiplier(value: u64) -> Result<i64, Status> {
-    if value == 0 {
-        return Err(Status::invalid_argument(
-            "multiplier_ppm must be above 0 (1000000 = 1.0); leave it unset for 1.0",
-        ));
-    }
-    i64::try_from(value).map_err(|_| Status::invalid_argument("multiplier is too large"))
 }
 
 /// Maps a store error to a status by whose fault it was; our own failures are logged here,
@@ -111,23 +97,7 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::CreateUpstreamRequest>,
     ) -> Result<Response<v1::Upstream>, Status> {
-        let r = request.into_inner();
-        let api_key = validate::api_key(&r.api_key)?;
-        let new = NewUpstream {
-            name: validate::name("upstream", &r.name)?,
-            base_url: validate::base_url(&r.base_url)?,
-            api_key_enc: self.cipher.encrypt(&api_key),
-            api_key_hint: key_hint(&api_key),
-            priority: validate::priority(r.priority)?,
-            weight: validate::weight(r.weight.unwrap_or(1))?,
-            max_retries: validate::max_retries(r.max_retries.unwrap_or(3))?,
-            timeout_ms: validate::timeout_ms(r.timeout_ms.unwrap_or(validate::DEFAULT_TIMEOUT_MS))?,
-            enabled: !r.disabled,
-            probe_path: validate::probe_path(
-                r.probe_path.as_deref().unwrap_or(DEFAULT_PROBE_PATH),
-            )?,
-            models: validate::upstream_models(r.models)?,
-        };
+        let new = inputs::new_upstream(request.into_inner(), &self.cipher)?;
         let created = self.store.create_upstream(new).await.map_err(status)?;
         info!(upstream = created.value.id.get(), name = %created.value.name, version = created.version, "upstream created");
         Ok(versioned(created))
@@ -160,44 +130,14 @@ impl AdminService for Admin {
         request: Request<v1::UpdateUpstreamRequest>,
     ) -> Result<Response<v1::Upstream>, Status> {
         let r = request.into_inner();
-        let patch = UpstreamPatch {
-            name: r
-                .name
-                .as_deref()
-                .map(|n| validate::name("upstream", n))
-                .transpose()?,
-            base_url: r.base_url.as_deref().map(validate::base_url).transpose()?,
-            api_key: r
-                .api_key
-                .as_deref()
-                .map(validate::api_key)
-                .transpose()?
-                .map(|k| (self.cipher.encrypt(&k), key_hint(&k))),
-            priority: r.priority.map(validate::priority).transpose()?,
-            weight: r.weight.map(validate::weight).transpose()?,
-            max_retries: r.max_retries.map(validate::max_retries).transpose()?,
-            timeout_ms: r.timeout_ms.map(validate::timeout_ms).transpose()?,
-            enabled: r.enabled,
-            probe_path: r
-                .probe_path
-                .as_deref()
-                .map(validate::probe_path)
-                .transpose()?,
-            models: r
-                .models
-                .map(|list| validate::upstream_models(list.values))
-                .transpose()?,
-        };
+        let id = r.id;
+        let patch = inputs::upstream_patch(r, &self.cipher)?;
         let updated = self
             .store
-            .update_upstream(UpstreamId(r.id), patch)
+            .update_upstream(UpstreamId(id), patch)
             .await
             .map_err(status)?;
-        info!(
-            upstream = r.id,
-            version = updated.version,
-            "upstream updated"
-        );
+        info!(upstream = id, version = updated.version, "upstream updated");
         Ok(versioned(updated))
     }
 
@@ -229,7 +169,8 @@ impl AdminService for Admin {
                 "initial balance must not be negative",
             ));
         }
-        let multiplier = self::multiplier(r.multiplier_ppm.unwrap_or(DEFAULT_MULTIPLIER_PPM))?;
+        let multiplier =
+            inputs::multiplier(r.multiplier_ppm.unwrap_or(inputs::DEFAULT_MULTIPLIER_PPM))?;
         let created = self
             .store
             .create_user(&name, Micros(r.balance_micros), multiplier)
@@ -304,11 +245,8 @@ impl AdminService for Admin {
         let expires_at = r
             .expires_at
             .as_deref()
-            .map(|t| validate::timestamp("expires_at", t))
+            .map(inputs::expires_at)
             .transpose()?;
-        if expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
-            return Err(Status::invalid_argument("expires_at must be in the future"));
-        }
         let secret = generate_key_secret();
         let new = NewKey {
             user_id: UserId(r.user_id),
@@ -403,15 +341,7 @@ impl AdminService for Admin {
         request: Request<v1::ListUsageRequest>,
     ) -> Result<Response<v1::ListUsageResponse>, Status> {
         let r = request.into_inner();
-        let limit = match r.limit {
-            None => DEFAULT_USAGE_LIMIT,
-            Some(n @ 1..=MAX_USAGE_LIMIT) => n,
-            Some(n) => {
-                return Err(Status::invalid_argument(format!(
-                    "limit must be between 1 and {MAX_USAGE_LIMIT}, got {n}"
-                )));
-            }
-        };
+        let limit = inputs::page_limit(r.limit, DEFAULT_USAGE_LIMIT, MAX_USAGE_LIMIT)?;
         let mut filter = usage_filter(
             r.user_id,
             r.key_id,
@@ -452,7 +382,7 @@ impl AdminService for Admin {
             Status::failed_precondition(e.to_string())
         })?;
         let path = if row.upstream.probe_path.is_empty() {
-            DEFAULT_PROBE_PATH
+            inputs::DEFAULT_PROBE_PATH
         } else {
             row.upstream.probe_path.as_str()
         };
@@ -476,14 +406,7 @@ impl AdminService for Admin {
         request: Request<v1::UpdateUserRequest>,
     ) -> Result<Response<v1::User>, Status> {
         let r = request.into_inner();
-        let patch = UserPatch {
-            name: r
-                .name
-                .as_deref()
-                .map(|n| validate::name("user", n))
-                .transpose()?,
-            multiplier_ppm: r.multiplier_ppm.map(multiplier).transpose()?,
-        };
+        let patch = inputs::user_patch(&r)?;
         let updated = self
             .store
             .update_user(UserId(r.id), patch)
@@ -498,47 +421,14 @@ impl AdminService for Admin {
         request: Request<v1::UpdateKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
         let r = request.into_inner();
-        let expires_at = match r.expires_at.as_deref().map(str::trim) {
-            None => None,
-            Some("") => Some(None),
-            Some(t) => {
-                let t = validate::timestamp("expires_at", t)?;
-                if t <= chrono::Utc::now() {
-                    return Err(Status::invalid_argument("expires_at must be in the future"));
-                }
-                Some(Some(t))
-            }
-        };
-        // A new limit must be positive; removing one is said with its clear flag, never a 0.
-        let limit =
-            |field: &str, v: Option<u32>, clear: bool| -> Result<Option<Option<i32>>, Status> {
-                match (v, clear) {
-                    (Some(_), true) => Err(Status::invalid_argument(format!(
-                        "{field}: give a new limit or clear it, not both"
-                    ))),
-                    (None, true) => Ok(Some(None)),
-                    (None, false) => Ok(None),
-                    (v, false) => validate::positive_limit(field, v).map(Some),
-                }
-            };
-        let patch = KeyPatch {
-            name: r.name.map(|n| n.trim().to_owned()),
-            expires_at,
-            models: r.models.map(|l| validate::models(l.values)).transpose()?,
-            ip_allow: r.ip_allow.map(|l| validate::cidrs(l.values)).transpose()?,
-            rpm: limit("rpm", r.rpm, r.clear_rpm)?,
-            concurrency: limit("concurrency", r.concurrency, r.clear_concurrency)?,
-            caps: r
-                .spend_limits
-                .map(|l| validate::spend_limits(l.limits))
-                .transpose()?,
-        };
+        let id = r.id;
+        let patch = inputs::key_patch(r)?;
         let updated = self
             .store
-            .update_key(KeyId(r.id), patch)
+            .update_key(KeyId(id), patch)
             .await
             .map_err(status)?;
-        info!(key = r.id, version = updated.version, "key limits updated");
+        info!(key = id, version = updated.version, "key limits updated");
         let key = self.key_with_spend(updated.value).await?;
         Ok(versioned(Versioned {
             value: key,
@@ -550,15 +440,7 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::ListDeadLettersRequest>,
     ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
-        let limit = match request.into_inner().limit {
-            None => 100,
-            Some(n @ 1..=1_000) => n,
-            Some(n) => {
-                return Err(Status::invalid_argument(format!(
-                    "limit must be between 1 and 1000, got {n}"
-                )));
-            }
-        };
+        let limit = inputs::page_limit(request.into_inner().limit, 100, 1_000)?;
         let rows = self
             .store
             .list_dead_letters(i64::from(limit))

@@ -4,6 +4,7 @@
 mod admin;
 mod convert;
 mod discovery;
+mod inputs;
 mod usage;
 mod validate;
 
