@@ -30,6 +30,7 @@ pub(super) const POSTGRES: &[Embedded] = embed!("migrations":
     4 "upstream models" "0004_upstream_models.sql",
     5 "usage hourly" "0005_usage_hourly.sql",
     6 "key spend limits" "0006_key_spend_limits.sql",
+    7 "usage totals" "0007_usage_totals.sql",
 );
 
 pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
@@ -38,6 +39,7 @@ pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
     3 "upstream models" "0003_upstream_models.sql",
     4 "usage hourly" "0004_usage_hourly.sql",
     5 "key spend limits" "0005_key_spend_limits.sql",
+    6 "usage totals" "0006_usage_totals.sql",
 );
 
 fn migration(&(version, description, sql): &Embedded) -> Migration {

@@ -37,6 +37,14 @@ macro_rules! price_columns {
     };
 }
 
+/// The counters every rollup keeps, in the order ingest writes them (then `errors`, where kept).
+macro_rules! counter_columns {
+    () => {
+        "requests, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
+         estimated"
+    };
+}
+
 /// The `DO UPDATE SET` of a rollup upsert: adds the new counters (and the `$extra` ones) to
 /// the row already in `$table`.
 macro_rules! add_counters {

@@ -405,14 +405,82 @@ pub struct UsageFilter {
 }
 
 impl UsageFilter {
-    /// Whether the per-day rollups hold exactly the totals this summary asks for: they keep
-    /// day, user and model, so they cannot filter by key, upstream or a time within a day.
+    /// Where a summary of this filter grouped `by` is read from: the smallest table that keeps
+    /// the grouping and every column the filter names. A time filter always needs the ledger.
+    pub fn source(&self, by: SummaryBy) -> UsageSource {
+        let group = match by {
+            SummaryBy::User => "user_id",
+            SummaryBy::Model => "model",
+            SummaryBy::Upstream => "upstream_id",
+            SummaryBy::Day | SummaryBy::Unspecified => "day",
+        };
+        let filtered = [
+            (self.user_id.is_some(), "user_id"),
+            (self.key_id.is_some(), "key_id"),
+            (self.upstream_id.is_some(), "upstream_id"),
+            (self.model.is_some(), "model"),
+        ];
+        let keeps = |source: UsageSource| {
+            let columns = source.columns();
+            columns.contains(&group) && filtered.iter().all(|&(on, c)| !on || columns.contains(&c))
+        };
+        if self.since.is_some() || self.until.is_some() {
+            return UsageSource::Ledger;
+        }
+        [
+            UsageSource::ByDay,
+            UsageSource::ByUser,
+            UsageSource::Daily,
+            UsageSource::Hourly,
+        ]
+        .into_iter()
+        .find(|&s| keeps(s))
+        .unwrap_or(UsageSource::Ledger)
+    }
+
+    /// Whether a rollup holds exactly the totals this summary asks for.
     pub fn rollups_answer(&self, by: SummaryBy) -> bool {
-        by != SummaryBy::Upstream
-            && self.key_id.is_none()
-            && self.upstream_id.is_none()
-            && self.since.is_none()
-            && self.until.is_none()
+        self.source(by) != UsageSource::Ledger
+    }
+}
+
+/// A table usage summaries read: a rollup written with the ledger, or the ledger itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// `usage_by_day`: each UTC day per model and upstream, over all users.
+    ByDay,
+    /// `usage_by_user`: each user per model, all time.
+    ByUser,
+    /// `usage_daily`: each UTC day per user and model.
+    Daily,
+    /// `usage_hourly`: each UTC hour per key, user, model and upstream.
+    Hourly,
+    /// `usage_events`: one row per event.
+    Ledger,
+}
+
+impl UsageSource {
+    /// Its table.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::ByDay => "usage_by_day",
+            Self::ByUser => "usage_by_user",
+            Self::Daily => "usage_daily",
+            Self::Hourly => "usage_hourly",
+            Self::Ledger => "usage_events",
+        }
+    }
+
+    /// The columns it can group or filter by (`day` is the UTC day, which the ledger and the
+    /// hourly rollups compute).
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            Self::ByDay => &["day", "model", "upstream_id"],
+            Self::ByUser => &["user_id", "model"],
+            Self::Daily => &["day", "user_id", "model"],
+            Self::Hourly => &["day", "key_id", "user_id", "model", "upstream_id"],
+            Self::Ledger => &["day", "key_id", "user_id", "model", "upstream_id"],
+        }
     }
 }
 

@@ -100,8 +100,23 @@ columns!(
     node_id: String = |r| r.node_id.clone(), started_at: DateTime<Utc> = |r| r.started_at,
 );
 
-/// Writes the events not yet in the ledger, rolls them up per day and per hour and debits their
-/// users, in one statement: one row per user with new events.
+/// The rollup counters over a group of newly inserted events…
+macro_rules! sums {
+    () => {
+        "COUNT(*), SUM(input_tokens)::INT8, SUM(cached_tokens)::INT8, SUM(output_tokens)::INT8, \
+         SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, COUNT(*) FILTER (WHERE estimated)"
+    };
+}
+/// …and how many of them failed.
+macro_rules! errors {
+    () => {
+        "COUNT(*) FILTER (WHERE status NOT IN ('completed', 'incomplete'))"
+    };
+}
+
+/// Writes the events not yet in the ledger, rolls them up (per user and day, hour, user, and
+/// day over all users) and debits their users, in one statement: one row per user with new
+/// events.
 pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit>, StoreError> {
     let c = Columns::of(rows);
     // Lock the users in id order first, so concurrent consumers cannot deadlock.
@@ -131,29 +146,51 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
            RETURNING key_id, user_id, upstream_id, cost_micros, model, started_at, \
              input_tokens, cached_tokens, output_tokens, reasoning_tokens, estimated, status), \
          roll AS ( \
-           INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, \
-             cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated) \
-           SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, model, \
-             COUNT(*), SUM(input_tokens)::INT8, SUM(cached_tokens)::INT8, \
-             SUM(output_tokens)::INT8, SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, \
-             COUNT(*) FILTER (WHERE estimated) \
-           FROM ins GROUP BY 1, 2, 3 \
+           INSERT INTO usage_daily (day, user_id, model, ",
+        counter_columns!(),
+        ") SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, model, ",
+        sums!(),
+        " FROM ins GROUP BY 1, 2, 3 \
            ON CONFLICT (day, user_id, model) DO UPDATE SET ",
         add_counters!("usage_daily"),
         "), \
          hourly AS ( \
-           INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, requests, \
-             input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
-             estimated, errors) \
-           SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', key_id, \
-             user_id, model, upstream_id, COUNT(*), SUM(input_tokens)::INT8, \
-             SUM(cached_tokens)::INT8, SUM(output_tokens)::INT8, SUM(reasoning_tokens)::INT8, \
-             SUM(cost_micros)::INT8, COUNT(*) FILTER (WHERE estimated), \
-             COUNT(*) FILTER (WHERE status NOT IN ('completed', 'incomplete')) \
-           FROM ins GROUP BY 1, 2, 3, 4, 5 \
+           INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, ",
+        counter_columns!(),
+        ", errors) SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+           key_id, user_id, model, upstream_id, ",
+        sums!(),
+        ", ",
+        errors!(),
+        " FROM ins GROUP BY 1, 2, 3, 4, 5 \
            ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) \
            DO UPDATE SET ",
         add_counters!("usage_hourly", "errors"),
+        "), \
+         by_user AS ( \
+           INSERT INTO usage_by_user (user_id, model, ",
+        counter_columns!(),
+        ", errors) SELECT user_id, model, ",
+        sums!(),
+        ", ",
+        errors!(),
+        " FROM ins GROUP BY 1, 2 ON CONFLICT (user_id, model) DO UPDATE SET ",
+        add_counters!("usage_by_user", "errors"),
+        "), ",
+        // Every batch of a day touches the same few rows here, which the users' locks (taken
+        // first) do not order: they are written in the order of their identity, so concurrent
+        // consumers wait for each other instead of deadlocking.
+        "by_day AS ( \
+           INSERT INTO usage_by_day (day, model, upstream_id, ",
+        counter_columns!(),
+        ", errors) SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), model, \
+           upstream_id, ",
+        sums!(),
+        ", ",
+        errors!(),
+        " FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, COALESCE(upstream_id, 0) \
+           ON CONFLICT (day, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
+        add_counters!("usage_by_day", "errors"),
         "), \
          per_user AS ( \
            SELECT user_id, COUNT(*)::int8 AS n, SUM(cost_micros)::int8 AS total \

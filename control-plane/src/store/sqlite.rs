@@ -34,29 +34,65 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64, u64), StoreEr
     Ok((pool, version, migrated))
 }
 
-/// Adds one new event, by id, to the per-day rollups (the same SQL shape as Postgres's bulk
-/// path, over one row; `WHERE` lets SQLite parse the upsert)…
-const DAILY: &str = concat!(
-    "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, cached_tokens, \
-     output_tokens, reasoning_tokens, cost_micros, estimated) \
-     SELECT substr(started_at, 1, 10), user_id, model, 1, input_tokens, cached_tokens, \
-     output_tokens, reasoning_tokens, cost_micros, estimated FROM usage_events WHERE id = $1 \
-     ON CONFLICT (day, user_id, model) DO UPDATE SET ",
-    add_counters!("usage_daily")
-);
-/// …and to the per-hour ones.
-const HOURLY: &str = concat!(
-    "INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, requests, \
-     input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, \
-     errors) SELECT substr(started_at, 1, 13) || ':00:00+00:00', key_id, user_id, model, \
-     upstream_id, 1, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
-     estimated, CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END \
-     FROM usage_events WHERE id = $1 \
-     ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
-    add_counters!("usage_hourly", "errors")
-);
+/// One new event's rollup counters (the same as Postgres's bulk path, over one row)…
+macro_rules! one {
+    () => {
+        "1, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated"
+    };
+}
+/// …and whether it failed.
+macro_rules! failed {
+    () => {
+        "CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END"
+    };
+}
 
-/// Writes the events not yet in the ledger, rolls them up per day and per hour and debits their
+/// Adds one new event, by id, to each rollup (`WHERE` lets SQLite parse the upsert).
+const ROLLUPS: [&str; 4] = [
+    concat!(
+        "INSERT INTO usage_daily (day, user_id, model, ",
+        counter_columns!(),
+        ") SELECT substr(started_at, 1, 10), user_id, model, ",
+        one!(),
+        " FROM usage_events WHERE id = $1 ON CONFLICT (day, user_id, model) DO UPDATE SET ",
+        add_counters!("usage_daily")
+    ),
+    concat!(
+        "INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, ",
+        counter_columns!(),
+        ", errors) SELECT substr(started_at, 1, 13) || ':00:00+00:00', key_id, user_id, model, \
+         upstream_id, ",
+        one!(),
+        ", ",
+        failed!(),
+        " FROM usage_events WHERE id = $1 \
+         ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
+        add_counters!("usage_hourly", "errors")
+    ),
+    concat!(
+        "INSERT INTO usage_by_user (user_id, model, ",
+        counter_columns!(),
+        ", errors) SELECT user_id, model, ",
+        one!(),
+        ", ",
+        failed!(),
+        " FROM usage_events WHERE id = $1 ON CONFLICT (user_id, model) DO UPDATE SET ",
+        add_counters!("usage_by_user", "errors")
+    ),
+    concat!(
+        "INSERT INTO usage_by_day (day, model, upstream_id, ",
+        counter_columns!(),
+        ", errors) SELECT substr(started_at, 1, 10), model, upstream_id, ",
+        one!(),
+        ", ",
+        failed!(),
+        " FROM usage_events WHERE id = $1 \
+         ON CONFLICT (day, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
+        add_counters!("usage_by_day", "errors")
+    ),
+];
+
+/// Writes the events not yet in the ledger, rolls them up and debits their
 /// users: one row per user with new events, in user id order.
 pub(super) async fn ingest(
     tx: &mut Transaction<'static, Sqlite>,
@@ -100,7 +136,7 @@ pub(super) async fn ingest(
         let user = per_user.entry(r.user_id).or_default();
         user.0 += 1;
         user.1 = user.1.saturating_add(r.cost_micros);
-        for rollup in [DAILY, HOURLY] {
+        for rollup in ROLLUPS {
             sqlx::query(rollup).bind(r.id).execute(&mut **tx).await?;
         }
     }

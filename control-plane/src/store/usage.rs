@@ -1,6 +1,6 @@
 //! The usage ledger: idempotent ingest with the balance debit in the same transaction (the
 //! write itself is per backend), dead letters, and the reads and summaries over the ledger and
-//! its per-day and per-hour rollups.
+//! its rollups (per user and day, per hour, per user, per day over all users).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use gateway_proto::{
@@ -12,7 +12,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
     DailyRow, Db, DeadLetterRow, HourlyRow, IngestOutcome, Store, StoreError, SummaryRow, Tx,
-    UsageFilter, UsageRow, not_found, postgres, spend, sqlite,
+    UsageFilter, UsageRow, UsageSource, not_found, postgres, spend, sqlite,
 };
 
 /// What ingest did to one user with new events: their id, how many events were new, their
@@ -27,7 +27,7 @@ const ROLLUP_SUMS: &str = " AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
      CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
      CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
      CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
-     CAST(SUM(estimated) AS BIGINT) AS estimated FROM usage_daily WHERE 1 = 1";
+     CAST(SUM(estimated) AS BIGINT) AS estimated FROM ";
 /// …and over the ledger, which holds one row per event.
 const LEDGER_SUMS: &str = " AS grp, COUNT(*) AS requests, \
      CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
@@ -35,8 +35,7 @@ const LEDGER_SUMS: &str = " AS grp, COUNT(*) AS requests, \
      CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
      CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
      CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
-     CAST(SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS BIGINT) AS estimated \
-     FROM usage_events WHERE 1 = 1";
+     CAST(SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS BIGINT) AS estimated FROM ";
 
 impl Store {
     /// Writes a batch of events and debits each user by the cost of the events that were new,
@@ -201,56 +200,55 @@ impl Store {
     }
 
     /// Totals per user, model, upstream or UTC day, largest cost first. The rollups hold the
-    /// same totals in far fewer rows than the ledger, so they answer whenever they can. An
-    /// unspecified grouping is refused.
+    /// same totals in far fewer rows than the ledger, so the smallest that can answer does
+    /// ([`UsageFilter::source`]). An unspecified grouping is refused.
     pub async fn summarize_usage(
         &self,
         by: SummaryBy,
         filter: &UsageFilter,
     ) -> Result<Vec<SummaryRow>, StoreError> {
-        let ledger_group = self.ledger_group(by).ok_or_else(|| {
-            StoreError::Invalid(
-                "a usage summary needs a grouping (user, model, upstream or day)".into(),
-            )
-        })?;
-        let (group, sums) = match by {
-            _ if !filter.rollups_answer(by) => (ledger_group, LEDGER_SUMS),
-            SummaryBy::Day => ("day", ROLLUP_SUMS),
-            _ => (ledger_group, ROLLUP_SUMS),
-        };
+        let source = filter.source(by);
+        let sqlite = matches!(self.db, Db::Sqlite(..));
         // Grouped by the column itself, turned into text once per group rather than once
         // per row (a third of a summary's time over a quarter million rollup rows).
-        let key = match by {
-            SummaryBy::User => "user_id",
-            SummaryBy::Upstream => "upstream_id",
-            _ => "grp",
+        let (group, key) = match (by, source) {
+            (SummaryBy::Unspecified, _) => {
+                return Err(StoreError::Invalid(
+                    "a usage summary needs a grouping (user, model, upstream or day)".into(),
+                ));
+            }
+            (SummaryBy::User, _) => ("CAST(user_id AS TEXT)", "user_id"),
+            (SummaryBy::Model, _) => ("model", "model"),
+            (SummaryBy::Upstream, _) => ("COALESCE(CAST(upstream_id AS TEXT), '-')", "upstream_id"),
+            // The one spot the dialects differ: SQLite keeps timestamps as UTC RFC 3339 text,
+            // whose first ten characters are the day.
+            (SummaryBy::Day, UsageSource::Ledger) if sqlite => ("substr(started_at, 1, 10)", "grp"),
+            (SummaryBy::Day, UsageSource::Ledger) => (
+                "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+                "grp",
+            ),
+            (SummaryBy::Day, UsageSource::Hourly) if sqlite => ("substr(hour, 1, 10)", "grp"),
+            (SummaryBy::Day, UsageSource::Hourly) => {
+                ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "grp")
+            }
+            (SummaryBy::Day, _) => ("day", "day"),
+        };
+        let sums = match source {
+            UsageSource::Ledger => LEDGER_SUMS,
+            _ => ROLLUP_SUMS,
         };
         Ok(db_run!(pool(&self.db), |c| {
             let mut q = QueryBuilder::new("SELECT ");
-            q.push(group).push(sums);
+            q.push(group)
+                .push(sums)
+                .push(source.table())
+                .push(" WHERE 1 = 1");
             push_filters(&mut q, filter);
             q.push(" GROUP BY ")
                 .push(key)
                 .push(" ORDER BY cost_micros DESC, grp");
             q.build_query_as().fetch_all(c).await?
         }))
-    }
-
-    /// The grouping expression over the ledger (user and model also name rollup columns);
-    /// none for an unspecified grouping.
-    fn ledger_group(&self, by: SummaryBy) -> Option<&'static str> {
-        Some(match (by, &self.db) {
-            (SummaryBy::Unspecified, _) => return None,
-            (SummaryBy::User, _) => "CAST(user_id AS TEXT)",
-            (SummaryBy::Model, _) => "model",
-            (SummaryBy::Upstream, _) => "COALESCE(CAST(upstream_id AS TEXT), '-')",
-            // The one spot the dialects differ: SQLite keeps timestamps as UTC RFC 3339 text,
-            // whose first ten characters are the day.
-            (SummaryBy::Day, Db::Postgres(_)) => {
-                "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-            }
-            (SummaryBy::Day, Db::Sqlite(..)) => "substr(started_at, 1, 10)",
-        })
     }
 }
 
@@ -260,8 +258,8 @@ pub(super) fn hour_of(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("no hour for {t}: {e}")))
 }
 
-/// Appends the filter's conditions; the columns exist in both the ledger and the rollups (the
-/// rollups are only asked when the filter names none of the others).
+/// Appends the filter's conditions; every column it names is in the table asked
+/// ([`UsageFilter::source`]).
 fn push_filters<DB: Database>(q: &mut QueryBuilder<DB>, filter: &UsageFilter)
 where
     for<'t> UserId: Encode<'t, DB> + Type<DB>,

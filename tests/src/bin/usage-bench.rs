@@ -2,8 +2,8 @@
 //! days, 1,000 users and their keys), how long the reads an operator and a key holder make
 //! take through the real services, and what a retention pass costs ingest.
 //!
-//! 1. `usage list --user` (admin gRPC `ListUsage`), `usage summary` by user, model and day
-//!    (`SummarizeUsage`), and a key's `GET /v1/usage` on a data plane: median and worst of
+//! 1. `usage list --user` (admin gRPC `ListUsage`), `usage summary` by user, model, day and
+//!    upstream, and by day of one user and by model of one key (`SummarizeUsage`), and a key's `GET /v1/usage` on a data plane: median and worst of
 //!    20 calls each.
 //! 2. The ledger ingests E events (default 100,000) from Redis alone, then again while a
 //!    retention pass works through the oldest ~10% of the ledger; prints both rates, the
@@ -145,6 +145,16 @@ async fn main() {
            user_id, model, upstream_id, COUNT(*), SUM(input_tokens), SUM(cached_tokens), \
            SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, 0 \
          FROM usage_events GROUP BY 1, 2, 3, 4, 5",
+        "INSERT INTO usage_by_user (user_id, model, requests, input_tokens, cached_tokens, \
+           output_tokens, reasoning_tokens, cost_micros, estimated, errors) \
+         SELECT user_id, model, COUNT(*), SUM(input_tokens), SUM(cached_tokens), \
+           SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, 0 \
+         FROM usage_events GROUP BY 1, 2",
+        "INSERT INTO usage_by_day (day, model, upstream_id, requests, input_tokens, \
+           cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, errors) \
+         SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), model, upstream_id, \
+           COUNT(*), SUM(input_tokens), SUM(cached_tokens), SUM(output_tokens), \
+           SUM(reasoning_tokens), SUM(cost_micros), 0, 0 FROM usage_events GROUP BY 1, 2, 3",
         "ANALYZE",
     ] {
         sqlx::query(rollup).execute(&pool).await.unwrap();
@@ -178,19 +188,40 @@ async fn main() {
         }
     })
     .await;
-    for (name, by) in [
-        ("usage summary --by user", v1::SummaryBy::User),
-        ("usage summary --by model", v1::SummaryBy::Model),
-        ("usage summary --by day", v1::SummaryBy::Day),
+    let all = v1::SummarizeUsageRequest::default();
+    let of_user = v1::SummarizeUsageRequest {
+        user_id: Some(user),
+        ..all.clone()
+    };
+    let of_key = v1::SummarizeUsageRequest {
+        key_id: Some(first_key),
+        ..all.clone()
+    };
+    for (name, by, filter) in [
+        ("usage summary --by user", v1::SummaryBy::User, &all),
+        ("usage summary --by model", v1::SummaryBy::Model, &all),
+        ("usage summary --by day", v1::SummaryBy::Day, &all),
+        ("usage summary --by upstream", v1::SummaryBy::Upstream, &all),
+        (
+            "usage summary --by day --user",
+            v1::SummaryBy::Day,
+            &of_user,
+        ),
+        (
+            "usage summary --by model --key",
+            v1::SummaryBy::Model,
+            &of_key,
+        ),
     ] {
         timed(name, || {
             let mut admin = admin.clone();
+            let request = v1::SummarizeUsageRequest {
+                by: by as i32,
+                ..filter.clone()
+            };
             async move {
                 let rows = admin
-                    .summarize_usage(v1::SummarizeUsageRequest {
-                        by: by as i32,
-                        ..Default::default()
-                    })
+                    .summarize_usage(request)
                     .await
                     .unwrap()
                     .into_inner()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
     Duty, HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow,
-    SpendCaps, Store, StoreError, UpstreamPatch, UsageFilter, UsageRow, UserPatch,
+    SpendCaps, Store, StoreError, UpstreamPatch, UsageFilter, UsageRow, UsageSource, UserPatch,
 };
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
@@ -140,10 +140,15 @@ macro_rules! hourly_from_events {
 
 /// The hourly backfill of each backend's migration: what follows this line in the file.
 const BACKFILL_MARK: &str = "-- Events recorded before this migration are rolled up once, here.";
-const PG_HOURLY_MIGRATION: &str =
-    include_str!("../../../control-plane/migrations/0005_usage_hourly.sql");
-const SQLITE_HOURLY_MIGRATION: &str =
-    include_str!("../../../control-plane/migrations-sqlite/0004_usage_hourly.sql");
+const HOURLY_MIGRATIONS: [&str; 2] = [
+    include_str!("../../../control-plane/migrations/0005_usage_hourly.sql"),
+    include_str!("../../../control-plane/migrations-sqlite/0004_usage_hourly.sql"),
+];
+/// The same for the per-user and per-day totals, filled from the hourly rollups.
+const TOTALS_MIGRATIONS: [&str; 2] = [
+    include_str!("../../../control-plane/migrations/0007_usage_totals.sql"),
+    include_str!("../../../control-plane/migrations-sqlite/0006_usage_totals.sql"),
+];
 
 /// Hourly rows in one order for both backends (their text collations may differ).
 fn sorted_hourly(mut rows: Vec<HourlyRow>) -> Vec<HourlyRow> {
@@ -175,18 +180,25 @@ impl Backend {
         sorted_hourly(rows)
     }
 
-    /// Empties `usage_hourly` and runs the backfill of its migration again.
-    async fn rerun_hourly_backfill(&self) {
-        let (migration, kind) = match self.kind {
-            Kind::Postgres => (PG_HOURLY_MIGRATION, "postgres"),
-            Kind::Sqlite => (SQLITE_HOURLY_MIGRATION, "sqlite"),
+    /// Empties `tables` and runs the backfill of their migration (`[postgres, sqlite]`, what
+    /// follows `mark`) again.
+    async fn rerun_backfill(&self, migrations: [&'static str; 2], mark: &str, tables: &[&str]) {
+        let migration = match self.kind {
+            Kind::Postgres => migrations[0],
+            Kind::Sqlite => migrations[1],
         };
-        let (_, backfill) = migration.split_once(BACKFILL_MARK).unwrap();
-        assert!(backfill.contains("INSERT INTO usage_hourly"), "{kind}");
+        let (_, backfill) = migration.split_once(mark).unwrap();
+        for table in tables {
+            assert!(
+                backfill.contains(&format!("INSERT INTO {table}")),
+                "{table}"
+            );
+        }
+        let empty: String = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
         match self.kind {
             Kind::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-                sqlx::raw_sql("DELETE FROM usage_hourly")
+                sqlx::raw_sql(sqlx::AssertSqlSafe(empty.clone()))
                     .execute(&pool)
                     .await
                     .unwrap();
@@ -195,7 +207,7 @@ impl Backend {
             }
             Kind::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                sqlx::raw_sql("DELETE FROM usage_hourly")
+                sqlx::raw_sql(sqlx::AssertSqlSafe(empty.clone()))
                     .execute(&pool)
                     .await
                     .unwrap();
@@ -1280,7 +1292,7 @@ fn event_at(
     }
 }
 
-async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Backend) {
+async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Backend) {
     let u1 = store
         .create_user("u1", Micros(1_000_000), 1_000_000)
         .await
@@ -1485,6 +1497,148 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, _: Back
                 "{by:?} {filter:?}"
             );
         }
+    }
+    // Every table a summary can read gives what the ledger gives, for every grouping and
+    // every filter (alone and paired), and each is asked where it is the smallest to answer.
+    let filters = [
+        ("none", UsageFilter::default()),
+        (
+            "user",
+            UsageFilter {
+                user_id: Some(u2),
+                ..UsageFilter::default()
+            },
+        ),
+        (
+            "key",
+            UsageFilter {
+                key_id: Some(KeyId(3)),
+                ..UsageFilter::default()
+            },
+        ),
+        (
+            "upstream",
+            UsageFilter {
+                upstream_id: Some(UpstreamId(7)),
+                ..UsageFilter::default()
+            },
+        ),
+        (
+            "model",
+            UsageFilter {
+                model: Some("gpt-5".into()),
+                ..UsageFilter::default()
+            },
+        ),
+        (
+            "user+model",
+            UsageFilter {
+                user_id: Some(u1),
+                model: Some("gpt-5-mini".into()),
+                ..UsageFilter::default()
+            },
+        ),
+        (
+            "upstream+model",
+            UsageFilter {
+                upstream_id: Some(UpstreamId(7)),
+                model: Some("gpt-5".into()),
+                ..UsageFilter::default()
+            },
+        ),
+        (
+            "user+upstream",
+            UsageFilter {
+                user_id: Some(u1),
+                upstream_id: Some(UpstreamId(7)),
+                ..UsageFilter::default()
+            },
+        ),
+    ];
+    let mut asked = Vec::new();
+    for by in [
+        SummaryBy::User,
+        SummaryBy::Model,
+        SummaryBy::Upstream,
+        SummaryBy::Day,
+    ] {
+        for (name, filter) in &filters {
+            let ledger = UsageFilter {
+                since: long_ago,
+                ..filter.clone()
+            };
+            assert_eq!(ledger.source(by), UsageSource::Ledger);
+            let from = filter.source(by);
+            asked.push((by, *name, from));
+            assert_eq!(
+                summary(by, filter.clone()).await,
+                summary(by, ledger).await,
+                "{by:?} {name} from {from:?}"
+            );
+        }
+    }
+    // The migration that added the totals fills them from the hourly rollups to the same rows.
+    let before: Vec<_> = {
+        let mut all = Vec::new();
+        for by in [SummaryBy::User, SummaryBy::Model, SummaryBy::Day] {
+            all.push(summary(by, UsageFilter::default()).await);
+        }
+        all
+    };
+    db.rerun_backfill(
+        TOTALS_MIGRATIONS,
+        BACKFILL_MARK,
+        &["usage_by_user", "usage_by_day"],
+    )
+    .await;
+    for (by, was) in [SummaryBy::User, SummaryBy::Model, SummaryBy::Day]
+        .into_iter()
+        .zip(before)
+    {
+        assert_eq!(summary(by, UsageFilter::default()).await, was, "{by:?}");
+    }
+    use UsageSource::{ByDay, ByUser, Daily, Hourly};
+    let expected = [
+        (
+            SummaryBy::User,
+            ["none", "user", "model", "user+model"],
+            ByUser,
+        ),
+        (
+            SummaryBy::Model,
+            ["none", "upstream", "model", "upstream+model"],
+            ByDay,
+        ),
+        (
+            SummaryBy::Day,
+            ["none", "upstream", "model", "upstream+model"],
+            ByDay,
+        ),
+        (
+            SummaryBy::Upstream,
+            ["none", "upstream", "model", "upstream+model"],
+            ByDay,
+        ),
+    ];
+    for (by, names, source) in expected {
+        for name in names {
+            assert!(
+                asked.contains(&(by, name, source)),
+                "{by:?} {name}: {asked:?}"
+            );
+        }
+    }
+    for (by, name, source) in [
+        (SummaryBy::Model, "user", ByUser),
+        (SummaryBy::Day, "user", Daily),
+        (SummaryBy::User, "key", Hourly),
+        (SummaryBy::Day, "key", Hourly),
+        (SummaryBy::Upstream, "user+upstream", Hourly),
+    ] {
+        assert!(
+            asked.contains(&(by, name, source)),
+            "{by:?} {name}: {asked:?}"
+        );
     }
     let key3 = summary(
         SummaryBy::User,
@@ -2055,7 +2209,8 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
     assert_eq!(daily_cost, 755 + 2_007 + 3);
 
     // The migration's backfill, run over the same ledger, computes the same rows.
-    db.rerun_hourly_backfill().await;
+    db.rerun_backfill(HOURLY_MIGRATIONS, BACKFILL_MARK, &["usage_hourly"])
+        .await;
     assert_eq!(
         sorted_hourly(store.hourly_usage(since_start).await.unwrap()),
         ledger
