@@ -64,7 +64,7 @@ async fn main() {
         .unwrap();
     assert_eq!(rows, events as i64);
     println!(
-        "consumer → Postgres: {events} events in {:.2} s = {:.0} events/s (rows + balance debits + daily and hourly rollups, one transaction per batch of ≤500)",
+        "consumer → Postgres: {events} events in {:.2} s = {:.0} events/s (rows, balance debits and the four rollups, one transaction per batch of ≤500)",
         consumer.as_secs_f64(),
         events as f64 / consumer.as_secs_f64()
     );
