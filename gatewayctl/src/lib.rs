@@ -1,10 +1,11 @@
 //! `gatewayctl`: the admin CLI over the control plane's gRPC API. Human tables by default;
 //! `-o json` prints exactly one JSON document (an object for one item, an array for a list).
 //!
-//! One module per resource, each holding its commands' arguments beside their handlers. This
+//! One module per resource (and the audit log), each holding its commands' arguments beside their handlers. This
 //! file keeps what every command shares: the top-level parser and its global flags, the
 //! errors, the authenticated client, and the dispatch.
 
+pub mod audit;
 mod entry;
 pub mod key;
 mod output;
@@ -78,6 +79,9 @@ pub enum Command {
     /// The usage ledger.
     #[command(subcommand)]
     Usage(usage::UsageCmd),
+    /// Who changed what, and when.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Run a complete single-node gateway: control plane on embedded SQLite, data plane on
     /// 127.0.0.1:12321, admin API on 127.0.0.1:50051, no Postgres or Redis needed.
     Standalone(standalone::StandaloneArgs),
@@ -172,6 +176,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         Command::Key(cmd) => key::run(&mut client, cmd, json, out).await,
         Command::Price(cmd) => price::run(&mut client, cmd, json, out).await,
         Command::Usage(cmd) => usage::run(&mut client, cmd, json, out).await,
+        Command::Audit(cmd) => audit::run(&mut client, cmd, json, out).await,
         Command::Standalone(_) => Ok(()),
     }
 }

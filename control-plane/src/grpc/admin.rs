@@ -17,7 +17,7 @@ use super::{
 use crate::{
     crypto::{Cipher, generate_key_secret},
     health::SharedProber,
-    store::{KeyRow, NewKey, PriceRow, Store, StoreError, Versioned},
+    store::{Actor, KeyRow, NewKey, PriceRow, Store, StoreError, Versioned},
 };
 
 const DEFAULT_USAGE_LIMIT: u32 = 100;
@@ -57,6 +57,17 @@ fn status(err: StoreError) -> Status {
 }
 
 impl Admin {
+    /// The store, naming the caller as the author of its changes in the audit log: the
+    /// interceptor admitted them by the admin token.
+    fn acting<T>(&self, request: &Request<T>) -> Store {
+        self.store.acting_as(Actor {
+            principal: "admin token".into(),
+            source: request
+                .remote_addr()
+                .map_or_else(|| "unknown".into(), |a| a.to_string()),
+        })
+    }
+
     /// Keys as the API shows them: each capped one with what it has spent per window now.
     async fn with_spend(&self, rows: Vec<KeyRow>) -> Result<Vec<v1::Key>, Status> {
         let capped: Vec<KeyId> = rows.iter().filter(|k| k.caps.any()).map(|k| k.id).collect();
@@ -97,8 +108,9 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::CreateUpstreamRequest>,
     ) -> Result<Response<v1::Upstream>, Status> {
+        let store = self.acting(&request);
         let new = inputs::new_upstream(request.into_inner(), &self.cipher)?;
-        let created = self.store.create_upstream(new).await.map_err(status)?;
+        let created = store.create_upstream(new).await.map_err(status)?;
         info!(upstream = created.value.id.get(), name = %created.value.name, version = created.version, "upstream created");
         Ok(versioned(created))
     }
@@ -129,11 +141,11 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::UpdateUpstreamRequest>,
     ) -> Result<Response<v1::Upstream>, Status> {
+        let store = self.acting(&request);
         let r = request.into_inner();
         let id = r.id;
         let patch = inputs::upstream_patch(r, &self.cipher)?;
-        let updated = self
-            .store
+        let updated = store
             .update_upstream(UpstreamId(id), patch)
             .await
             .map_err(status)?;
@@ -145,9 +157,9 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::DeleteUpstreamRequest>,
     ) -> Result<Response<v1::DeleteUpstreamResponse>, Status> {
+        let store = self.acting(&request);
         let id = request.into_inner().id;
-        let deleted = self
-            .store
+        let deleted = store
             .delete_upstream(UpstreamId(id))
             .await
             .map_err(status)?;
@@ -162,6 +174,7 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::CreateUserRequest>,
     ) -> Result<Response<v1::User>, Status> {
+        let store = self.acting(&request);
         let r = request.into_inner();
         let name = validate::name("user", &r.name)?;
         if r.balance_micros < 0 {
@@ -171,8 +184,7 @@ impl AdminService for Admin {
         }
         let multiplier =
             inputs::multiplier(r.multiplier_ppm.unwrap_or(inputs::DEFAULT_MULTIPLIER_PPM))?;
-        let created = self
-            .store
+        let created = store
             .create_user(&name, Micros(r.balance_micros), multiplier)
             .await
             .map_err(status)?;
@@ -210,6 +222,7 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::AdjustBalanceRequest>,
     ) -> Result<Response<v1::User>, Status> {
+        let store = self.acting(&request);
         let r = request.into_inner();
         if r.amount_micros == 0 {
             return Err(Status::invalid_argument("amount must not be zero"));
@@ -223,8 +236,7 @@ impl AdminService for Admin {
         } else {
             r.reason.trim()
         };
-        let updated = self
-            .store
+        let updated = store
             .adjust_balance(UserId(r.user_id), Micros(r.amount_micros), reason)
             .await
             .map_err(status)?;
@@ -241,6 +253,7 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::CreateKeyRequest>,
     ) -> Result<Response<v1::CreateKeyResponse>, Status> {
+        let store = self.acting(&request);
         let r = request.into_inner();
         let expires_at = r
             .expires_at
@@ -260,7 +273,7 @@ impl AdminService for Admin {
             concurrency: validate::positive_limit("concurrency", r.concurrency)?,
             caps: validate::spend_limits(r.spend_limits)?,
         };
-        let created = self.store.create_key(new).await.map_err(status)?;
+        let created = store.create_key(new).await.map_err(status)?;
         info!(key = created.value.id.get(), user = r.user_id, prefix = %created.value.prefix, version = created.version, "key created");
         Ok(versioned(Versioned {
             value: v1::CreateKeyResponse {
@@ -301,8 +314,9 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::RevokeKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
+        let store = self.acting(&request);
         let id = request.into_inner().id;
-        let revoked = self.store.revoke_key(KeyId(id)).await.map_err(status)?;
+        let revoked = store.revoke_key(KeyId(id)).await.map_err(status)?;
         info!(key = id, version = revoked.version, "key revoked");
         let key = self.key_with_spend(revoked.value).await?;
         Ok(versioned(Versioned {
@@ -315,13 +329,14 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::SetPriceRequest>,
     ) -> Result<Response<v1::Price>, Status> {
+        let store = self.acting(&request);
         let row = PriceRow::try_from(
             request
                 .into_inner()
                 .price
                 .ok_or_else(|| Status::invalid_argument("price is required"))?,
         )?;
-        let set = self.store.set_price(row).await.map_err(status)?;
+        let set = store.set_price(row).await.map_err(status)?;
         info!(model = %set.value.model, version = set.version, "price set");
         Ok(versioned(set))
     }
@@ -405,10 +420,10 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::UpdateUserRequest>,
     ) -> Result<Response<v1::User>, Status> {
+        let store = self.acting(&request);
         let r = request.into_inner();
         let patch = inputs::user_patch(&r)?;
-        let updated = self
-            .store
+        let updated = store
             .update_user(UserId(r.id), patch)
             .await
             .map_err(status)?;
@@ -420,14 +435,11 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::UpdateKeyRequest>,
     ) -> Result<Response<v1::Key>, Status> {
+        let store = self.acting(&request);
         let r = request.into_inner();
         let id = r.id;
         let patch = inputs::key_patch(r)?;
-        let updated = self
-            .store
-            .update_key(KeyId(id), patch)
-            .await
-            .map_err(status)?;
+        let updated = store.update_key(KeyId(id), patch).await.map_err(status)?;
         info!(key = id, version = updated.version, "key limits updated");
         let key = self.key_with_spend(updated.value).await?;
         Ok(versioned(Versioned {
@@ -455,8 +467,9 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::DeadLetterRequest>,
     ) -> Result<Response<v1::RedriveDeadLetterResponse>, Status> {
+        let store = self.acting(&request);
         let id = request.into_inner().id;
-        let letter = self.store.get_dead_letter(&id).await.map_err(status)?;
+        let letter = store.get_dead_letter(&id).await.map_err(status)?;
         let payload = letter.payload.ok_or_else(|| {
             Status::failed_precondition(format!(
                 "dead letter {id} kept no event to redrive ({}); drop it",
@@ -471,8 +484,7 @@ impl AdminService for Admin {
         let event_id = row.id.to_string();
         // Ingest is idempotent by event id, so a redrive interrupted before the drop below
         // bills nothing the second time.
-        let outcome = self
-            .store
+        let outcome = store
             .ingest_usage(std::slice::from_ref(&row))
             .await
             .map_err(|e| {
@@ -484,7 +496,7 @@ impl AdminService for Admin {
                     ))
                 }
             })?;
-        self.store.drop_dead_letter(&id).await.map_err(status)?;
+        store.drop_dead_letter(&id, true).await.map_err(status)?;
         info!(target: "UsageConsumer", dead_letter = %id, event_id = %event_id, inserted = outcome.inserted, "dead letter redriven");
         Ok(Response::new(v1::RedriveDeadLetterResponse {
             id,
@@ -497,8 +509,9 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::DeadLetterRequest>,
     ) -> Result<Response<v1::DeadLetter>, Status> {
+        let store = self.acting(&request);
         let id = request.into_inner().id;
-        let dropped = self.store.drop_dead_letter(&id).await.map_err(status)?;
+        let dropped = store.drop_dead_letter(&id, false).await.map_err(status)?;
         info!(target: "UsageConsumer", dead_letter = %id, "dead letter dropped");
         Ok(Response::new(dropped.into()))
     }
@@ -526,6 +539,42 @@ impl AdminService for Admin {
         Ok(Response::new(v1::SummarizeUsageResponse {
             by: by as i32,
             rows: rows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        let r = request.into_inner();
+        let limit = inputs::page_limit(r.limit, 100, 1_000)?;
+        let before = r
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "cursor must be the next_cursor of a previous page, got {c:?}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let since = r
+            .since
+            .as_deref()
+            .map(|t| validate::timestamp("since", t))
+            .transpose()?;
+        let rows = self
+            .store
+            .list_audit(i64::from(limit), before, since)
+            .await
+            .map_err(status)?;
+        let next_cursor = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        Ok(Response::new(v1::ListAuditResponse {
+            entries: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
         }))
     }
 }

@@ -12,8 +12,8 @@ use tonic::Status;
 
 use super::validate;
 use crate::store::{
-    DeadLetterRow, KeyRow, KeySpend, PriceRow, SummaryRow, UpstreamRow, UsageFilter, UsageRow,
-    UserRow,
+    AuditRow, DeadLetterRow, KeyRow, KeySpend, PriceRow, SummaryRow, UpstreamRow, UsageFilter,
+    UsageRow, UserRow,
 };
 
 fn time(t: DateTime<Utc>) -> String {
@@ -206,6 +206,21 @@ impl From<SummaryRow> for v1::UsageSummaryRow {
             reasoning_tokens: t.reasoning_tokens,
             cost_micros: t.cost_micros.get(),
             estimated: t.estimated,
+        }
+    }
+}
+
+impl From<AuditRow> for v1::AuditEntry {
+    fn from(a: AuditRow) -> Self {
+        Self {
+            id: a.id,
+            at: time(a.at),
+            principal: a.principal,
+            source: a.source,
+            action: a.action,
+            target: a.target,
+            detail: a.detail,
+            config_version: a.config_version,
         }
     }
 }

@@ -3,11 +3,14 @@
 use chrono::Utc;
 use gateway_proto::ids::{KeyId, UserId};
 
-use super::{Always, KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, not_found};
+use super::{
+    KeyPatch, KeyRow, NewKey, Store, StoreError, TextList, Versioned, audit::Change, not_found,
+};
 
 impl Store {
     /// Creates a key for an existing user.
     pub async fn create_key(&self, new: NewKey) -> Result<Versioned<KeyRow>, StoreError> {
+        let detail = serde_json::to_value(&new).unwrap_or_default();
         self.mutate(async |tx| {
             let user_exists: bool = db_run!(tx(tx), |c| sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)"
@@ -44,7 +47,8 @@ impl Store {
             .bind(new.caps.month)
             .fetch_one(c)
             .await?);
-            Ok((row, Always))
+            let change = Change::new("key.create", key(&row), &detail);
+            Ok((row, change))
         })
         .await
     }
@@ -86,7 +90,9 @@ impl Store {
             .bind(Utc::now())
             .fetch_optional(c)
             .await?);
-            Ok((row.ok_or_else(|| not_found("key", id))?, Always))
+            let row = row.ok_or_else(|| not_found("key", id))?;
+            let change = Change::new("key.revoke", key(&row), &());
+            Ok((row, change))
         })
         .await
     }
@@ -98,6 +104,7 @@ impl Store {
         patch: KeyPatch,
     ) -> Result<Versioned<KeyRow>, StoreError> {
         // A limit the patch clears is `Some(None)`: its flag is set and its value is NULL.
+        let change = Change::new("key.update", format!("key {id}"), &patch);
         let caps = patch.caps.unwrap_or_default();
         self.mutate(async |tx| {
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
@@ -134,8 +141,13 @@ impl Store {
             .bind(caps.month)
             .fetch_optional(c)
             .await?);
-            Ok((row.ok_or_else(|| not_found("key", id))?, Always))
+            Ok((row.ok_or_else(|| not_found("key", id))?, change))
         })
         .await
     }
+}
+
+/// How the audit log names a key: its id, prefix and user.
+fn key(row: &KeyRow) -> String {
+    format!("key {} ({}…, user {})", row.id, row.prefix, row.user_id)
 }

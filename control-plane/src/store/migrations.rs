@@ -31,6 +31,7 @@ pub(super) const POSTGRES: &[Embedded] = embed!("migrations":
     5 "usage hourly" "0005_usage_hourly.sql",
     6 "key spend limits" "0006_key_spend_limits.sql",
     7 "usage totals" "0007_usage_totals.sql",
+    8 "audit log" "0008_audit_log.sql",
 );
 
 pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
@@ -40,6 +41,7 @@ pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
     4 "usage hourly" "0004_usage_hourly.sql",
     5 "key spend limits" "0005_key_spend_limits.sql",
     6 "usage totals" "0006_usage_totals.sql",
+    7 "audit log" "0007_audit_log.sql",
 );
 
 fn migration(&(version, description, sql): &Embedded) -> Migration {

@@ -83,6 +83,7 @@ macro_rules! db_run {
     };
 }
 
+mod audit;
 mod coordination;
 mod error;
 mod keys;
@@ -97,6 +98,7 @@ mod upstreams;
 mod usage;
 mod users;
 
+pub use audit::Actor;
 pub use coordination::{Changes, Duty, Leadership};
 pub use error::StoreError;
 pub use models::*;
@@ -131,6 +133,8 @@ fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
 pub struct Store {
     db: Db,
     migrated: u64,
+    /// Who the audit log names for admin changes made through this handle.
+    actor: Arc<Actor>,
 }
 
 /// A connection pool of either backend. SQLite has no NOTIFY: its one process learns of
@@ -175,27 +179,18 @@ impl Tx {
     }
 }
 
-/// Whether a change needs a new config version: admin changes always do ([`Always`]); a round
-/// of probes or a batch of usage only when it changes what data planes enforce (`bool`).
+/// Whether a change needs a new config version: admin changes always do, and are recorded
+/// in the audit log ([`audit::Change`]); a round of probes or a batch of usage only when it
+/// changes what data planes enforce (`bool`).
 trait Bump {
     /// What the caller learns: the new version, or whether there was one.
     type Version: Copy + Into<Option<i64>>;
-    async fn apply(self, tx: &mut Tx) -> Result<Self::Version, StoreError>;
-}
-
-/// See [`Bump`].
-struct Always;
-
-impl Bump for Always {
-    type Version = i64;
-    async fn apply(self, tx: &mut Tx) -> Result<i64, StoreError> {
-        tx.bump().await
-    }
+    async fn apply(self, tx: &mut Tx, actor: &Actor) -> Result<Self::Version, StoreError>;
 }
 
 impl Bump for bool {
     type Version = Option<i64>;
-    async fn apply(self, tx: &mut Tx) -> Result<Option<i64>, StoreError> {
+    async fn apply(self, tx: &mut Tx, _: &Actor) -> Result<Option<i64>, StoreError> {
         Ok(if self { Some(tx.bump().await?) } else { None })
     }
 }
@@ -213,7 +208,11 @@ impl Store {
             let (pool, migrated) = postgres::connect(url).await?;
             (Db::Postgres(pool), migrated)
         };
-        Ok(Self { db, migrated })
+        Ok(Self {
+            db,
+            migrated,
+            actor: Arc::new(Actor::unnamed()),
+        })
     }
 
     /// Migrations this store applied when it connected.
@@ -240,7 +239,7 @@ impl Store {
     ) -> Result<Versioned<T, B::Version>, StoreError> {
         let mut tx = self.db.begin().await?;
         let (value, bump) = change(&mut tx).await?;
-        let version = bump.apply(&mut tx).await?;
+        let version = bump.apply(&mut tx, &self.actor).await?;
         let bumped: Option<i64> = version.into();
         if let (Tx::Postgres(pg), Some(v)) = (&mut tx, bumped) {
             postgres::notify(pg, v).await?;

@@ -43,11 +43,12 @@ pub struct UpstreamSecretRow {
     pub api_key_enc: Vec<u8>,
 }
 
-/// A new upstream; the key is already encrypted.
-#[derive(Debug, Clone)]
+/// A new upstream; the key is already encrypted (and never in its audit detail).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NewUpstream {
     pub name: String,
     pub base_url: String,
+    #[serde(skip)]
     pub api_key_enc: Vec<u8>,
     pub api_key_hint: String,
     pub priority: i32,
@@ -60,39 +61,62 @@ pub struct NewUpstream {
     pub models: Vec<String>,
 }
 
-/// Changes to an upstream; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
+/// Changes to an upstream; `None` leaves a field as it is. Its audit detail names the fields
+/// set, and a new API key only by its hint.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UpstreamPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// The encrypted key and its hint.
+    #[serde(rename = "api_key_hint", serialize_with = "hint_only")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<(Vec<u8>, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_path: Option<String>,
     /// Replaces the models it serves; `Some(vec![])` means every model.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
 }
 
 /// Changes to a user; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UserPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub multiplier_ppm: Option<i64>,
 }
 
-/// Changes to a key; `None` leaves a field as it is, `Some(None)` clears it.
-#[derive(Debug, Clone, Default)]
+/// Changes to a key; `None` leaves a field as it is, `Some(None)` clears it (`null` in its
+/// audit detail).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct KeyPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_allow: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm: Option<Option<i32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Option<i32>>,
     /// Replaces every cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub caps: Option<SpendCaps>,
 }
 
@@ -183,17 +207,22 @@ pub struct KeyRow {
 }
 
 /// A key's spending caps, one column per window; `None` = no cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct SpendCaps {
     #[sqlx(rename = "spend_limit_micros")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<Micros>,
     #[sqlx(rename = "spend_limit_5h_micros")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub five_hours: Option<Micros>,
     #[sqlx(rename = "spend_limit_day_micros")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub day: Option<Micros>,
     #[sqlx(rename = "spend_limit_week_micros")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub week: Option<Micros>,
     #[sqlx(rename = "spend_limit_month_micros")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub month: Option<Micros>,
 }
 
@@ -331,23 +360,27 @@ impl<'r> Decode<'r, Sqlite> for TextList {
     }
 }
 
-/// A new gateway key.
-#[derive(Debug, Clone)]
+/// A new gateway key (its digest is never in its audit detail).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NewKey {
     pub user_id: UserId,
     pub name: String,
     pub prefix: String,
+    #[serde(skip)]
     pub digest: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     pub models: Vec<String>,
     pub ip_allow: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<i32>,
     pub caps: SpendCaps,
 }
 
 /// Price of a model per 1M tokens, in micro-units.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct PriceRow {
     pub model: String,
     pub input_micros: Micros,
@@ -377,6 +410,23 @@ pub struct UsageRow {
     pub duration_ms: i32,
     pub node_id: String,
     pub started_at: DateTime<Utc>,
+}
+
+/// One admin change as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub principal: String,
+    pub source: String,
+    /// What was done: `upstream.create`, `key.revoke`, …
+    pub action: String,
+    /// To what: `upstream 3`, `price gpt-5`.
+    pub target: String,
+    /// The fields it set, as JSON (never a secret).
+    pub detail: String,
+    /// The config version it produced, if any.
+    pub config_version: Option<i64>,
 }
 
 /// A usage entry the ledger set aside, with why.
@@ -508,4 +558,12 @@ pub struct SnapshotState {
     pub read_at: DateTime<Utc>,
     pub users: Vec<UserRow>,
     pub prices: Vec<PriceRow>,
+}
+
+/// An upstream patch's new key as its hint alone.
+fn hint_only<S: serde::Serializer>(
+    key: &Option<(Vec<u8>, String)>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_some(&key.as_ref().map(|(_, hint)| hint))
 }

@@ -2,13 +2,13 @@
 
 use chrono::Utc;
 
-use super::{Always, PriceRow, Store, StoreError, Versioned};
+use super::{PriceRow, Store, StoreError, Versioned, audit::Change};
 
 impl Store {
     /// Sets (inserts or replaces) the price of a model.
     pub async fn set_price(&self, price: PriceRow) -> Result<Versioned<PriceRow>, StoreError> {
         self.mutate(async |tx| {
-            let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
+            let row: PriceRow = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO prices (model, input_micros, cached_input_micros, output_micros, \
                  updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model) DO UPDATE SET \
                  input_micros = excluded.input_micros, \
@@ -24,7 +24,8 @@ impl Store {
             .bind(Utc::now())
             .fetch_one(c)
             .await?);
-            Ok((row, Always))
+            let change = Change::new("price.set", format!("price {}", row.model), &row);
+            Ok((row, change))
         })
         .await
     }

@@ -4,8 +4,8 @@ use chrono::Utc;
 use gateway_proto::{ids::UpstreamId, names::Named};
 
 use super::{
-    Always, HealthUpdate, NewUpstream, Store, StoreError, TextList, UpstreamPatch, UpstreamRow,
-    UpstreamSecretRow, Versioned, not_found,
+    HealthUpdate, NewUpstream, Store, StoreError, TextList, UpstreamPatch, UpstreamRow,
+    UpstreamSecretRow, Versioned, audit::Change, not_found,
 };
 
 impl Store {
@@ -15,6 +15,7 @@ impl Store {
         new: NewUpstream,
     ) -> Result<Versioned<UpstreamRow>, StoreError> {
         self.mutate(async |tx| {
+            let detail = serde_json::to_value(&new).unwrap_or_default();
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "INSERT INTO upstreams (name, base_url, api_key_enc, api_key_hint, priority, \
                  weight, max_retries, timeout_ms, enabled, probe_path, models, created_at, \
@@ -36,7 +37,8 @@ impl Store {
             .bind(Utc::now())
             .fetch_one(c)
             .await?);
-            Ok((row, Always))
+            let change = Change::new("upstream.create", upstream(&row), &detail);
+            Ok((row, change))
         })
         .await
     }
@@ -71,6 +73,7 @@ impl Store {
         id: UpstreamId,
         patch: UpstreamPatch,
     ) -> Result<Versioned<UpstreamRow>, StoreError> {
+        let change = Change::new("upstream.update", format!("upstream {id}"), &patch);
         let (api_key_enc, api_key_hint) = patch.api_key.unzip();
         self.mutate(async |tx| {
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
@@ -98,7 +101,7 @@ impl Store {
             .bind(patch.models.map(TextList))
             .fetch_optional(c)
             .await?);
-            Ok((row.ok_or_else(|| not_found("upstream", id))?, Always))
+            Ok((row.ok_or_else(|| not_found("upstream", id))?, change))
         })
         .await
     }
@@ -119,7 +122,8 @@ impl Store {
             if deleted == 0 {
                 return Err(not_found("upstream", id));
             }
-            Ok((id, Always))
+            let change = Change::new("upstream.delete", format!("upstream {id}"), &());
+            Ok((id, change))
         })
         .await
     }
@@ -178,4 +182,9 @@ impl Store {
         .await?)
         .ok_or_else(|| not_found("upstream", id))
     }
+}
+
+/// How the audit log names an upstream.
+fn upstream(row: &UpstreamRow) -> String {
+    format!("upstream {} ({})", row.id, row.name)
 }

@@ -12,7 +12,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{
     DailyRow, Db, DeadLetterRow, HourlyRow, IngestOutcome, Store, StoreError, SummaryRow, Tx,
-    UsageFilter, UsageRow, UsageSource, not_found, postgres, spend, sqlite,
+    UsageFilter, UsageRow, UsageSource, audit::Change, not_found, postgres, spend, sqlite,
 };
 
 /// What ingest did to one user with new events: their id, how many events were new, their
@@ -138,16 +138,33 @@ impl Store {
         .ok_or_else(|| not_found("dead letter", stream_id))
     }
 
-    /// Removes a dead letter; returns it as it was.
-    pub async fn drop_dead_letter(&self, stream_id: &str) -> Result<DeadLetterRow, StoreError> {
-        db_run!(pool(&self.db), |c| sqlx::query_as(
+    /// Removes a dead letter (`redriven`: because it was just billed) and records who did;
+    /// returns it as it was.
+    pub async fn drop_dead_letter(
+        &self,
+        stream_id: &str,
+        redriven: bool,
+    ) -> Result<DeadLetterRow, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let row: DeadLetterRow = db_run!(tx(&mut tx), |c| sqlx::query_as(
             "DELETE FROM usage_dead_letters WHERE stream_id = $1 \
              RETURNING stream_id, payload, error, created_at",
         )
         .bind(stream_id)
         .fetch_optional(c)
         .await?)
-        .ok_or_else(|| not_found("dead letter", stream_id))
+        .ok_or_else(|| not_found("dead letter", stream_id))?;
+        let action = if redriven {
+            "dead_letter.redrive"
+        } else {
+            "dead_letter.drop"
+        };
+        let detail = serde_json::json!({ "error": row.error });
+        Change::new(action, format!("dead letter {stream_id}"), &detail)
+            .record(&mut tx, &self.actor, None)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Per-day rollups, newest day first, optionally of one user.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use gateway_proto::{ids::UserId, money::Micros};
 
-use super::{Always, Store, StoreError, Tx, UserPatch, UserRow, Versioned, not_found};
+use super::{Store, StoreError, Tx, UserPatch, UserRow, Versioned, audit::Change, not_found};
 
 impl Store {
     /// Creates a user; a non-zero initial balance is recorded as an adjustment.
@@ -30,7 +30,11 @@ impl Store {
             if balance_micros != Micros::ZERO {
                 adjustment(tx, row.id, balance_micros, "initial balance", now).await?;
             }
-            Ok((row, Always))
+            let detail = serde_json::json!({
+                "name": name, "balance_micros": balance_micros, "multiplier_ppm": multiplier_ppm,
+            });
+            let change = Change::new("user.create", format!("user {}", row.id), &detail);
+            Ok((row, change))
         })
         .await
     }
@@ -79,7 +83,9 @@ impl Store {
             })
             .ok_or_else(|| not_found("user", user_id))?;
             adjustment(tx, user_id, amount_micros, reason, Utc::now()).await?;
-            Ok((row, Always))
+            let detail = serde_json::json!({ "amount_micros": amount_micros, "reason": reason });
+            let change = Change::new("user.adjust_balance", format!("user {user_id}"), &detail);
+            Ok((row, change))
         })
         .await
     }
@@ -90,6 +96,7 @@ impl Store {
         id: UserId,
         patch: UserPatch,
     ) -> Result<Versioned<UserRow>, StoreError> {
+        let change = Change::new("user.update", format!("user {id}"), &patch);
         self.mutate(async |tx| {
             let row = db_run!(tx(tx), |c| sqlx::query_as(concat!(
                 "UPDATE users SET name = COALESCE($2, name), \
@@ -101,7 +108,7 @@ impl Store {
             .bind(patch.multiplier_ppm)
             .fetch_optional(c)
             .await?);
-            Ok((row.ok_or_else(|| not_found("user", id))?, Always))
+            Ok((row.ok_or_else(|| not_found("user", id))?, change))
         })
         .await
     }

@@ -801,3 +801,122 @@ async fn gatewayctl_exports_every_matching_event_page_by_page() {
     pool.close().await;
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatewayctl_audit_list_names_who_changed_what_and_never_a_secret() {
+    let h = Harness::start(0).await;
+    let base = h.mock.base_url("pool-a");
+    let secret_upstream_key = "sk-live-audit-secret-9876";
+    let up = ctl(
+        &h,
+        &[
+            "-o",
+            "json",
+            "upstream",
+            "add",
+            "--name",
+            "pool-a",
+            "--base-url",
+            &base,
+            "--api-key",
+            secret_upstream_key,
+        ],
+    )
+    .await
+    .unwrap();
+    let user = ctl(
+        &h,
+        &[
+            "-o",
+            "json",
+            "user",
+            "create",
+            "--name",
+            "ada",
+            "--balance",
+            "5.00",
+        ],
+    )
+    .await
+    .unwrap();
+    let uid = user["id"].as_i64().unwrap().to_string();
+    let key = ctl(&h, &["-o", "json", "key", "create", "--user", &uid])
+        .await
+        .unwrap();
+    let key_secret = key["secret"].as_str().unwrap().to_owned();
+    ctl(
+        &h,
+        &[
+            "-o",
+            "json",
+            "key",
+            "update",
+            &key["id"].to_string(),
+            "--rpm",
+            "30",
+        ],
+    )
+    .await
+    .unwrap();
+
+    let entries = ctl(&h, &["-o", "json", "audit", "list"]).await.unwrap();
+    let entries = entries.as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.update", "key.create", "user.create", "upstream.create"],
+        "newest first: {entries:?}"
+    );
+    for e in entries {
+        assert_eq!(e["principal"], "admin token", "{e}");
+        let source = e["source"].as_str().unwrap();
+        assert!(
+            source.starts_with("127.0.0.1:"),
+            "the caller's address: {e}"
+        );
+        assert!(e["config_version"].as_i64().unwrap() > 0, "{e}");
+        for field in ["id", "at", "target", "detail"] {
+            assert!(e.get(field).is_some(), "entry lacks {field}: {e}");
+        }
+    }
+    assert_eq!(
+        entries[3]["target"],
+        format!("upstream {} (pool-a)", up["id"]),
+        "{entries:?}"
+    );
+    let detail: Value = serde_json::from_str(entries[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail, serde_json::json!({"rpm": 30}));
+
+    // Neither the upstream's key nor the gateway key's secret is anywhere in the log, in
+    // either output format.
+    let text = ctl_text(&h, &["audit", "list"]).await;
+    for out in [text.clone(), Value::Array(entries.clone()).to_string()] {
+        assert!(!out.contains(secret_upstream_key), "{out}");
+        assert!(!out.contains(&key_secret), "{out}");
+    }
+    assert!(
+        text.contains("upstream.create") && text.contains("sk-…9876"),
+        "{text}"
+    );
+
+    // Paging: a page of 3 says how to go on, and the next page holds the rest.
+    let first = ctl(&h, &["-o", "json", "audit", "list", "--limit", "3"])
+        .await
+        .unwrap();
+    let last_id = first.as_array().unwrap()[2]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let rest = ctl(&h, &["-o", "json", "audit", "list", "--cursor", &last_id])
+        .await
+        .unwrap();
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert_eq!(rest[0]["action"], "upstream.create");
+    let err = ctl(&h, &["audit", "list", "--since", "yesterday"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("since"), "{err}");
+}

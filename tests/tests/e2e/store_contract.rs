@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use control_plane::store::{
-    Duty, HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow,
+    Actor, Duty, HealthUpdate, HourlyRow, IngestOutcome, KeyPatch, NewKey, NewUpstream, PriceRow,
     SpendCaps, Store, StoreError, UpstreamPatch, UsageFilter, UsageRow, UsageSource, UserPatch,
 };
 use gateway_proto::{
@@ -73,6 +73,7 @@ contract!(
     key_caps_round_trip_and_an_update_replaces_or_clears_them,
     key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once,
     retention_deletes_old_events_in_batches_and_keeps_the_rollups,
+    admin_changes_are_audited_with_their_author_and_never_a_secret,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2617,4 +2618,177 @@ async fn retention_deletes_old_events_in_batches_and_keeps_the_rollups(store: St
             .unwrap(),
         hourly_before
     );
+}
+
+async fn admin_changes_are_audited_with_their_author_and_never_a_secret(store: Store, _: Backend) {
+    let admin = store.acting_as(Actor {
+        principal: "admin token".into(),
+        source: "10.0.0.7:50123".into(),
+    });
+    let mut versions = Vec::new();
+    let up = NewUpstream {
+        api_key_enc: b"ENCRYPTED-UPSTREAM-KEY".to_vec(),
+        ..new_upstream("pool-a")
+    };
+    let up = admin.create_upstream(up).await.unwrap();
+    versions.push(up.version);
+    let patch = UpstreamPatch {
+        name: Some("pool-b".into()),
+        api_key: Some((b"ENCRYPTED-NEW-KEY".to_vec(), "sk-…wxyz".into())),
+        ..UpstreamPatch::default()
+    };
+    versions.push(
+        admin
+            .update_upstream(up.value.id, patch)
+            .await
+            .unwrap()
+            .version,
+    );
+    let user = admin
+        .create_user("ada", Micros(5_000_000), 1_000_000)
+        .await
+        .unwrap();
+    versions.push(user.version);
+    let uid = user.value.id;
+    versions.push(
+        admin
+            .adjust_balance(uid, Micros(-250), "refund")
+            .await
+            .unwrap()
+            .version,
+    );
+    // A refused change leaves no entry: the entry is written in the change's transaction.
+    assert!(matches!(
+        admin.create_user("ada", Micros::ZERO, 1_000_000).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let multiplier = UserPatch {
+        multiplier_ppm: Some(1_500_000),
+        ..UserPatch::default()
+    };
+    versions.push(admin.update_user(uid, multiplier).await.unwrap().version);
+    let key = admin.create_key(key_for(uid, 0xAB)).await.unwrap();
+    versions.push(key.version);
+    let kid = key.value.id;
+    let limits = KeyPatch {
+        expires_at: Some(None),
+        rpm: Some(Some(60)),
+        ..KeyPatch::default()
+    };
+    versions.push(admin.update_key(kid, limits).await.unwrap().version);
+    versions.push(admin.revoke_key(kid).await.unwrap().version);
+    let price = PriceRow {
+        model: "gpt-5".into(),
+        input_micros: Micros(1_250_000),
+        cached_input_micros: Micros(125_000),
+        output_micros: Micros(10_000_000),
+    };
+    versions.push(admin.set_price(price).await.unwrap().version);
+    versions.push(admin.delete_upstream(up.value.id).await.unwrap().version);
+    // Through a store no caller named, the change is still recorded.
+    let plain = store
+        .create_user("bob", Micros::ZERO, 1_000_000)
+        .await
+        .unwrap();
+    versions.push(plain.version);
+    store.dead_letter("9-0", None, "bad").await.unwrap();
+    admin.drop_dead_letter("9-0", false).await.unwrap();
+
+    let all = store.list_audit(100, None, None).await.unwrap();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "dead_letter.drop",
+            "user.create",
+            "upstream.delete",
+            "price.set",
+            "key.revoke",
+            "key.update",
+            "key.create",
+            "user.update",
+            "user.adjust_balance",
+            "user.create",
+            "upstream.update",
+            "upstream.create",
+        ],
+        "newest first, the refused change absent"
+    );
+    let mut expected_versions: Vec<Option<i64>> = versions.iter().rev().map(|v| Some(*v)).collect();
+    expected_versions.insert(0, None);
+    assert_eq!(
+        all.iter().map(|e| e.config_version).collect::<Vec<_>>(),
+        expected_versions,
+        "each entry names the version its change produced; a dead letter's produced none"
+    );
+    for e in &all {
+        let unnamed = e.action == "user.create" && e.target == format!("user {}", plain.value.id);
+        let (principal, source) = if unnamed {
+            ("unnamed", "in-process")
+        } else {
+            ("admin token", "10.0.0.7:50123")
+        };
+        assert_eq!(
+            (e.principal.as_str(), e.source.as_str()),
+            (principal, source),
+            "{e:?}"
+        );
+        for secret in ["ENCRYPTED", "api_key_enc", "digest", "171,171"] {
+            assert!(!e.detail.contains(secret), "{secret} in {e:?}");
+        }
+        assert!(e.at <= Utc::now());
+    }
+    let detail = |action: &str| -> serde_json::Value {
+        let e = all.iter().rev().find(|e| e.action == action).unwrap();
+        serde_json::from_str(&e.detail).unwrap()
+    };
+    assert_eq!(
+        detail("upstream.update"),
+        serde_json::json!({"name": "pool-b", "api_key_hint": "sk-…wxyz"}),
+        "only the fields set, a new key by its hint"
+    );
+    assert_eq!(
+        detail("key.update"),
+        serde_json::json!({"expires_at": null, "rpm": 60}),
+        "a cleared field is null, an untouched one absent"
+    );
+    assert_eq!(
+        detail("user.adjust_balance"),
+        serde_json::json!({"amount_micros": -250, "reason": "refund"})
+    );
+    assert_eq!(detail("upstream.create")["name"], "pool-a");
+    assert_eq!(detail("upstream.create")["api_key_hint"], "sk-…1234");
+    assert_eq!(detail("key.create")["prefix"], "cgw-171");
+    assert_eq!(detail("price.set")["output_micros"], 10_000_000);
+    let targets: Vec<&str> = all.iter().map(|e| e.target.as_str()).collect();
+    assert!(
+        targets.contains(&format!("upstream {} (pool-a)", up.value.id).as_str()),
+        "{targets:?}"
+    );
+    assert!(
+        targets.contains(&format!("key {kid} (cgw-171…, user {uid})").as_str()),
+        "{targets:?}"
+    );
+    assert!(targets.contains(&"price gpt-5"), "{targets:?}");
+
+    // Pages continue where the last ended; `since` bounds them in time.
+    let first = store.list_audit(5, None, None).await.unwrap();
+    let rest = store
+        .list_audit(100, Some(first[4].id), None)
+        .await
+        .unwrap();
+    assert_eq!([first, rest].concat(), all);
+    let later = Utc::now() + ChronoDuration::seconds(5);
+    assert!(
+        store
+            .list_audit(100, None, Some(later))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let since_first = store
+        .list_audit(100, None, Some(all[all.len() - 1].at))
+        .await
+        .unwrap();
+    assert_eq!(since_first, all);
 }
