@@ -20,10 +20,15 @@ use crate::{
 pub enum KeyCmd {
     /// Create a key; prints its secret once.
     Create(KeyCreate),
-    /// List keys.
+    /// List keys by id, a page at a time.
     List {
         #[arg(long)]
         user: Option<UserId>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue after a page: the cursor the previous page printed on stderr.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one key, with what it has spent against each of its caps.
     Get { id: KeyId },
@@ -42,7 +47,18 @@ pub(crate) async fn run(
 ) -> Result<(), CliError> {
     let key = match cmd {
         KeyCmd::Create(args) => return args.run(client, json, out).await,
-        KeyCmd::List { user } => return list(client, user, json, out).await,
+        KeyCmd::List {
+            user,
+            limit,
+            cursor,
+        } => {
+            let request = v1::ListKeysRequest {
+                user_id: user.map(UserId::get),
+                limit: Some(limit),
+                cursor,
+            };
+            return list(client, request, json, out).await;
+        }
         KeyCmd::Get { id } => client
             .get_key(v1::GetKeyRequest { id: id.get() })
             .await?
@@ -194,17 +210,15 @@ impl KeyCreate {
 
 async fn list(
     client: &mut Client,
-    user: Option<UserId>,
+    request: v1::ListKeysRequest,
     json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let list = client
-        .list_keys(v1::ListKeysRequest {
-            user_id: user.map(UserId::get),
-        })
-        .await?
-        .into_inner()
-        .keys;
+    let page = client.list_keys(request).await?.into_inner();
+    if let Some(next) = &page.next_cursor {
+        eprintln!("more: add --cursor {next}");
+    }
+    let list = page.keys;
     if json {
         return print_json(out, &list);
     }
@@ -336,7 +350,9 @@ mod tests {
         assert!(matches!(
             key(&["list", "--user", "3"]),
             Ok(KeyCmd::List {
-                user: Some(UserId(3))
+                user: Some(UserId(3)),
+                limit: 100,
+                cursor: None,
             })
         ));
         assert!(matches!(

@@ -433,13 +433,15 @@ mod tests {
             ("model", v1::SummaryBy::Model),
             ("upstream", v1::SummaryBy::Upstream),
             ("day", v1::SummaryBy::Day),
+            ("key", v1::SummaryBy::Key),
+            ("hour", v1::SummaryBy::Hour),
         ] {
             assert_eq!(summary(&["--by", word]).unwrap().by, by);
         }
         for refused in ["unspecified", "week", "USER"] {
             let err = summary(&["--by", refused]).unwrap_err().to_string();
             assert!(
-                err.contains("[possible values: user, model, upstream, day]"),
+                err.contains("[possible values: user, model, upstream, day, key, hour]"),
                 "{err}"
             );
         }

@@ -15,8 +15,8 @@ use crate::{
 pub enum UserCmd {
     /// Create a user.
     Create(UserCreate),
-    /// List users.
-    List,
+    /// List users by id, a page at a time.
+    List(UserList),
     /// Show one user.
     Get { id: UserId },
     /// Rename a user or change their price multiplier.
@@ -34,7 +34,7 @@ pub(crate) async fn run(
 ) -> Result<(), CliError> {
     let one = match cmd {
         UserCmd::Create(args) => args.send(client).await?,
-        UserCmd::List => return list(client, json, out).await,
+        UserCmd::List(args) => return list(client, args, json, out).await,
         UserCmd::Get { id } => client
             .get_user(v1::GetUserRequest { id: id.get() })
             .await?
@@ -100,16 +100,37 @@ impl UserCreate {
     }
 }
 
+/// `user list`.
+#[derive(Debug, Args)]
+pub struct UserList {
+    /// Only users whose name contains this (any case).
+    #[arg(long)]
+    pub search: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Continue after a page: the cursor the previous page printed on stderr.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
 async fn list(
     client: &mut Client,
+    args: UserList,
     json: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let list = client
-        .list_users(v1::ListUsersRequest {})
+    let page = client
+        .list_users(v1::ListUsersRequest {
+            limit: Some(args.limit),
+            cursor: args.cursor,
+            search: args.search,
+        })
         .await?
-        .into_inner()
-        .users;
+        .into_inner();
+    if let Some(next) = &page.next_cursor {
+        eprintln!("more: add --cursor {next}");
+    }
+    let list = page.users;
     if json {
         return print_json(out, &list);
     }

@@ -100,7 +100,14 @@ impl Named for UsageStatus {
 
 impl Named for SummaryBy {
     const WHAT: &'static str = "summary grouping";
-    const ALL: &'static [Self] = &[Self::User, Self::Model, Self::Upstream, Self::Day];
+    const ALL: &'static [Self] = &[
+        Self::User,
+        Self::Model,
+        Self::Upstream,
+        Self::Day,
+        Self::Key,
+        Self::Hour,
+    ];
     fn name(self) -> &'static str {
         match self {
             Self::Unspecified => "unspecified",
@@ -108,6 +115,8 @@ impl Named for SummaryBy {
             Self::Model => "model",
             Self::Upstream => "upstream",
             Self::Day => "day",
+            Self::Key => "key",
+            Self::Hour => "hour",
         }
     }
 }
@@ -243,7 +252,8 @@ mod tests {
         );
         assert_eq!(
             "week".parse::<SummaryBy>().unwrap_err().to_string(),
-            "\"week\" is not a summary grouping (expected one of: user, model, upstream, day)"
+            "\"week\" is not a summary grouping (expected one of: user, model, upstream, day, key, \
+             hour)"
         );
         assert_eq!(name_of::<UsageStatus>(99), "unspecified");
         // Stored names: the zero value's too, nothing else unknown.

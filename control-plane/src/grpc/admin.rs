@@ -92,6 +92,14 @@ impl Admin {
     }
 }
 
+/// The cursor of the page after `rows`: a full page may have a next one, a short one is the
+/// last.
+fn next_cursor<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<String> {
+    (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| id(r).to_string()))
+        .flatten()
+}
+
 fn versioned<T, U: From<T>>(v: Versioned<T>) -> Response<U> {
     let mut response = Response::new(U::from(v.value));
     if let Ok(value) = MetadataValue::try_from(v.version.to_string()) {
@@ -210,11 +218,21 @@ impl AdminService for Admin {
 
     async fn list_users(
         &self,
-        _request: Request<v1::ListUsersRequest>,
+        request: Request<v1::ListUsersRequest>,
     ) -> Result<Response<v1::ListUsersResponse>, Status> {
-        let rows = self.store.list_users().await.map_err(status)?;
+        let r = request.into_inner();
+        let limit = inputs::page_limit(r.limit, 100, 1_000)?;
+        let after = inputs::id_cursor(r.cursor.as_deref())?.map(UserId);
+        let search = r.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let rows = self
+            .store
+            .list_users(search, after, i64::from(limit))
+            .await
+            .map_err(status)?;
+        let next_cursor = next_cursor(&rows, limit, |u| u.id.get());
         Ok(Response::new(v1::ListUsersResponse {
             users: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
         }))
     }
 
@@ -288,13 +306,18 @@ impl AdminService for Admin {
         &self,
         request: Request<v1::ListKeysRequest>,
     ) -> Result<Response<v1::ListKeysResponse>, Status> {
+        let r = request.into_inner();
+        let limit = inputs::page_limit(r.limit, 100, 1_000)?;
+        let after = inputs::id_cursor(r.cursor.as_deref())?.map(KeyId);
         let rows = self
             .store
-            .list_keys(request.into_inner().user_id.map(UserId))
+            .list_keys(r.user_id.map(UserId), after, i64::from(limit))
             .await
             .map_err(status)?;
+        let next_cursor = next_cursor(&rows, limit, |k| k.id.get());
         Ok(Response::new(v1::ListKeysResponse {
             keys: self.with_spend(rows).await?,
+            next_cursor,
         }))
     }
 
@@ -548,17 +571,7 @@ impl AdminService for Admin {
     ) -> Result<Response<v1::ListAuditResponse>, Status> {
         let r = request.into_inner();
         let limit = inputs::page_limit(r.limit, 100, 1_000)?;
-        let before = r
-            .cursor
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>().map_err(|_| {
-                    Status::invalid_argument(format!(
-                        "cursor must be the next_cursor of a previous page, got {c:?}"
-                    ))
-                })
-            })
-            .transpose()?;
+        let before = inputs::id_cursor(r.cursor.as_deref())?;
         let since = r
             .since
             .as_deref()
@@ -569,9 +582,7 @@ impl AdminService for Admin {
             .list_audit(i64::from(limit), before, since)
             .await
             .map_err(status)?;
-        let next_cursor = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        let next_cursor = next_cursor(&rows, limit, |r| r.id);
         Ok(Response::new(v1::ListAuditResponse {
             entries: rows.into_iter().map(Into::into).collect(),
             next_cursor,

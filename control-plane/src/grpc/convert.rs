@@ -256,13 +256,13 @@ mod tests {
         assert_eq!(unspecified.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             unspecified.message(),
-            "a usage summary needs a grouping: use user, model, upstream or day"
+            "a usage summary needs a grouping: use user, model, upstream, day, key or hour"
         );
         let unknown = summary_by(42).unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             unknown.message(),
-            "cannot summarize by grouping 42: use user, model, upstream or day"
+            "cannot summarize by grouping 42: use user, model, upstream, day, key or hour"
         );
     }
 

@@ -132,6 +132,19 @@ pub(super) fn key_patch(r: v1::UpdateKeyRequest) -> Result<KeyPatch, Status> {
     })
 }
 
+/// A page's position in a listing by id: the `next_cursor` the previous page gave.
+pub(super) fn id_cursor(cursor: Option<&str>) -> Result<Option<i64>, Status> {
+    cursor
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "cursor must be the next_cursor of a previous page, got {c:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// How many rows a listing returns: `default` when unset, else between 1 and `max`.
 pub(super) fn page_limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, Status> {
     match value {

@@ -53,14 +53,22 @@ impl Store {
         .await
     }
 
-    /// Keys, optionally of one user.
-    pub async fn list_keys(&self, user_id: Option<UserId>) -> Result<Vec<KeyRow>, StoreError> {
+    /// Up to `limit` keys by id, after `after`, optionally of one user.
+    pub async fn list_keys(
+        &self,
+        user_id: Option<UserId>,
+        after: Option<KeyId>,
+        limit: i64,
+    ) -> Result<Vec<KeyRow>, StoreError> {
         Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM api_keys WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) ORDER BY id"
+            " FROM api_keys WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) \
+             AND (CAST($2 AS BIGINT) IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
         .bind(user_id)
+        .bind(after)
+        .bind(limit)
         .fetch_all(c)
         .await?))
     }

@@ -463,6 +463,8 @@ impl UsageFilter {
             SummaryBy::Model => "model",
             SummaryBy::Upstream => "upstream_id",
             SummaryBy::Day | SummaryBy::Unspecified => "day",
+            SummaryBy::Key => "key_id",
+            SummaryBy::Hour => "hour",
         };
         let filtered = [
             (self.user_id.is_some(), "user_id"),
@@ -521,15 +523,15 @@ impl UsageSource {
         }
     }
 
-    /// The columns it can group or filter by (`day` is the UTC day, which the ledger and the
-    /// hourly rollups compute).
+    /// The columns it can group or filter by (`day` and `hour` are the UTC day and hour,
+    /// which the ledger and the hourly rollups compute).
     fn columns(self) -> &'static [&'static str] {
         match self {
             Self::ByDay => &["day", "model", "upstream_id"],
             Self::ByUser => &["user_id", "model"],
             Self::Daily => &["day", "user_id", "model"],
-            Self::Hourly => &["day", "key_id", "user_id", "model", "upstream_id"],
-            Self::Ledger => &["day", "key_id", "user_id", "model", "upstream_id"],
+            Self::Hourly => &["day", "hour", "key_id", "user_id", "model", "upstream_id"],
+            Self::Ledger => &["day", "hour", "key_id", "user_id", "model", "upstream_id"],
         }
     }
 }

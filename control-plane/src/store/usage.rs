@@ -216,7 +216,7 @@ impl Store {
         }))
     }
 
-    /// Totals per user, model, upstream or UTC day, largest cost first. The rollups hold the
+    /// Totals per user, model, upstream, UTC day, key or UTC hour, largest cost first. The rollups hold the
     /// same totals in far fewer rows than the ledger, so the smallest that can answer does
     /// ([`UsageFilter::source`]). An unspecified grouping is refused.
     pub async fn summarize_usage(
@@ -249,6 +249,19 @@ impl Store {
                 ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "grp")
             }
             (SummaryBy::Day, _) => ("day", "day"),
+            (SummaryBy::Key, _) => ("CAST(key_id AS TEXT)", "key_id"),
+            (SummaryBy::Hour, UsageSource::Ledger) if sqlite => {
+                ("substr(started_at, 1, 13) || ':00:00Z'", "grp")
+            }
+            (SummaryBy::Hour, UsageSource::Ledger) => (
+                "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
+                "grp",
+            ),
+            (SummaryBy::Hour, _) if sqlite => ("substr(hour, 1, 13) || ':00:00Z'", "grp"),
+            (SummaryBy::Hour, _) => (
+                "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
+                "grp",
+            ),
         };
         let sums = match source {
             UsageSource::Ledger => LEDGER_SUMS,

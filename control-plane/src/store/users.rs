@@ -52,13 +52,31 @@ impl Store {
         .ok_or_else(|| not_found("user", id))
     }
 
-    /// All users.
-    pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
+    /// Up to `limit` users by id, after `after`, whose name contains `search` (any case).
+    pub async fn list_users(
+        &self,
+        search: Option<&str>,
+        after: Option<UserId>,
+        limit: i64,
+    ) -> Result<Vec<UserRow>, StoreError> {
+        // LIKE's wildcards in the search are meant literally.
+        let pattern = search.map(|s| {
+            let escaped = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
-            " FROM users ORDER BY id"
+            " FROM users WHERE (CAST($1 AS TEXT) IS NULL OR LOWER(name) LIKE $1 ESCAPE '\\') \
+             AND (CAST($2 AS BIGINT) IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
+        .bind(pattern)
+        .bind(after)
+        .bind(limit)
         .fetch_all(c)
         .await?))
     }

@@ -232,7 +232,7 @@ async fn tokens_are_separate_and_standard_services_need_none() {
         BearerAuth::new(&h.data_plane_token).unwrap(),
     );
     let err = as_data_plane
-        .list_users(v1::ListUsersRequest {})
+        .list_users(v1::ListUsersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);

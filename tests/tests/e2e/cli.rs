@@ -920,3 +920,74 @@ async fn gatewayctl_audit_list_names_who_changed_what_and_never_a_secret() {
         .unwrap_err();
     assert!(err.contains("since"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_keys_come_a_page_at_a_time() {
+    let h = Harness::start(0).await;
+    for name in ["ann", "Annika", "bo"] {
+        ctl(&h, &["-o", "json", "user", "create", "--name", name])
+            .await
+            .unwrap();
+    }
+    let found = ctl(&h, &["-o", "json", "user", "list", "--search", "ANN"])
+        .await
+        .unwrap();
+    let found: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, ["ann", "Annika"]);
+
+    let mut admin = h.admin().await;
+    let page = admin
+        .list_users(gateway_proto::v1::ListUsersRequest {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.users.len(), 2);
+    let cursor = page.next_cursor.expect("a full page names the next");
+    let rest = ctl(&h, &["-o", "json", "user", "list", "--cursor", &cursor])
+        .await
+        .unwrap();
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert_eq!(rest[0]["name"], "bo");
+
+    let uid = rest[0]["id"].to_string();
+    for _ in 0..3 {
+        ctl(&h, &["-o", "json", "key", "create", "--user", &uid])
+            .await
+            .unwrap();
+    }
+    let keys = ctl(&h, &["-o", "json", "key", "list", "--limit", "2"])
+        .await
+        .unwrap();
+    let second = keys[1]["id"].to_string();
+    let after = ctl(&h, &["-o", "json", "key", "list", "--cursor", &second])
+        .await
+        .unwrap();
+    assert_eq!(after.as_array().unwrap().len(), 1);
+    assert!(after[0]["id"].as_i64() > keys[1]["id"].as_i64());
+
+    for (args, expected) in [
+        (
+            vec!["user", "list", "--limit", "0"],
+            "limit must be between 1 and 1000, got 0",
+        ),
+        (
+            vec!["key", "list", "--limit", "1001"],
+            "limit must be between 1 and 1000, got 1001",
+        ),
+        (
+            vec!["user", "list", "--cursor", "next"],
+            "cursor must be the next_cursor",
+        ),
+    ] {
+        let err = ctl(&h, &args).await.unwrap_err();
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

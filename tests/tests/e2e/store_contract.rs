@@ -74,6 +74,7 @@ contract!(
     key_spend_counts_whole_hours_and_reaching_a_cap_bumps_once,
     retention_deletes_old_events_in_batches_and_keeps_the_rollups,
     admin_changes_are_audited_with_their_author_and_never_a_secret,
+    users_and_keys_page_by_id_and_users_are_found_by_name,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,8 +397,21 @@ async fn users_keys_and_prices_round_trip(store: Store, _: Backend) {
         first.timestamp_micros(),
         "the first revocation time stays"
     );
-    assert_eq!(store.list_keys(Some(user.id)).await.unwrap().len(), 1);
-    assert!(store.list_keys(Some(UserId(999))).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .list_keys(Some(user.id), None, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .list_keys(Some(UserId(999)), None, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let price = PriceRow {
         model: "*".into(),
@@ -994,7 +1008,7 @@ async fn balances_are_audited_and_user_names_unique(store: Store, db: Backend) {
         v0 + 4,
         "refused changes bump nothing"
     );
-    let users = store.list_users().await.unwrap();
+    let users = store.list_users(None, None, 1_000).await.unwrap();
     assert_eq!(
         users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         ["zoe", "anne"]
@@ -1076,7 +1090,7 @@ async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backen
     );
     assert_eq!(
         store
-            .list_keys(None)
+            .list_keys(None, None, 1_000)
             .await
             .unwrap()
             .iter()
@@ -1084,7 +1098,7 @@ async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backen
             .collect::<Vec<_>>(),
         [k1.id, k2.id]
     );
-    let bobs = store.list_keys(Some(bob.id)).await.unwrap();
+    let bobs = store.list_keys(Some(bob.id), None, 1_000).await.unwrap();
     assert_eq!(bobs.iter().map(|k| k.id).collect::<Vec<_>>(), [k2.id]);
 
     let expiry = at("2033-05-18T03:33:20Z");
@@ -1141,7 +1155,7 @@ async fn keys_keep_lists_limits_and_the_first_revocation(store: Store, _: Backen
     let second = store.revoke_key(k2.id).await.unwrap();
     assert_eq!(second.version, before + 2, "every revocation is announced");
     assert_eq!(second.value.revoked_at, first.value.revoked_at);
-    let listed = store.list_keys(Some(bob.id)).await.unwrap();
+    let listed = store.list_keys(Some(bob.id), None, 1_000).await.unwrap();
     assert_eq!(
         listed[0].revoked_at, first.value.revoked_at,
         "revoked keys are still listed"
@@ -1246,7 +1260,7 @@ async fn ingest_edges_debit_once_and_bump_once(store: Store, db: Backend) {
     assert_eq!(out.version, Some(v + 1));
     assert_eq!(store.config_version().await.unwrap(), v + 1);
     let balances: Vec<Micros> = store
-        .list_users()
+        .list_users(None, None, 1_000)
         .await
         .unwrap()
         .iter()
@@ -1562,6 +1576,8 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
         SummaryBy::Model,
         SummaryBy::Upstream,
         SummaryBy::Day,
+        SummaryBy::Key,
+        SummaryBy::Hour,
     ] {
         for (name, filter) in &filters {
             let ledger = UsageFilter {
@@ -1635,12 +1651,34 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
         (SummaryBy::User, "key", Hourly),
         (SummaryBy::Day, "key", Hourly),
         (SummaryBy::Upstream, "user+upstream", Hourly),
+        (SummaryBy::Key, "none", Hourly),
+        (SummaryBy::Key, "user+model", Hourly),
+        (SummaryBy::Hour, "none", Hourly),
+        (SummaryBy::Hour, "key", Hourly),
     ] {
         assert!(
             asked.contains(&(by, name, source)),
             "{by:?} {name}: {asked:?}"
         );
     }
+    assert_eq!(
+        groups(&summary(SummaryBy::Key, all.clone()).await),
+        [
+            ("3".into(), 2, 325, 1),
+            ("1".into(), 1, 100, 0),
+            ("2".into(), 1, 50, 1)
+        ]
+    );
+    assert_eq!(
+        groups(&summary(SummaryBy::Hour, all.clone()).await),
+        [
+            ("2026-03-02T11:00:00Z".into(), 1, 300, 0),
+            ("2026-03-01T10:00:00Z".into(), 1, 100, 0),
+            ("2026-03-02T10:00:00Z".into(), 1, 50, 1),
+            ("2026-03-02T12:00:00Z".into(), 1, 25, 1)
+        ],
+        "UTC hours, as the ledger's events fell in them"
+    );
     let key3 = summary(
         SummaryBy::User,
         UsageFilter {
@@ -2251,7 +2289,10 @@ async fn key_caps_round_trip_and_an_update_replaces_or_clears_them(store: Store,
         ]
     );
     assert_eq!(store.get_key(key.id).await.unwrap().caps, both);
-    assert_eq!(store.list_keys(Some(user.id)).await.unwrap()[0].caps, both);
+    assert_eq!(
+        store.list_keys(Some(user.id), None, 1_000).await.unwrap()[0].caps,
+        both
+    );
     let plain = store.create_key(key_for(user.id, 2)).await.unwrap().value;
     assert!(!plain.caps.any());
     assert!(matches!(
@@ -2791,4 +2832,97 @@ async fn admin_changes_are_audited_with_their_author_and_never_a_secret(store: S
         .await
         .unwrap();
     assert_eq!(since_first, all);
+}
+
+async fn users_and_keys_page_by_id_and_users_are_found_by_name(store: Store, _: Backend) {
+    let mut ids = Vec::new();
+    for name in ["Ada Lovelace", "ada_b", "adaXb", "bob", "100%"] {
+        let user = store
+            .create_user(name, Micros::ZERO, 1_000_000)
+            .await
+            .unwrap();
+        ids.push(user.value.id);
+    }
+    let names = |rows: Vec<control_plane::store::UserRow>| {
+        rows.into_iter().map(|u| u.name).collect::<Vec<_>>()
+    };
+    let found = |search: &'static str| {
+        let store = store.clone();
+        async move { names(store.list_users(Some(search), None, 100).await.unwrap()) }
+    };
+    assert_eq!(
+        found("ADA").await,
+        ["Ada Lovelace", "ada_b", "adaXb"],
+        "any case"
+    );
+    assert_eq!(
+        found("a_b").await,
+        ["ada_b"],
+        "an underscore is literal, not a wildcard"
+    );
+    assert_eq!(found("%").await, ["100%"], "so is a percent sign");
+    assert!(found("carol").await.is_empty());
+
+    let first = store.list_users(None, None, 2).await.unwrap();
+    assert_eq!(first.iter().map(|u| u.id).collect::<Vec<_>>(), ids[..2]);
+    let second = store.list_users(None, Some(first[1].id), 2).await.unwrap();
+    assert_eq!(second.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..4]);
+    let last = store.list_users(None, Some(second[1].id), 2).await.unwrap();
+    assert_eq!(last.iter().map(|u| u.id).collect::<Vec<_>>(), ids[4..]);
+    assert!(
+        store
+            .list_users(None, Some(ids[4]), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ada_after_first = store
+        .list_users(Some("ada"), Some(ids[0]), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(ada_after_first),
+        ["ada_b", "adaXb"],
+        "search and cursor combine"
+    );
+
+    let mut ada_keys = Vec::new();
+    for digest in 1..=3 {
+        ada_keys.push(
+            store
+                .create_key(key_for(ids[0], digest))
+                .await
+                .unwrap()
+                .value
+                .id,
+        );
+    }
+    let bob_key = store.create_key(key_for(ids[3], 4)).await.unwrap().value.id;
+    let key_ids = |rows: Vec<control_plane::store::KeyRow>| {
+        rows.into_iter().map(|k| k.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        key_ids(store.list_keys(None, None, 2).await.unwrap()),
+        ada_keys[..2]
+    );
+    assert_eq!(
+        key_ids(store.list_keys(None, Some(ada_keys[1]), 2).await.unwrap()),
+        [ada_keys[2], bob_key]
+    );
+    assert_eq!(
+        key_ids(
+            store
+                .list_keys(Some(ids[0]), Some(ada_keys[0]), 10)
+                .await
+                .unwrap()
+        ),
+        ada_keys[1..]
+    );
+    assert!(
+        store
+            .list_keys(Some(ids[3]), Some(bob_key), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
