@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
 
+    /// Address of the web console (`/admin/`): sign in with the admin token.
+    #[arg(long, env = "CONSOLE_ADDR", default_value = "0.0.0.0:8080")]
+    pub console_addr: SocketAddr,
+
     /// Apply the database migrations and exit (a deployment's migration step).
     #[arg(long, env = "MIGRATE_ONLY")]
     pub migrate_only: bool,

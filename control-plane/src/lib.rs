@@ -3,6 +3,7 @@
 //! the ledger.
 
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod grpc;
 pub mod health;
@@ -47,6 +48,8 @@ pub struct ControlPlane {
     health_leader: watch::Receiver<bool>,
     prober: SharedProber,
     metrics_addr: SocketAddr,
+    console_addr: SocketAddr,
+    console: Arc<console::Console>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -146,6 +149,22 @@ impl ControlPlane {
             },
             cancel.clone(),
         ));
+        let console_listener = TcpListener::bind(config.console_addr)
+            .await
+            .with_context(|| format!("binding CONSOLE_ADDR {}", config.console_addr))?;
+        let console_addr = console_listener.local_addr()?;
+        let console = console::Console::new(
+            grpc::Admin::new(store.clone(), cipher.clone(), prober.clone()),
+            store.clone(),
+            config.admin_token.clone(),
+        );
+        let console_cancel = cancel.clone();
+        let served = console.clone();
+        tasks.spawn(async move {
+            if let Err(e) = console::serve(console_listener, served, console_cancel).await {
+                tracing::error!(error = %e, "the console server failed");
+            }
+        });
         Ok(Self {
             config,
             store,
@@ -155,6 +174,8 @@ impl ControlPlane {
             health_leader,
             prober,
             metrics_addr,
+            console_addr,
+            console,
             tasks,
             cancel,
         })
@@ -163,6 +184,16 @@ impl ControlPlane {
     /// Count of usage events written to the ledger by this process.
     pub fn ingested(&self) -> watch::Receiver<u64> {
         self.ingested.subscribe()
+    }
+
+    /// Where the web console is served.
+    pub fn console_addr(&self) -> SocketAddr {
+        self.console_addr
+    }
+
+    /// The console, to serve on another server's port too (standalone's data plane).
+    pub fn console(&self) -> Arc<console::Console> {
+        self.console.clone()
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served.

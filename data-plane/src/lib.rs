@@ -92,10 +92,15 @@ impl DataPlane {
     /// The future is boxed here, so its body is compiled once, in this crate, not again in
     /// every binary that awaits it (a cold release build's longest step otherwise).
     pub fn start(config: Config) -> BoxFuture<anyhow::Result<Self>> {
-        Box::pin(Self::started(config))
+        Box::pin(Self::started(config, None))
     }
 
-    async fn started(config: Config) -> anyhow::Result<Self> {
+    /// [`DataPlane::start`], also serving `site`'s pages beside the API (standalone's console).
+    pub fn start_with_site(config: Config, site: proxy::Site) -> BoxFuture<anyhow::Result<Self>> {
+        Box::pin(Self::started(config, Some(site)))
+    }
+
+    async fn started(config: Config, site: Option<proxy::Site>) -> anyhow::Result<Self> {
         let table = Arc::new(ArcSwapOption::empty());
         let metrics = Arc::new(Metrics::new());
         let state = config.state_paths();
@@ -134,6 +139,7 @@ impl DataPlane {
                 trusted_proxies: config.trusted_proxies.clone(),
                 metrics: metrics.clone(),
                 control_plane: channel.clone(),
+                site,
             },
         )
         .context("building the upstream HTTP client")?;

@@ -70,6 +70,9 @@ fn plane_configs(
         flag("grpc-addr", grpc_addr.to_string()),
         flag("consumer-name", "standalone"),
         flag("metrics-addr", "127.0.0.1:0"),
+        // The console is served on the data plane's port (below); its own listener stays on
+        // loopback.
+        flag("console-addr", "127.0.0.1:0"),
         flag("log-format", "text"),
     ])
     .map_err(|e| refused("control plane", &e))?;
@@ -189,12 +192,16 @@ pub async fn run(
     let control_plane = ControlPlane::start(control_plane_config)
         .await
         .map_err(|e| start_error("cannot start the control plane", format!("{e:#}")))?;
+    let console = control_plane.console();
     let (cp_stop, cp_stopped) = oneshot::channel::<()>();
     let cp_task = tokio::spawn(control_plane.serve(grpc, async {
         let _ = cp_stopped.await;
     }));
 
-    let data_plane = DataPlane::start(data_plane_config)
+    let site = data_plane::proxy::Site::new(move |request, peer| {
+        control_plane::console::answer(&console, request, peer)
+    });
+    let data_plane = DataPlane::start_with_site(data_plane_config, site)
         .await
         .map_err(|e| start_error("cannot start the data plane", format!("{e:#}")))?;
     let (dp_stop, dp_stopped) = oneshot::channel::<()>();
@@ -211,6 +218,7 @@ pub async fn run(
         out,
         "Codex Gateway (standalone) is running.\n\
          \x20 OpenAI-compatible endpoint:  http://{http_addr}/v1\n\
+         \x20 web console:                 http://{http_addr}/admin/  (sign in with the admin token)\n\
          \x20 admin API (gRPC):            http://{grpc_addr}\n\
          \x20 data directory:              {}\n\
          \x20 admin token:                 {}\n\

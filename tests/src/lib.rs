@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod console;
 pub mod fake_control_plane;
 pub mod faults;
 pub mod mock;
@@ -211,6 +212,8 @@ pub struct ControlPlaneHandle {
     pub health_leader: watch::Receiver<bool>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
+    /// Where the web console is served.
+    pub console_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -361,6 +364,7 @@ impl Harness {
             format!("--encryption-key={}", self.encryption_key.to_hex()),
             format!("--grpc-addr={grpc_addr}"),
             "--metrics-addr=127.0.0.1:0".to_owned(),
+            "--console-addr=127.0.0.1:0".to_owned(),
             format!("--usage-stream={}", self.usage_stream),
             "--consumer-name=test-consumer".to_owned(),
             // Housekeeping within seconds, so reclaiming a dead consumer's entries and
@@ -427,6 +431,7 @@ impl Harness {
         let ingested = cp.ingested();
         let health_leader = cp.health_leader();
         let metrics_addr = cp.metrics_addr();
+        let console_addr = cp.console_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(cp.serve(listener, async {
             let _ = rx.await;
@@ -436,6 +441,7 @@ impl Harness {
             ingested,
             health_leader,
             metrics_addr,
+            console_addr,
             shutdown: Some(tx),
             task,
         }
@@ -540,6 +546,11 @@ impl Harness {
             task,
         });
         index
+    }
+
+    /// Where the (first) control plane serves the web console.
+    pub fn console_addr(&self) -> SocketAddr {
+        self.control_plane().console_addr
     }
 
     /// An admin client authenticated with the admin token.

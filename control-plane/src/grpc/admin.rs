@@ -59,13 +59,17 @@ fn status(err: StoreError) -> Status {
 impl Admin {
     /// The store, naming the caller as the author of its changes in the audit log: the
     /// interceptor admitted them by the admin token.
+    /// A call the console makes in-process carries its session as the actor instead.
     fn acting<T>(&self, request: &Request<T>) -> Store {
-        self.store.acting_as(Actor {
-            principal: "admin token".into(),
-            source: request
-                .remote_addr()
-                .map_or_else(|| "unknown".into(), |a| a.to_string()),
-        })
+        let actor = request.extensions().get::<Actor>().cloned();
+        self.store.acting_as(actor.unwrap_or_else(|| {
+            Actor {
+                principal: "admin token".into(),
+                source: request
+                    .remote_addr()
+                    .map_or_else(|| "unknown".into(), |a| a.to_string()),
+            }
+        }))
     }
 
     /// Keys as the API shows them: each capped one with what it has spent per window now.

@@ -32,6 +32,7 @@ pub(super) const POSTGRES: &[Embedded] = embed!("migrations":
     6 "key spend limits" "0006_key_spend_limits.sql",
     7 "usage totals" "0007_usage_totals.sql",
     8 "audit log" "0008_audit_log.sql",
+    9 "console sessions" "0009_console_sessions.sql",
 );
 
 pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
@@ -42,6 +43,7 @@ pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
     5 "key spend limits" "0005_key_spend_limits.sql",
     6 "usage totals" "0006_usage_totals.sql",
     7 "audit log" "0007_audit_log.sql",
+    8 "console sessions" "0008_console_sessions.sql",
 );
 
 fn migration(&(version, description, sql): &Embedded) -> Migration {

@@ -91,6 +91,7 @@ mod migrations;
 mod models;
 mod postgres;
 mod prices;
+mod sessions;
 mod snapshot;
 mod spend;
 mod sqlite;
@@ -102,6 +103,7 @@ pub use audit::Actor;
 pub use coordination::{Changes, Duty, Leadership};
 pub use error::StoreError;
 pub use models::*;
+pub use sessions::SessionRow;
 
 /// Migrations a Postgres store has.
 pub const POSTGRES_MIGRATIONS: usize = migrations::POSTGRES.len();

@@ -70,6 +70,41 @@ fn full(bytes: Bytes) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// Pages a single-node gateway serves beside the API: `gatewayctl standalone` answers
+/// `/admin/…` and `/portal/…` with its console. Fleet data planes have none.
+#[derive(Clone)]
+pub struct Site(Arc<SiteFn>);
+
+/// How a [`Site`] answers a request from a peer.
+type SiteFn =
+    dyn Fn(Request<Incoming>, SocketAddr) -> crate::BoxFuture<Response<ProxyBody>> + Send + Sync;
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Site")
+    }
+}
+
+impl Site {
+    /// A site answering with `answer`.
+    pub fn new(
+        answer: impl Fn(Request<Incoming>, SocketAddr) -> crate::BoxFuture<Response<ProxyBody>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        Self(Arc::new(answer))
+    }
+
+    /// Whether `path` is one of the site's.
+    fn serves(path: &str) -> bool {
+        ["/admin", "/portal"].iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
 /// Shared state of the request path.
 #[derive(Debug)]
 struct Shared {
@@ -82,6 +117,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     admin: Arc<Admin>,
     ledger: UsageServiceClient<ControlPlane>,
+    site: Option<Site>,
 }
 
 /// How the proxy treats clients.
@@ -99,6 +135,8 @@ pub struct ProxySettings {
     pub metrics: Arc<Metrics>,
     /// The data plane's channel to its control plane, for `GET /v1/usage`.
     pub control_plane: ControlPlane,
+    /// Pages served beside the API (standalone's console), if any.
+    pub site: Option<Site>,
 }
 
 /// The proxy service; cheap to clone per connection.
@@ -129,6 +167,7 @@ impl Proxy {
                 metrics: settings.metrics,
                 admin,
                 ledger: UsageServiceClient::new(settings.control_plane),
+                site: settings.site,
             }),
         })
     }
@@ -187,6 +226,11 @@ impl Proxy {
         request_id: &str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path = request.uri().path();
+        if let Some(site) = &self.shared.site
+            && Site::serves(path)
+        {
+            return Ok((site.0)(request, peer).await);
+        }
         match (request.method(), Endpoint::classify(path)) {
             (&Method::POST, Some(endpoint)) => {
                 self.forward(request, peer, endpoint, request_id).await

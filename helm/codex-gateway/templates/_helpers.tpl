@@ -185,6 +185,8 @@ checksum/secret: {{ include "codex-gateway.secretData" . | sha256sum }}
   value: {{ printf "0.0.0.0:%v" .Values.controlPlane.grpcPort | quote }}
 - name: METRICS_ADDR
   value: {{ printf "0.0.0.0:%v" .Values.controlPlane.metricsPort | quote }}
+- name: CONSOLE_ADDR
+  value: {{ printf "0.0.0.0:%v" .Values.controlPlane.consolePort | quote }}
 {{ include "codex-gateway.commonEnv" . }}
 {{- end }}
 

@@ -8,6 +8,7 @@ mod billing;
 mod caps;
 mod cli;
 mod config;
+mod console;
 mod failover;
 mod faults;
 mod health;

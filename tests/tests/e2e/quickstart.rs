@@ -162,6 +162,30 @@ async fn the_readme_quick_start_works_as_written() {
         .trim_end_matches("/v1")
         .to_owned();
     let grpc = banner_value(&banner, "admin API (gRPC):");
+    // The console is on the data plane's port, signed into with the printed admin token.
+    let console = banner_value(&banner, "web console:");
+    assert!(
+        console.starts_with(&format!("{http}/admin/")),
+        "{console} on {http}"
+    );
+    let console_addr: std::net::SocketAddr = http
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the endpoint's address");
+    let mut browser = gateway_tests::console::ConsoleClient::new(console_addr);
+    let login = browser.get("/admin/login").await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let printed_token = banner_value(&banner, "admin token:");
+    let signed = browser
+        .post("/admin/login", &[("token", &printed_token)])
+        .await;
+    assert_eq!(
+        signed.location(),
+        Some("/admin/upstreams"),
+        "{}",
+        signed.body
+    );
+    assert_eq!(browser.get("/admin/upstreams").await.status, 200);
 
     let mut env: HashMap<String, String> = HashMap::new();
     let mut secret = None;

@@ -1,0 +1,387 @@
+//! The web console over HTTP: sign-in and sessions, CSRF and origin checks, escaping, and the
+//! upstreams page end to end — what a form does is what the admin API then holds.
+
+use gateway_proto::v1;
+use gateway_tests::{
+    Harness,
+    console::{ConsoleClient, Page},
+};
+
+/// The text of HTML as a reader sees it (the entities askama writes, decoded).
+fn unescape(html: &str) -> String {
+    html.replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&#60;", "<")
+        .replace("&gt;", ">")
+        .replace("&#62;", ">")
+        .replace("&amp;", "&")
+        .replace("&#38;", "&")
+}
+
+/// POSTs `fields` to `path`, from the console's origin or `origin`.
+async fn submit(
+    c: &mut ConsoleClient,
+    path: &str,
+    fields: Vec<(&'static str, String)>,
+    origin: Option<&str>,
+) -> Page {
+    let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match origin {
+        Some(o) => c.post_from(path, &refs, o).await,
+        None => c.post(path, &refs).await,
+    }
+}
+
+/// A client signed in with the admin token; and the CSRF token its pages carry.
+async fn signed_in(h: &Harness) -> (ConsoleClient, String) {
+    let mut c = ConsoleClient::new(h.console_addr());
+    let token = h.admin_token.expose().to_owned();
+    let signed = c.post("/admin/login", &[("token", &token)]).await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(signed.location(), Some("/admin/upstreams"));
+    let page = c.get("/admin/upstreams").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page.csrf().expect("a signed-in page carries a CSRF token");
+    (c, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_needs_a_session_and_signing_out_ends_it_everywhere() {
+    let h = Harness::start(0).await;
+    let mut c = ConsoleClient::new(h.console_addr());
+    for path in ["/admin/", "/admin/upstreams", "/admin/upstreams/new"] {
+        let page = c.get(path).await;
+        assert_eq!(page.status, 303, "{path}");
+        assert_eq!(page.location(), Some("/admin/login"), "{path}");
+    }
+    let login = c.get("/admin/login").await;
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains("name=\"token\""), "{}", login.body);
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(!login.body.contains("<script"), "no script at all");
+
+    let wrong = c.post("/admin/login", &[("token", "not-the-token")]).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong token."), "{}", wrong.body);
+    assert!(c.cookies().is_empty(), "no session for a wrong token");
+
+    let (mut c, csrf) = signed_in(&h).await;
+    let cookie = c.cookie_header();
+    assert!(cookie.starts_with("cgw_session="), "{cookie}");
+    // The session cookie is HttpOnly and SameSite=Strict.
+    let mut fresh = ConsoleClient::new(h.console_addr());
+    let token = h.admin_token.expose().to_owned();
+    let answer = fresh.post("/admin/login", &[("token", &token)]).await;
+    let set = answer.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag");
+
+    // Signing out needs the form's token; then the same cookie opens nothing.
+    let kept = c.cookies();
+    let refused = c.post("/admin/logout", &[("csrf", "forged")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        c.get("/admin/upstreams").await.status,
+        200,
+        "still signed in"
+    );
+    let out = c.post("/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.location(), Some("/admin/login"));
+    c.set_cookies(kept);
+    let after = c.get("/admin/upstreams").await;
+    assert_eq!(after.status, 303, "the old cookie is dead server-side");
+    // The other session is untouched.
+    assert_eq!(fresh.get("/admin/upstreams").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_attempts_are_limited_per_address() {
+    let h = Harness::start(0).await;
+    let mut c = ConsoleClient::new(h.console_addr());
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(
+            c.post("/admin/login", &[("token", "guess")])
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(statuses[10], 429);
+    let token = h.admin_token.expose().to_owned();
+    let right = c.post("/admin/login", &[("token", &token)]).await;
+    assert_eq!(
+        right.status, 429,
+        "even the right token waits out the minute"
+    );
+    assert!(
+        right.body.contains("Too many sign-in attempts"),
+        "{}",
+        right.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_added_in_the_console_has_every_field_and_its_key_is_never_shown() {
+    let h = Harness::start(0).await;
+    let (mut c, csrf) = signed_in(&h).await;
+    let empty = c.get("/admin/upstreams").await;
+    assert!(empty.body.contains("No upstreams yet"), "{}", empty.body);
+    let new = c.get("/admin/upstreams/new").await;
+    assert_eq!(new.status, 200);
+    for field in [
+        "name",
+        "base_url",
+        "api_key",
+        "priority",
+        "weight",
+        "max_retries",
+        "timeout",
+        "probe_path",
+        "models",
+        "enabled",
+    ] {
+        assert!(
+            new.body.contains(&format!("name=\"{field}\"")),
+            "form lacks {field}"
+        );
+    }
+
+    let base = h.mock.base_url("pool-a");
+    let secret = "sk-console-secret-4242";
+    let name = "<script>alert(1)</script>";
+    let fields = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("name", name.to_owned()),
+            ("base_url", base.clone()),
+            ("api_key", secret.to_owned()),
+            ("priority", "1".to_owned()),
+            ("weight", "3".to_owned()),
+            ("max_retries", "2".to_owned()),
+            ("timeout", "45".to_owned()),
+            ("probe_path", "/v1/models".to_owned()),
+            ("models", "gpt-5, gpt-5-mini".to_owned()),
+            ("enabled", "on".to_owned()),
+        ]
+    };
+    // A form without the session's token, or from another origin, changes nothing.
+    let forged = submit(&mut c, "/admin/upstreams", fields("forged"), None).await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let cross = submit(
+        &mut c,
+        "/admin/upstreams",
+        fields(&csrf),
+        Some("http://evil.example"),
+    )
+    .await;
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    let mut admin = h.admin().await;
+    let listed = admin
+        .list_upstreams(v1::ListUpstreamsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .upstreams;
+    assert!(listed.is_empty(), "refused forms created nothing");
+
+    // The API's own validation and message: a base URL ending in /v1.
+    let mut bad = fields(&csrf);
+    bad[2].1 = format!("{base}/v1");
+    let refused = submit(&mut c, "/admin/upstreams", bad, None).await;
+    assert_eq!(refused.status, 422);
+    let api_error = admin
+        .create_upstream(v1::CreateUpstreamRequest {
+            name: "x".into(),
+            base_url: format!("{base}/v1"),
+            api_key: "sk-x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        unescape(&refused.body).contains(api_error.message()),
+        "the API's message {:?} in {}",
+        api_error.message(),
+        refused.body
+    );
+    assert!(
+        !refused.body.contains(secret),
+        "the key is not sent back into the form"
+    );
+
+    let created = submit(&mut c, "/admin/upstreams", fields(&csrf), None).await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    assert_eq!(created.location(), Some("/admin/upstreams?done=saved"));
+    let up = admin
+        .list_upstreams(v1::ListUpstreamsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .upstreams
+        .remove(0);
+    assert_eq!(
+        (
+            up.name.as_str(),
+            up.priority,
+            up.weight,
+            up.max_retries,
+            up.timeout_ms,
+            up.enabled
+        ),
+        (name, 1, 3, 2, 45_000, true),
+        "no field is dropped on the way"
+    );
+    assert_eq!(up.models, ["gpt-5", "gpt-5-mini"]);
+
+    let list = c.get("/admin/upstreams?done=saved").await;
+    assert!(list.body.contains("Saved."), "{}", list.body);
+    assert!(unescape(&list.body).contains(name), "{}", list.body);
+    assert!(!list.body.contains(name), "the name renders as text");
+    assert!(list.body.contains(&up.api_key_hint), "the hint is shown");
+    assert!(!list.body.contains(secret), "the key never is");
+    assert!(list.body.contains("Tier (0 = preferred)"), "{}", list.body);
+
+    // Test health: status, latency and the probed URL.
+    let probe = c
+        .post(
+            &format!("/admin/upstreams/{}/test", up.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    assert!(
+        probe.body.contains("healthy") && probe.body.contains(" ms"),
+        "{}",
+        probe.body
+    );
+    assert!(probe.body.contains("/v1/models"), "{}", probe.body);
+    assert!(!probe.body.contains(secret));
+
+    // Edit with the key left empty: the fields change, the key stays.
+    let edit = c.get(&format!("/admin/upstreams/{}/edit", up.id)).await;
+    assert_eq!(edit.status, 200);
+    assert!(
+        edit.body.contains("value=\"45\""),
+        "timeout in seconds: {}",
+        edit.body
+    );
+    assert!(!edit.body.contains(secret));
+    let mut changed = fields(&csrf);
+    changed[1].1 = "pool-a".into();
+    changed[3].1 = String::new();
+    changed[5].1 = "7".into();
+    let path = format!("/admin/upstreams/{}", up.id);
+    let saved = submit(&mut c, &path, changed, None).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let got = admin
+        .get_upstream(v1::GetUpstreamRequest { id: up.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.name.as_str(), got.weight), ("pool-a", 7));
+    assert_eq!(
+        got.api_key_hint, up.api_key_hint,
+        "an empty key field keeps the key"
+    );
+
+    // Disable, then delete after the confirmation page.
+    let toggled = c
+        .post(
+            &format!("/admin/upstreams/{}/enabled", up.id),
+            &[("csrf", &csrf), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(toggled.status, 303);
+    let got = admin
+        .get_upstream(v1::GetUpstreamRequest { id: up.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.enabled);
+    let confirm = c.get(&format!("/admin/upstreams/{}/delete", up.id)).await;
+    assert!(
+        confirm.body.contains("Delete this upstream?"),
+        "{}",
+        confirm.body
+    );
+    let deleted = c
+        .post(
+            &format!("/admin/upstreams/{}/delete", up.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(deleted.location(), Some("/admin/upstreams?done=deleted"));
+    assert!(
+        admin
+            .list_upstreams(v1::ListUpstreamsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .upstreams
+            .is_empty()
+    );
+
+    // The audit log names the console session for every change it made.
+    let audit = admin
+        .list_audit(v1::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "upstream.delete",
+            "upstream.update",
+            "upstream.update",
+            "upstream.create"
+        ]
+    );
+    for e in &audit {
+        assert_eq!(e.principal, "console session", "{e:?}");
+        assert!(e.source.starts_with("127.0.0.1:"), "{e:?}");
+        assert!(!e.detail.contains(secret));
+    }
+    assert_eq!(c.get("/admin/upstreams/999999/edit").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_speaks_chinese_by_accept_language_and_the_switch_sticks() {
+    let h = Harness::start(0).await;
+    let mut c = ConsoleClient::new(h.console_addr());
+    c.extra = vec![("accept-language".into(), "zh-CN,zh;q=0.9,en;q=0.5".into())];
+    let login = c.get("/admin/login").await;
+    assert!(login.body.contains("lang=\"zh\""), "{}", login.body);
+    assert!(
+        login.body.contains("管理令牌") && login.body.contains("登录"),
+        "{}",
+        login.body
+    );
+    let switched = c.get("/admin/lang?to=en&back=/admin/login").await;
+    assert_eq!(switched.status, 303);
+    assert_eq!(switched.location(), Some("/admin/login"));
+    let english = c.get("/admin/login").await;
+    assert!(
+        english.body.contains("Admin token"),
+        "the switch beats Accept-Language"
+    );
+    // The switch only returns to our own pages.
+    let away = c.get("/admin/lang?to=zh&back=https://evil.example/").await;
+    assert_eq!(away.location(), Some("/admin/"));
+    let away = c.get("/admin/lang?to=zh&back=//evil.example/admin").await;
+    assert_eq!(away.location(), Some("/admin/"));
+}
