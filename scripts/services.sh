@@ -1,5 +1,5 @@
 # Shared by scripts/test and .ci/run: make sure Postgres and Redis answer, starting them when
-# nothing listens. Exports TEST_DATABASE_URL and TEST_REDIS_URL for the test harness.
+# nothing listens, and that Chromium is there for the console's browser test. Exports TEST_DATABASE_URL and TEST_REDIS_URL for the test harness.
 # Source it; it defines functions only.
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -74,6 +74,22 @@ ensure_redis() {
   wait_for_port "$port" Redis
   CGW_CLEANUP="${CGW_CLEANUP:-} kill \$(cat $dir/redis.pid) 2>/dev/null; rm -rf $dir;"
   export TEST_REDIS_URL="redis://127.0.0.1:$port"
+}
+
+# The console's browser test drives Debian's chromium through chromium-driver (the two must be
+# the same version, so they are installed together), with a CJK font for the Chinese pages.
+ensure_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+  local packages="chromium chromium-driver fonts-wqy-microhei"
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "error: the browser test needs Chromium and its driver: apt-get install $packages" >&2
+    return 1
+  fi
+  echo "installing $packages (the console's browser test)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086
+  apt-get install -y -q $packages >/dev/null ||
+    { apt-get update -q >/dev/null && apt-get install -y -q $packages >/dev/null; }
 }
 
 cleanup_services() { eval "${CGW_CLEANUP:-true}"; }

@@ -1,0 +1,301 @@
+//! The console in a real headless Chromium over WebDriver (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` and `scripts/test` install them when absent): sign in, add an
+//! upstream through the form and find it in the list and over gRPC, test its health, switch
+//! to Chinese, and the same pages on a 390-px phone without sideways scrolling. Every page is
+//! saved as a PNG in `CONSOLE_SCREENSHOTS` (default: the system temp dir's
+//! `codex-gateway-console`) to be looked at.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use gateway_proto::v1;
+use gateway_tests::Harness;
+use serde_json::json;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// chromedriver on a port it chose itself; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let mut child = Command::new(CHROMEDRIVER)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{CHROMEDRIVER}: {e} (apt-get install chromium chromium-driver)")
+            });
+        let stdout = child.stdout.take().unwrap();
+        let port = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split("started successfully on port ")
+                    .nth(1)
+                    .map(|p| p.trim_end_matches('.').trim().to_owned())
+            })
+            .expect("chromedriver says its port");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A browser window of `width`×`height` CSS pixels whose language is `lang`; a narrow one
+    /// is a phone (touch, its own viewport).
+    async fn browser(&self, width: u32, height: u32, lang: &str) -> Client {
+        let mut options = json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--no-first-run", "--disable-gpu",
+                format!("--window-size={width},{height}"), format!("--lang={lang}"),
+            ],
+            "prefs": { "intl.accept_languages": lang },
+        });
+        if width < 500 {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1 }
+            });
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), options);
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("CONSOLE_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("codex-gateway-console"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Saves what the window shows as `name`.png; it must be a real picture.
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{name}");
+    let path = screenshots().join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+async fn text(c: &Client) -> String {
+    c.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn path(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_owned()
+}
+
+/// Whether the page fits the window's width (nothing to scroll sideways).
+async fn fits(c: &Client) -> bool {
+    c.execute(
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_bool()
+    .unwrap()
+}
+
+async fn sign_in(c: &Client, site: &str, token: &str) {
+    c.goto(&format!("{site}/admin/")).await.unwrap();
+    assert_eq!(
+        path(c).await,
+        "/admin/login",
+        "signed out: to the sign-in page"
+    );
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("h1")).await.unwrap();
+    assert_eq!(path(c).await, "/admin/upstreams");
+}
+
+async fn fill(c: &Client, id: &str, value: &str) {
+    let field = c.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_upstreams_from_the_console_in_chromium() {
+    let h = Harness::start(1).await;
+    let site = format!("http://{}", h.console_addr());
+    let token = h.admin_token.expose().to_owned();
+    let driver = Driver::start();
+
+    // 1400×1000, English.
+    let c = driver.browser(1400, 1000, "en-US").await;
+    c.goto(&format!("{site}/admin/login")).await.unwrap();
+    shot(&c, "login-en-1400").await;
+    // A wrong token: a plain message, still signed out.
+    fill(&c, "token", "not-the-admin-token").await;
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css(".error")).await.unwrap();
+    assert!(text(&c).await.contains("Wrong token."));
+    sign_in(&c, &site, &token).await;
+    assert!(text(&c).await.contains("No upstreams yet"));
+    shot(&c, "upstreams-empty-en-1400").await;
+
+    c.find(Locator::LinkText("Add upstream"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("base_url")).await.unwrap();
+    fill(&c, "name", "pool-a").await;
+    fill(&c, "base_url", &h.mock.base_url("pool-a")).await;
+    fill(&c, "api_key", "sk-browser-secret-7777").await;
+    fill(&c, "weight", "2").await;
+    fill(&c, "timeout", "30").await;
+    fill(&c, "models", "gpt-5.1-codex").await;
+    shot(&c, "upstream-new-en-1400").await;
+    c.find(Locator::Css("form.grid button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("table")).await.unwrap();
+    let listed = text(&c).await;
+    assert!(
+        listed.contains("pool-a") && listed.contains("Saved."),
+        "{listed}"
+    );
+    assert!(!c.source().await.unwrap().contains("sk-browser-secret-7777"));
+    shot(&c, "upstreams-en-1400").await;
+
+    let mut admin = h.admin().await;
+    let up = admin
+        .list_upstreams(v1::ListUpstreamsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .upstreams
+        .into_iter()
+        .find(|u| u.name == "pool-a")
+        .expect("the form's upstream is in the admin API");
+    assert_eq!((up.weight, up.timeout_ms), (2, 30_000));
+    assert_eq!(up.models, ["gpt-5.1-codex"]);
+
+    c.find(Locator::Css(&format!(
+        "#upstream-{} form[action$='/test'] button",
+        up.id
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::Css("dl.fields"))
+        .await
+        .unwrap();
+    let probe = text(&c).await;
+    assert!(
+        probe.contains("healthy") && probe.contains("200"),
+        "{probe}"
+    );
+    shot(&c, "upstream-test-en-1400").await;
+
+    c.goto(&format!("{site}/admin/upstreams/{}/edit", up.id))
+        .await
+        .unwrap();
+    shot(&c, "upstream-edit-en-1400").await;
+    c.goto(&format!("{site}/admin/upstreams/{}/delete", up.id))
+        .await
+        .unwrap();
+    shot(&c, "upstream-delete-en-1400").await;
+
+    // The switch: Chinese, and it sticks.
+    c.goto(&format!("{site}/admin/upstreams")).await.unwrap();
+    c.find(Locator::Css("a.lang"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("h1")).await.unwrap();
+    assert!(text(&c).await.contains("上游账号池"));
+    c.goto(&format!("{site}/admin/upstreams/new"))
+        .await
+        .unwrap();
+    assert!(text(&c).await.contains("添加上游"));
+    shot(&c, "upstream-new-zh-1400").await;
+    c.goto(&format!("{site}/admin/upstreams")).await.unwrap();
+    shot(&c, "upstreams-zh-1400").await;
+    assert!(fits(&c).await);
+    c.close().await.unwrap();
+
+    // A 390-px phone whose language is Chinese: every page fits its width.
+    let phone = driver.browser(390, 844, "zh-CN").await;
+    phone.goto(&format!("{site}/admin/login")).await.unwrap();
+    assert!(text(&phone).await.contains("管理令牌"));
+    shot(&phone, "login-zh-390").await;
+    sign_in(&phone, &site, &token).await;
+    for (page, name) in [
+        ("/admin/upstreams".to_owned(), "upstreams-zh-390"),
+        ("/admin/upstreams/new".to_owned(), "upstream-new-zh-390"),
+        (
+            format!("/admin/upstreams/{}/edit", up.id),
+            "upstream-edit-zh-390",
+        ),
+        (
+            format!("/admin/upstreams/{}/delete", up.id),
+            "upstream-delete-zh-390",
+        ),
+    ] {
+        phone.goto(&format!("{site}{page}")).await.unwrap();
+        assert!(fits(&phone).await, "{page} scrolls sideways on a phone");
+        shot(&phone, name).await;
+    }
+    phone.close().await.unwrap();
+}
