@@ -1,7 +1,8 @@
 //! The console in a real headless Chromium over WebDriver (Debian's `chromium` and
 //! `chromium-driver`; `.ci/run` and `scripts/test` install them when absent): sign in, add an
-//! upstream through the form and find it in the list and over gRPC, test its health, switch
-//! to Chinese, and the same pages on a 390-px phone without sideways scrolling. Every page is
+//! upstream through the form and find it in the list and over gRPC, test its health, create a
+//! user and a key (its secret shown once, copied, and working on the data plane), switch to
+//! Chinese, and the same pages on a 390-px phone without sideways scrolling. Every page is
 //! saved as a PNG in `CONSOLE_SCREENSHOTS` (default: the system temp dir's
 //! `codex-gateway-console`) to be looked at.
 
@@ -160,8 +161,8 @@ async fn fill(c: &Client, id: &str, value: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_runs_upstreams_from_the_console_in_chromium() {
-    let h = Harness::start(1).await;
+async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
+    let mut h = Harness::start(1).await;
     let site = format!("http://{}", h.console_addr());
     let token = h.admin_token.expose().to_owned();
     let driver = Driver::start();
@@ -255,6 +256,102 @@ async fn an_operator_runs_upstreams_from_the_console_in_chromium() {
         .unwrap();
     shot(&c, "upstream-delete-en-1400").await;
 
+    // A user with a balance, then a key for them: its secret shown once, copied with the
+    // button, and working on the data plane.
+    c.find(Locator::LinkText("Users"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::LinkText("Add user"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("balance")).await.unwrap();
+    fill(&c, "name", "ada").await;
+    fill(&c, "balance", "25.00").await;
+    shot(&c, "user-new-en-1400").await;
+    c.find(Locator::Css("form.grid button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("amount")).await.unwrap();
+    assert_eq!(
+        c.find(Locator::Id("balance"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "25.00"
+    );
+    let user_path = path(&c).await;
+    c.find(Locator::LinkText("Create key"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("spend_limit"))
+        .await
+        .unwrap();
+    fill(&c, "name", "laptop").await;
+    fill(&c, "rpm", "120").await;
+    fill(&c, "spend_limit", "20.00, 5.00/day").await;
+    shot(&c, "key-new-en-1400").await;
+    c.find(Locator::Css("form.grid button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let secret_field = c.wait().for_element(Locator::Id("secret")).await.unwrap();
+    let secret = secret_field.prop("value").await.unwrap().unwrap();
+    assert!(secret.starts_with("cgw-"), "{secret}");
+    let copy = c.find(Locator::Css("[data-copy=secret]")).await.unwrap();
+    copy.click().await.unwrap();
+    assert_eq!(
+        copy.text().await.unwrap(),
+        "Copied",
+        "the page's one script runs under its CSP"
+    );
+    shot(&c, "key-created-en-1400").await;
+    let version = h.set_price("*", 1_250_000, 125_000, 10_000_000).await;
+    h.wait_applied(version).await;
+    let models = h
+        .get_with(
+            0,
+            "/v1/models",
+            &[("authorization", &format!("Bearer {secret}"))],
+        )
+        .await;
+    assert_eq!(
+        models.status(),
+        200,
+        "the console's key works on the data plane"
+    );
+    c.goto(&format!("{site}{user_path}")).await.unwrap();
+    let user_page = text(&c).await;
+    assert!(
+        user_page.contains("laptop") && user_page.contains("5.00/day"),
+        "{user_page}"
+    );
+    assert!(
+        !c.source().await.unwrap().contains(&secret),
+        "shown once only"
+    );
+    shot(&c, "user-en-1400").await;
+    c.goto(&format!("{site}/admin/users")).await.unwrap();
+    shot(&c, "users-en-1400").await;
+    c.goto(&format!("{site}/admin/keys")).await.unwrap();
+    shot(&c, "keys-en-1400").await;
+
     // The switch: Chinese, and it sticks.
     c.goto(&format!("{site}/admin/upstreams")).await.unwrap();
     c.find(Locator::Css("a.lang"))
@@ -272,6 +369,11 @@ async fn an_operator_runs_upstreams_from_the_console_in_chromium() {
     shot(&c, "upstream-new-zh-1400").await;
     c.goto(&format!("{site}/admin/upstreams")).await.unwrap();
     shot(&c, "upstreams-zh-1400").await;
+    assert!(fits(&c).await);
+    c.goto(&format!("{site}{user_path}")).await.unwrap();
+    shot(&c, "user-zh-1400").await;
+    c.goto(&format!("{site}/admin/keys")).await.unwrap();
+    shot(&c, "keys-zh-1400").await;
     assert!(fits(&c).await);
     c.close().await.unwrap();
 
@@ -292,6 +394,10 @@ async fn an_operator_runs_upstreams_from_the_console_in_chromium() {
             format!("/admin/upstreams/{}/delete", up.id),
             "upstream-delete-zh-390",
         ),
+        ("/admin/users".to_owned(), "users-zh-390"),
+        (user_path.clone(), "user-zh-390"),
+        ("/admin/keys".to_owned(), "keys-zh-390"),
+        ("/admin/keys/new".to_owned(), "key-new-zh-390"),
     ] {
         phone.goto(&format!("{site}{page}")).await.unwrap();
         assert!(fits(&phone).await, "{page} scrolls sideways on a phone");

@@ -7,9 +7,11 @@
 //! `Accept-Language`) → the session (cookie → digest → store; none sends to sign-in) → for a
 //! form, the same-origin check and the session's CSRF token → the page's handler.
 
+mod keys;
 mod session;
 mod text;
 mod upstreams;
+mod users;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -66,6 +68,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/admin/lang", get(switch_language))
         .route("/admin/static/console.css", get(stylesheet))
         .merge(upstreams::routes())
+        .merge(users::routes())
+        .merge(keys::routes())
+        .route("/admin/static/console.js", get(script))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)
 }
@@ -127,8 +132,8 @@ async fn secure_headers(mut response: Response) -> Response {
     for (name, value) in [
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "same-origin"),
@@ -138,6 +143,13 @@ async fn secure_headers(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/console.js"),
+    )
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -253,6 +265,32 @@ pub(crate) fn failed(page: Page, status: &Status) -> Response {
         ),
     };
     render(code, &MessagePage { page, message })
+}
+
+/// Whether the admin API refused what was typed (the form is shown again with its message).
+pub(crate) fn is_input(status: &Status) -> bool {
+    matches!(status.code(), Code::InvalidArgument | Code::AlreadyExists)
+}
+
+/// `2026-12-02T07:10:33.123Z` as `2026-12-02 07:10:33 UTC`.
+pub(crate) fn short_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
+/// `value` percent-encoded for a query string.
+pub(crate) fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// An admin API request made by this console session: the audit log names it.

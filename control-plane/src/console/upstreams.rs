@@ -17,7 +17,7 @@ use gateway_proto::{
     v1::{self, admin_service_server::AdminService},
 };
 
-use super::{Console, Page, as_session, failed, render, session::Session};
+use super::{Console, Page, as_session, failed, is_input, render, session::Session, short_time};
 
 pub(super) fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -112,14 +112,6 @@ async fn list(
         _ => None,
     };
     render(StatusCode::OK, &ListPage { page, rows, notice })
-}
-
-/// `2026-12-02T07:10:33.123Z` as `2026-12-02 07:10:33 UTC`.
-fn short_time(rfc3339: &str) -> String {
-    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        Err(_) => rfc3339.to_owned(),
-    }
 }
 
 /// The upstream form's fields, as typed (DESIGN §10: the CLI's flag names).
@@ -380,13 +372,6 @@ async fn create(
         }
         Err(status) => failed(page, &status),
     }
-}
-
-fn is_input(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::InvalidArgument | tonic::Code::AlreadyExists
-    )
 }
 
 async fn update(

@@ -385,3 +385,204 @@ async fn the_console_speaks_chinese_by_accept_language_and_the_switch_sticks() {
     let away = c.get("/admin/lang?to=zh&back=//evil.example/admin").await;
     assert_eq!(away.location(), Some("/admin/"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_keys_are_run_from_the_console() {
+    let h = Harness::start(0).await;
+    let (mut c, csrf) = signed_in(&h).await;
+    let mut admin = h.admin().await;
+
+    let name = "<img src=x onerror=alert(1)> ada";
+    let created = c
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("name", name),
+                ("balance", "10.00"),
+                ("multiplier", "1.5"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let location = created.location().unwrap().to_owned();
+    let id: i64 = location
+        .trim_start_matches("/admin/users/")
+        .trim_end_matches("?done=saved")
+        .parse()
+        .unwrap();
+    let user = admin
+        .get_user(v1::GetUserRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (user.balance_micros, user.multiplier_ppm),
+        (10_000_000, 1_500_000)
+    );
+    let page = c.get(&location).await;
+    assert!(
+        page.body.contains("Saved.") && page.body.contains("10.00"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("<img src=x"),
+        "the name renders as text"
+    );
+    assert!(unescape(&page.body).contains(name));
+
+    // A top-up's amount is checked here, its rules are the API's.
+    let bad = c
+        .post(
+            &format!("/admin/users/{id}/balance"),
+            &[("csrf", &csrf), ("amount", "ten"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let zero = c
+        .post(
+            &format!("/admin/users/{id}/balance"),
+            &[("csrf", &csrf), ("amount", "0"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(zero.status, 422);
+    assert!(
+        zero.body.contains("amount must not be zero"),
+        "{}",
+        zero.body
+    );
+    let refund = c
+        .post(
+            &format!("/admin/users/{id}/balance"),
+            &[("csrf", &csrf), ("amount", "-2.50"), ("reason", "refund")],
+        )
+        .await;
+    assert_eq!(refund.status, 303);
+    let user = admin
+        .get_user(v1::GetUserRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(user.balance_micros, 7_500_000);
+
+    // Found by name, in any case.
+    let found = c.get("/admin/users?search=ADA").await;
+    assert!(
+        found.body.contains(&format!("id=\"user-{id}\"")),
+        "{}",
+        found.body
+    );
+    let none = c.get("/admin/users?search=nobody").await;
+    assert!(!none.body.contains(&format!("id=\"user-{id}\"")));
+
+    // A key: its secret once, its limits and caps as typed.
+    let form = c.get(&format!("/admin/keys/new?user={id}")).await;
+    assert!(
+        form.body.contains(&format!("value=\"{id}\"")),
+        "the user is filled in"
+    );
+    let bad_cap = c
+        .post(
+            "/admin/keys",
+            &[
+                ("csrf", &csrf),
+                ("user", &id.to_string()),
+                ("spend_limit", "5.00/year"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_cap.status, 422);
+    assert!(
+        unescape(&bad_cap.body).contains("5.00/year"),
+        "{}",
+        bad_cap.body
+    );
+    let made = c
+        .post(
+            "/admin/keys",
+            &[
+                ("csrf", &csrf),
+                ("user", &id.to_string()),
+                ("name", "laptop"),
+                ("rpm", "60"),
+                ("models", "gpt-5.1-codex"),
+                ("spend_limit", "50.00, 5.00/day"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let at = made.body.find("value=\"cgw-").expect("the secret is shown") + "value=\"".len();
+    let secret = made.body[at..made.body[at..].find('"').unwrap() + at].to_owned();
+    assert!(made.body.contains("it is not shown again"));
+    let keys = admin
+        .list_keys(v1::ListKeysRequest {
+            user_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    let key = &keys[0];
+    assert_eq!((key.name.as_str(), key.rpm), ("laptop", Some(60)));
+    assert_eq!(key.models, ["gpt-5.1-codex"]);
+    assert_eq!(key.spend_limits.len(), 2);
+    assert!(secret.starts_with(&key.prefix), "{secret} / {}", key.prefix);
+    let user_page = c.get(&format!("/admin/users/{id}")).await;
+    assert!(user_page.body.contains(&format!("id=\"key-{}\"", key.id)));
+    assert!(
+        !user_page.body.contains(&secret),
+        "the secret is never shown again"
+    );
+    let listed = c.get("/admin/keys").await;
+    assert!(
+        listed.body.contains("5.00/day: 0.00 spent, 5.00 left"),
+        "{}",
+        listed.body
+    );
+    assert!(!listed.body.contains(&secret));
+
+    // Revoke after confirming.
+    let confirm = c.get(&format!("/admin/keys/{}/revoke", key.id)).await;
+    assert!(confirm.body.contains("Revoke this key?"));
+    let revoked = c
+        .post(
+            &format!("/admin/keys/{}/revoke", key.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        revoked.location(),
+        Some(format!("/admin/users/{id}?done=saved").as_str())
+    );
+    let key = admin
+        .get_key(v1::GetKeyRequest { id: key.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(key.revoked);
+
+    // Fifty users a page, and the next page continues after the last one shown.
+    for i in 0..55 {
+        admin
+            .create_user(v1::CreateUserRequest {
+                name: format!("bulk-{i:02}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let first = c.get("/admin/users").await;
+    assert_eq!(first.body.matches("id=\"user-").count(), 50);
+    let body = unescape(&first.body);
+    let at = body
+        .find("href=\"/admin/users?search=&cursor=")
+        .expect("a next page")
+        + "href=\"".len();
+    let next = body[at..body[at..].find('"').unwrap() + at].to_owned();
+    let second = c.get(&next).await;
+    assert_eq!(second.body.matches("id=\"user-").count(), 6);
+    assert!(second.body.contains("bulk-54") && !second.body.contains("bulk-00"));
+}

@@ -1,0 +1,15 @@
+// Codex Gateway console: the only script, for the "copy" buttons (the pages work without it).
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const field = document.getElementById(button.dataset.copy);
+  if (!field) return;
+  const done = () => { button.textContent = button.dataset.done || button.textContent; };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(field.value).then(done);
+  } else {
+    field.select();
+    document.execCommand("copy");
+    done();
+  }
+});
