@@ -5,11 +5,10 @@ document.addEventListener("click", (event) => {
   const field = document.getElementById(button.dataset.copy);
   if (!field) return;
   const done = () => { button.textContent = button.dataset.done || button.textContent; };
+  const select = () => { field.select(); document.execCommand("copy"); done(); };
   if (navigator.clipboard && window.isSecureContext) {
-    navigator.clipboard.writeText(field.value).then(done);
+    navigator.clipboard.writeText(field.value).then(done, select);
   } else {
-    field.select();
-    document.execCommand("copy");
-    done();
+    select();
   }
 });

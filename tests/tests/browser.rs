@@ -316,11 +316,13 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     assert!(secret.starts_with("cgw-"), "{secret}");
     let copy = c.find(Locator::Css("[data-copy=secret]")).await.unwrap();
     copy.click().await.unwrap();
-    assert_eq!(
-        copy.text().await.unwrap(),
-        "Copied",
-        "the page's one script runs under its CSP"
-    );
+    // The page's one script runs under its CSP: the button says it copied.
+    c.wait()
+        .for_element(Locator::XPath(
+            "//button[@data-copy='secret' and normalize-space()='Copied']",
+        ))
+        .await
+        .unwrap();
     shot(&c, "key-created-en-1400").await;
     let version = h.set_price("*", 1_250_000, 125_000, 10_000_000).await;
     h.wait_applied(version).await;
@@ -351,6 +353,17 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     shot(&c, "users-en-1400").await;
     c.goto(&format!("{site}/admin/keys")).await.unwrap();
     shot(&c, "keys-en-1400").await;
+    c.goto(&format!("{site}/admin/prices")).await.unwrap();
+    assert!(text(&c).await.contains("gpt-5") || text(&c).await.contains("*"));
+    shot(&c, "prices-en-1400").await;
+    c.goto(&format!("{site}/admin/audit")).await.unwrap();
+    let audit = text(&c).await;
+    assert!(
+        audit.contains("key.create") && audit.contains("console session"),
+        "{audit}"
+    );
+    assert!(!c.source().await.unwrap().contains(&secret));
+    shot(&c, "audit-en-1400").await;
 
     // The switch: Chinese, and it sticks.
     c.goto(&format!("{site}/admin/upstreams")).await.unwrap();
@@ -375,6 +388,8 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     c.goto(&format!("{site}/admin/keys")).await.unwrap();
     shot(&c, "keys-zh-1400").await;
     assert!(fits(&c).await);
+    c.goto(&format!("{site}/admin/audit")).await.unwrap();
+    shot(&c, "audit-zh-1400").await;
     c.close().await.unwrap();
 
     // A 390-px phone whose language is Chinese: every page fits its width.
@@ -398,6 +413,8 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         (user_path.clone(), "user-zh-390"),
         ("/admin/keys".to_owned(), "keys-zh-390"),
         ("/admin/keys/new".to_owned(), "key-new-zh-390"),
+        ("/admin/prices".to_owned(), "prices-zh-390"),
+        ("/admin/audit".to_owned(), "audit-zh-390"),
     ] {
         phone.goto(&format!("{site}{page}")).await.unwrap();
         assert!(fits(&phone).await, "{page} scrolls sideways on a phone");

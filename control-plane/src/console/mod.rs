@@ -7,7 +7,9 @@
 //! `Accept-Language`) → the session (cookie → digest → store; none sends to sign-in) → for a
 //! form, the same-origin check and the session's CSRF token → the page's handler.
 
+mod audit;
 mod keys;
+mod prices;
 mod session;
 mod text;
 mod upstreams;
@@ -70,6 +72,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(upstreams::routes())
         .merge(users::routes())
         .merge(keys::routes())
+        .merge(prices::routes())
+        .merge(audit::routes())
         .route("/admin/static/console.js", get(script))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)

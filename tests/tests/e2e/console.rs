@@ -586,3 +586,75 @@ async fn users_and_keys_are_run_from_the_console() {
     assert_eq!(second.body.matches("id=\"user-").count(), 6);
     assert!(second.body.contains("bulk-54") && !second.body.contains("bulk-00"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_are_set_and_every_change_is_in_the_audit_page() {
+    let h = Harness::start(0).await;
+    let (mut c, csrf) = signed_in(&h).await;
+    let mut admin = h.admin().await;
+    let page = c.get("/admin/prices").await;
+    assert!(page.body.contains("No prices yet.") && page.body.contains("value=\"*\""));
+    let bad = c
+        .post(
+            "/admin/prices",
+            &[
+                ("csrf", &csrf),
+                ("model", "*"),
+                ("input", "cheap"),
+                ("cached_input", "0"),
+                ("output", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        unescape(&bad.body).contains("input \"cheap\""),
+        "{}",
+        bad.body
+    );
+    let set = c
+        .post(
+            "/admin/prices",
+            &[
+                ("csrf", &csrf),
+                ("model", "gpt-5.1-codex"),
+                ("input", "1.25"),
+                ("cached_input", "0.125"),
+                ("output", "10"),
+            ],
+        )
+        .await;
+    assert_eq!(set.location(), Some("/admin/prices?done=saved"));
+    let prices = admin
+        .list_prices(v1::ListPricesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .prices;
+    assert_eq!(prices.len(), 1);
+    assert_eq!(
+        (
+            prices[0].input_micros,
+            prices[0].cached_input_micros,
+            prices[0].output_micros
+        ),
+        (1_250_000, 125_000, 10_000_000)
+    );
+    let listed = c.get("/admin/prices?done=saved").await;
+    assert!(listed.body.contains("id=\"price-gpt-5.1-codex\"") && listed.body.contains("10.00"));
+
+    // A change over gRPC and one from the console, both on the audit page, newest first.
+    admin
+        .create_user(v1::CreateUserRequest {
+            name: "grpc-user".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let audit = unescape(&c.get("/admin/audit").await.body);
+    let user_at = audit.find("user.create").expect("the gRPC change");
+    let price_at = audit.find("price.set").expect("the console's change");
+    assert!(user_at < price_at, "newest first");
+    assert!(audit.contains("admin token") && audit.contains("console session"));
+    assert!(audit.contains("\"output_micros\":10000000"), "{audit}");
+}
