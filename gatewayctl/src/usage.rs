@@ -174,6 +174,9 @@ impl UsageFilter {
             until: self.until.clone(),
             limit: Some(limit),
             cursor,
+            // The console filters by status; the CLI's filters are the summary's too, and
+            // summaries are not kept by status.
+            status: None,
         }
     }
 }
@@ -272,7 +275,7 @@ impl UsageExport {
             Some(f) => f,
             None => out,
         };
-        let columns = csv_columns();
+        let columns = gateway_proto::csv::usage_columns();
         if self.format == ExportFormat::Csv {
             writeln!(sink, "{}", columns.join(","))?;
         }
@@ -287,7 +290,9 @@ impl UsageExport {
                 let value = serde_json::to_value(event)?;
                 match self.format {
                     ExportFormat::Jsonl => writeln!(sink, "{value}")?,
-                    ExportFormat::Csv => writeln!(sink, "{}", csv_row(&columns, &value))?,
+                    ExportFormat::Csv => {
+                        writeln!(sink, "{}", gateway_proto::csv::row(&columns, &value))?
+                    }
                 }
             }
             rows += page.events.len() as u64;
@@ -311,36 +316,6 @@ impl UsageExport {
         );
         Ok(())
     }
-}
-
-/// The export's columns: the JSON names of a usage event, in the order `usage list -o json`
-/// prints them.
-fn csv_columns() -> Vec<String> {
-    match serde_json::to_value(v1::UsageRecord::default()) {
-        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// One CSV row (RFC 4180: a field with a comma, quote or line break is quoted, quotes
-/// doubled; an absent value is empty).
-fn csv_row(columns: &[String], event: &serde_json::Value) -> String {
-    columns
-        .iter()
-        .map(|c| {
-            let field = match &event[c.as_str()] {
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if field.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", field.replace('"', "\"\""))
-            } else {
-                field
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// `usage summary`.
@@ -445,26 +420,6 @@ mod tests {
                 "{err}"
             );
         }
-    }
-
-    #[test]
-    fn csv_rows_quote_what_needs_it() {
-        let columns = csv_columns();
-        for name in [
-            "id",
-            "user_id",
-            "upstream_id",
-            "cost_micros",
-            "status",
-            "estimated",
-        ] {
-            assert!(columns.iter().any(|c| c == name), "{columns:?}");
-        }
-        let row = csv_row(
-            &["a".into(), "b".into(), "c".into(), "d".into()],
-            &serde_json::json!({"a": "plain", "b": "x,\"y\"", "c": null, "d": 7}),
-        );
-        assert_eq!(row, "plain,\"x,\"\"y\"\"\",,7");
     }
 
     #[test]

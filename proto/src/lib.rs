@@ -4,6 +4,7 @@
 //! and the CLI hold.
 
 pub mod auth;
+pub mod csv;
 pub mod digest;
 pub mod ids;
 pub mod money;

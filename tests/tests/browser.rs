@@ -338,6 +338,64 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         200,
         "the console's key works on the data plane"
     );
+    // A request through the data plane with that key: billed, on the usage page and in the
+    // page's CSV.
+    let answer = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &format!("Bearer {secret}"))],
+            gateway_tests::codex_request("gpt-5.1-codex", false, "console"),
+        )
+        .await;
+    assert_eq!(answer.status(), 200);
+    let request_id = answer.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    http_body_util::BodyExt::collect(answer.into_body())
+        .await
+        .unwrap();
+    h.wait_ingested(1).await;
+    c.find(Locator::LinkText("Usage"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("table")).await.unwrap();
+    let usage = text(&c).await;
+    assert!(
+        usage.contains("gpt-5.1-codex") && usage.contains("completed"),
+        "{usage}"
+    );
+    shot(&c, "usage-en-1400").await;
+    let csv_href = c
+        .find(Locator::LinkText("Download CSV"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(csv_href.starts_with("/admin/usage.csv"), "{csv_href}");
+    // The same download, with the browser's session (its CSP lets no script fetch it).
+    let cookie = c.get_named_cookie("cgw_session").await.unwrap();
+    let mut download = gateway_tests::console::ConsoleClient::new(h.console_addr());
+    download.set_cookies(
+        [("cgw_session".to_owned(), cookie.value().to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let csv = download.get(&csv_href).await;
+    assert_eq!(csv.status, 200);
+    let csv = csv.body;
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.contains(&request_id),
+        "the request is in the CSV: {csv}"
+    );
+
     c.goto(&format!("{site}{user_path}")).await.unwrap();
     let user_page = text(&c).await;
     assert!(
@@ -390,6 +448,8 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     assert!(fits(&c).await);
     c.goto(&format!("{site}/admin/audit")).await.unwrap();
     shot(&c, "audit-zh-1400").await;
+    c.goto(&format!("{site}/admin/usage")).await.unwrap();
+    shot(&c, "usage-zh-1400").await;
     c.close().await.unwrap();
 
     // A 390-px phone whose language is Chinese: every page fits its width.
@@ -414,6 +474,7 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         ("/admin/keys".to_owned(), "keys-zh-390"),
         ("/admin/keys/new".to_owned(), "key-new-zh-390"),
         ("/admin/prices".to_owned(), "prices-zh-390"),
+        ("/admin/usage".to_owned(), "usage-zh-390"),
         ("/admin/audit".to_owned(), "audit-zh-390"),
     ] {
         phone.goto(&format!("{site}{page}")).await.unwrap();

@@ -13,6 +13,7 @@ mod prices;
 mod session;
 mod text;
 mod upstreams;
+mod usage;
 mod users;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -74,6 +75,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(keys::routes())
         .merge(prices::routes())
         .merge(audit::routes())
+        .merge(usage::routes())
         .route("/admin/static/console.js", get(script))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)

@@ -393,6 +393,15 @@ impl AdminService for Admin {
             r.until.as_deref(),
             i64::from(limit),
         )?;
+        filter.status = r
+            .status
+            .map(|s| match v1::UsageStatus::try_from(s) {
+                Ok(v1::UsageStatus::Unspecified) | Err(_) => Err(Status::invalid_argument(
+                    format!("status {s} is not a usage status"),
+                )),
+                Ok(status) => Ok(status),
+            })
+            .transpose()?;
         filter.after = r
             .cursor
             .as_deref()

@@ -61,6 +61,7 @@ pub(super) fn usage_filter(
         until: until.map(|t| validate::timestamp("until", t)).transpose()?,
         limit,
         after: None,
+        status: None,
     })
 }
 

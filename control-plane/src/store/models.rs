@@ -448,6 +448,8 @@ pub struct UsageFilter {
     pub model: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Only events that ended so (the rollups do not keep it).
+    pub status: Option<UsageStatus>,
     pub limit: i64,
     /// Only events after this one in the listing order (newest first): keyset paging by
     /// start time and id.
@@ -476,7 +478,7 @@ impl UsageFilter {
             let columns = source.columns();
             columns.contains(&group) && filtered.iter().all(|&(on, c)| !on || columns.contains(&c))
         };
-        if self.since.is_some() || self.until.is_some() {
+        if self.since.is_some() || self.until.is_some() || self.status.is_some() {
             return UsageSource::Ledger;
         }
         [

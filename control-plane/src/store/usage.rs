@@ -6,6 +6,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use gateway_proto::{
     ids::{KeyId, UpstreamId, UserId},
     money::Micros,
+    names::Named,
     v1::SummaryBy,
 };
 use sqlx::{Database, Encode, QueryBuilder, Type};
@@ -315,5 +316,8 @@ where
     }
     if let Some(until) = filter.until {
         q.push(" AND started_at < ").push_bind(until);
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.name().to_owned());
     }
 }

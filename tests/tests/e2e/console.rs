@@ -658,3 +658,98 @@ async fn prices_are_set_and_every_change_is_in_the_audit_page() {
     assert!(audit.contains("admin token") && audit.contains("console session"));
     assert!(audit.contains("\"output_micros\":10000000"), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_page_filters_and_pages_and_its_csv_is_the_ledger() {
+    let mut h = Harness::start(0).await;
+    // 25,000 events through the real stream and ledger: users 1-5, every 50th one failed.
+    let events: Vec<v1::UsageEvent> = (0..25_000i64)
+        .map(|i| {
+            let mut e = gateway_tests::bench_usage_event(1 + i % 5, 100 + i % 5);
+            e.started_at_ms -= i * 1000;
+            if i % 50 == 0 {
+                e.status = v1::UsageStatus::UpstreamError as i32;
+            }
+            if i == 7 {
+                e.model = "<b>odd,\"model\"</b>".into();
+            }
+            e
+        })
+        .collect();
+    gateway_tests::put_on_stream(&h, events).await;
+    h.wait_ingested(25_000).await;
+    let (mut c, _) = signed_in(&h).await;
+
+    let first = c.get("/admin/usage").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.body.matches("<tr>").count() - 1,
+        50,
+        "50 events a page"
+    );
+    let body = unescape(&first.body);
+    let at = body
+        .find("href=\"/admin/usage?&cursor=")
+        .or_else(|| body.find("href=\"/admin/usage?cursor="));
+    let at = at.expect("a next page") + "href=\"".len();
+    let next = body[at..body[at..].find('"').unwrap() + at].to_owned();
+    let second = c.get(&next).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body.matches("<tr>").count() - 1, 50);
+
+    let failed = c.get("/admin/usage?status=upstream_error&user=1").await;
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    assert!(
+        failed
+            .body
+            .contains("health-unhealthy\">upstream_error</span>")
+    );
+    assert!(
+        !failed.body.contains("pill on\">completed</span>"),
+        "only the status asked for"
+    );
+    let odd = c.get("/admin/usage?user=3").await;
+    assert!(!odd.body.contains("<b>odd"), "a model name renders as text");
+    let bad = c.get("/admin/usage?user=alice").await;
+    assert_eq!(bad.status, 422);
+    assert!(unescape(&bad.body).contains("user must be an id, got \"alice\""));
+
+    // The CSV of no filter is the whole ledger, each event once; of a filter, its events.
+    let csv = c.get("/admin/usage.csv").await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.headers["content-type"], "text/csv; charset=utf-8");
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines[0], gateway_proto::csv::usage_columns().join(","));
+    let id_column = gateway_proto::csv::usage_columns()
+        .iter()
+        .position(|c| c == "id")
+        .unwrap();
+    let mut exported: Vec<String> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(id_column).unwrap().to_owned())
+        .collect();
+    exported.sort();
+    let pool = h.db.pool().await;
+    let mut ledger: Vec<String> = sqlx::query_scalar("SELECT CAST(id AS TEXT) FROM usage_events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    ledger.sort();
+    assert_eq!(exported.len(), 25_000);
+    assert_eq!(exported, ledger, "the CSV is the ledger, each event once");
+    assert!(
+        csv.body.contains("\"<b>odd,\"\"model\"\"</b>\""),
+        "CSV quoting"
+    );
+
+    let one = c.get("/admin/usage.csv?user=1&status=upstream_error").await;
+    let rows = one.body.lines().count() - 1;
+    let expected: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM usage_events WHERE user_id = 1 AND status = 'upstream_error'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows as i64, expected);
+    assert!(expected > 0);
+}
