@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tracing::{error, info};
 
 use super::{
-    convert::{self, summary_by, usage_filter},
+    convert::{self, next_cursor, summary_by, usage_filter},
     inputs, validate,
 };
 use crate::{
@@ -94,14 +94,6 @@ impl Admin {
         keys.pop()
             .ok_or_else(|| Status::internal("a key went missing while its spend was read"))
     }
-}
-
-/// The cursor of the page after `rows`: a full page may have a next one, a short one is the
-/// last.
-fn next_cursor<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<String> {
-    (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| id(r).to_string()))
-        .flatten()
 }
 
 fn versioned<T, U: From<T>>(v: Versioned<T>) -> Response<U> {

@@ -65,6 +65,14 @@ pub(super) fn usage_filter(
     })
 }
 
+/// The cursor of the page after `rows` listed by id: a full page may have a next one, a short
+/// one is the last.
+pub(super) fn next_cursor<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<String> {
+    (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| id(r).to_string()))
+        .flatten()
+}
+
 /// The cursor of the page after `row`: its start time, to the nanosecond, and its id.
 pub(super) fn usage_cursor(row: &UsageRow) -> String {
     format!(
