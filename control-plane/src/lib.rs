@@ -155,6 +155,7 @@ impl ControlPlane {
         let console_addr = console_listener.local_addr()?;
         let console = console::Console::new(
             grpc::Admin::new(store.clone(), cipher.clone(), prober.clone()),
+            grpc::Usage::new(store.clone(), ingested.clone()),
             store.clone(),
             config.admin_token.clone(),
         );

@@ -1,7 +1,8 @@
 //! The console in a real headless Chromium over WebDriver (Debian's `chromium` and
 //! `chromium-driver`; `.ci/run` and `scripts/test` install them when absent): sign in, add an
 //! upstream through the form and find it in the list and over gRPC, test its health, create a
-//! user and a key (its secret shown once, copied, and working on the data plane), switch to
+//! user and a key (its secret shown once, copied, and working on the data plane), find a request
+//! made with it on the usage page and in its CSV, sign in to the portal with it, switch to
 //! Chinese, and the same pages on a 390-px phone without sideways scrolling. Every page is
 //! saved as a PNG in `CONSOLE_SCREENSHOTS` (default: the system temp dir's
 //! `codex-gateway-console`) to be looked at.
@@ -396,6 +397,26 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         "the request is in the CSV: {csv}"
     );
 
+    // The key holder's portal: sign in with the key, see its balance, caps and request.
+    c.goto(&format!("{site}/portal/")).await.unwrap();
+    assert_eq!(path(&c).await, "/portal/login");
+    shot(&c, "portal-login-en-1400").await;
+    fill(&c, "key", &secret).await;
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("balance")).await.unwrap();
+    let portal = text(&c).await;
+    assert!(
+        portal.contains("5.00/day") && portal.contains("gpt-5.1-codex"),
+        "{portal}"
+    );
+    assert!(!portal.contains("pool-a"), "nothing of the operator's");
+    shot(&c, "portal-en-1400").await;
+
     c.goto(&format!("{site}{user_path}")).await.unwrap();
     let user_page = text(&c).await;
     assert!(
@@ -481,5 +502,22 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         assert!(fits(&phone).await, "{page} scrolls sideways on a phone");
         shot(&phone, name).await;
     }
+    phone.goto(&format!("{site}/portal/login")).await.unwrap();
+    fill(&phone, "key", &secret).await;
+    phone
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    phone
+        .wait()
+        .for_element(Locator::Id("balance"))
+        .await
+        .unwrap();
+    assert!(text(&phone).await.contains("最近的请求"));
+    assert!(fits(&phone).await, "the portal scrolls sideways on a phone");
+    shot(&phone, "portal-zh-390").await;
     phone.close().await.unwrap();
 }

@@ -9,6 +9,7 @@
 
 mod audit;
 mod keys;
+mod portal;
 mod prices;
 mod session;
 mod text;
@@ -34,23 +35,29 @@ use tracing::{error, info};
 
 pub use self::text::Lang;
 use self::{session::Session, text::Text};
-use crate::{grpc::Admin, store::Store};
+use crate::{
+    grpc::{Admin, Usage},
+    store::Store,
+};
 
 /// What every console handler shares.
 #[derive(Debug)]
 pub struct Console {
     admin: Admin,
+    /// The usage service's handlers: the portal shows what a key's `GET /v1/usage` shows.
+    usage: Usage,
     store: Store,
     admin_token: Secret,
     limiter: session::SignInLimiter,
 }
 
 impl Console {
-    /// A console over `admin` (the API's handlers) and `store` (its sessions), opened with
-    /// `admin_token`.
-    pub fn new(admin: Admin, store: Store, admin_token: Secret) -> Arc<Self> {
+    /// A console over `admin` and `usage` (the API's handlers) and `store` (its sessions),
+    /// opened with `admin_token`.
+    pub fn new(admin: Admin, usage: Usage, store: Store, admin_token: Secret) -> Arc<Self> {
         Arc::new(Self {
             admin,
+            usage,
             store,
             admin_token,
             limiter: session::SignInLimiter::default(),
@@ -76,6 +83,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(prices::routes())
         .merge(audit::routes())
         .merge(usage::routes())
+        .merge(portal::routes())
+        .route("/portal/console.css", get(stylesheet))
+        .route("/portal/lang", get(switch_portal_language))
         .route("/admin/static/console.js", get(script))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)
@@ -180,18 +190,28 @@ struct LangQuery {
 
 /// The language switch: remembers the choice and goes back to the page it was on.
 async fn switch_language(Query(q): Query<LangQuery>) -> Response {
-    let code = if q.to == "zh" { "zh" } else { "en" };
     // Only back to one of our own pages, never elsewhere.
     let back = q
         .back
         .filter(|b| b.starts_with("/admin") && !b.starts_with("//") && !b.contains('\\'))
         .unwrap_or_else(|| "/admin/".into());
-    let mut response = Redirect::to(&back).into_response();
+    remember_language(&q.to, &back)
+}
+
+/// A redirect to `back` that sets the language cookie to `to` (English unless `zh`).
+fn remember_language(to: &str, back: &str) -> Response {
+    let code = if to == "zh" { "zh" } else { "en" };
+    let mut response = Redirect::to(back).into_response();
     let cookie = format!("cgw_lang={code}; Path=/; Max-Age=31536000; SameSite=Strict");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// The portal's language switch: remembers the choice and goes back to the portal.
+async fn switch_portal_language(Query(q): Query<LangQuery>) -> Response {
+    remember_language(&q.to, "/portal/")
 }
 
 /// What every page's layout shows.

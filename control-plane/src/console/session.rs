@@ -26,6 +26,8 @@ use super::{Console, Lang, MessagePage, Page, render};
 use crate::store::{Actor, SessionRow};
 
 const COOKIE: &str = "cgw_session";
+/// The key holder's portal session.
+pub(super) const PORTAL_COOKIE: &str = "cgw_portal";
 /// How long a session lasts.
 const SESSION_HOURS: i64 = 12;
 /// Sign-in attempts an address may make per minute.
@@ -34,7 +36,7 @@ const ATTEMPTS_PER_MINUTE: u32 = 10;
 /// A signed-in console session.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
-    digest: Vec<u8>,
+    pub(super) digest: Vec<u8>,
     pub(crate) csrf: String,
     source: String,
 }
@@ -42,17 +44,46 @@ pub(crate) struct Session {
 impl Session {
     /// The admin session the request's cookie names, or the answer that sends it to sign in.
     pub(crate) async fn admin(console: &Console, headers: &HeaderMap) -> Result<Self, Response> {
-        let Some(token) = cookie(headers, COOKIE) else {
-            return Err(Redirect::to("/admin/login").into_response());
+        Self::find(console, headers, COOKIE, "admin", "/admin/login")
+            .await
+            .map(|(session, _)| session)
+    }
+
+    /// The key holder's session the request's portal cookie names, and its key; a portal
+    /// session is never an admin one (another cookie, another kind).
+    pub(crate) async fn portal(
+        console: &Console,
+        headers: &HeaderMap,
+    ) -> Result<(Self, i64), Response> {
+        let (session, key) =
+            Self::find(console, headers, PORTAL_COOKIE, "portal", "/portal/login").await?;
+        match key {
+            Some(key) => Ok((session, key)),
+            None => Err(Redirect::to("/portal/login").into_response()),
+        }
+    }
+
+    async fn find(
+        console: &Console,
+        headers: &HeaderMap,
+        name: &str,
+        kind: &str,
+        login: &str,
+    ) -> Result<(Self, Option<i64>), Response> {
+        let Some(token) = cookie(headers, name) else {
+            return Err(Redirect::to(login).into_response());
         };
         let digest = Sha256::digest(token.as_bytes()).to_vec();
         match console.store.session(&digest, Utc::now()).await {
-            Ok(Some(row)) if row.kind == "admin" => Ok(Self {
-                digest,
-                csrf: row.csrf,
-                source: row.source,
-            }),
-            Ok(_) => Err(Redirect::to("/admin/login").into_response()),
+            Ok(Some(row)) if row.kind == kind => Ok((
+                Self {
+                    digest,
+                    csrf: row.csrf,
+                    source: row.source,
+                },
+                row.key_id.map(|k| k.get()),
+            )),
+            Ok(_) => Err(Redirect::to(login).into_response()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read console sessions");
                 let page = Page::new(headers, "/admin/", |t| t.product, None);
@@ -119,7 +150,7 @@ pub(super) fn language(headers: &HeaderMap) -> Lang {
 }
 
 /// The value of cookie `name`.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -130,7 +161,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
@@ -144,7 +175,7 @@ pub(super) struct SignInLimiter {
 
 impl SignInLimiter {
     /// Counts an attempt from `ip`; whether it may go ahead.
-    fn allow(&self, ip: IpAddr) -> bool {
+    pub(super) fn allow(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let Ok(mut attempts) = self.attempts.lock() else {
             return false;

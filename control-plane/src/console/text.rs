@@ -207,6 +207,12 @@ pub struct Text {
     pub reasoning: &'static str,
     pub ttfb: &'static str,
     pub duration: &'static str,
+    pub portal: &'static str,
+    pub portal_hint: &'static str,
+    pub gateway_key: &'static str,
+    pub wrong_key: &'static str,
+    pub recent_requests: &'static str,
+    pub limits: &'static str,
 }
 
 static EN: Text = Text {
@@ -355,6 +361,12 @@ static EN: Text = Text {
     reasoning: "Reasoning",
     ttfb: "First byte",
     duration: "Duration",
+    portal: "Your gateway key",
+    portal_hint: "Sign in with your gateway key (cgw-…) to see its balance, caps and usage.",
+    gateway_key: "Gateway key",
+    wrong_key: "Unknown, revoked or expired key.",
+    recent_requests: "Recent requests",
+    limits: "Limits",
 };
 
 static ZH: Text = Text {
@@ -503,6 +515,12 @@ static ZH: Text = Text {
     reasoning: "推理",
     ttfb: "首字节",
     duration: "耗时",
+    portal: "你的网关密钥",
+    portal_hint: "用你的网关密钥（cgw-…）登录，查看余额、消费上限和用量。",
+    gateway_key: "网关密钥",
+    wrong_key: "密钥不存在、已吊销或已过期。",
+    recent_requests: "最近的请求",
+    limits: "限制",
 };
 
 #[cfg(test)]

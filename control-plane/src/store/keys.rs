@@ -73,6 +73,18 @@ impl Store {
         .await?))
     }
 
+    /// The key whose secret has this digest.
+    pub async fn key_by_digest(&self, digest: &[u8]) -> Result<Option<KeyRow>, StoreError> {
+        Ok(db_run!(pool(&self.db), |c| sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE digest = $1"
+        ))
+        .bind(digest)
+        .fetch_optional(c)
+        .await?))
+    }
+
     /// One key.
     pub async fn get_key(&self, id: KeyId) -> Result<KeyRow, StoreError> {
         db_run!(pool(&self.db), |c| sqlx::query_as(concat!(

@@ -753,3 +753,82 @@ async fn the_usage_page_filters_and_pages_and_its_csv_is_the_ledger() {
     assert_eq!(rows as i64, expected);
     assert!(expected > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holder_sees_their_key_in_the_portal_and_nothing_else() {
+    let mut h = Harness::start(0).await;
+    let mut admin = h.admin().await;
+    let mine = admin
+        .create_user(v1::CreateUserRequest {
+            name: "holder".into(),
+            balance_micros: 5_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let other = admin
+        .create_user(v1::CreateUserRequest {
+            name: "someone-else".into(),
+            balance_micros: 9_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (key, secret, _) = h.add_key(mine.id).await;
+    let (other_key, _, _) = h.add_key(other.id).await;
+    let mut own_event = gateway_tests::bench_usage_event(mine.id, key.id);
+    own_event.model = "model-of-mine".into();
+    let mut other_event = gateway_tests::bench_usage_event(other.id, other_key.id);
+    other_event.model = "model-of-theirs".into();
+    gateway_tests::put_on_stream(&h, [own_event, other_event]).await;
+    h.wait_ingested(2).await;
+
+    let mut c = ConsoleClient::new(h.console_addr());
+    let first = c.get("/portal/").await;
+    assert_eq!(first.location(), Some("/portal/login"));
+    let wrong = c.post("/portal/login", &[("key", "cgw-not-a-key")]).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Unknown, revoked or expired key."));
+    let signed = c.post("/portal/login", &[("key", &secret)]).await;
+    assert_eq!(signed.location(), Some("/portal/"), "{}", signed.body);
+    let page = c.get("/portal/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("model-of-mine"), "{}", page.body);
+    assert!(
+        !page.body.contains("model-of-theirs"),
+        "nothing of anyone else"
+    );
+    assert!(!page.body.contains("someone-else") && !page.body.contains("9.00"));
+    assert!(
+        !page.body.contains(&secret),
+        "the key itself is not shown back"
+    );
+    assert!(page.body.contains(&key.prefix));
+
+    // A portal session never opens the admin console, under either cookie name.
+    let portal_token = c.cookies()["cgw_portal"].clone();
+    for name in ["cgw_portal", "cgw_session"] {
+        let mut intruder = ConsoleClient::new(h.console_addr());
+        intruder.set_cookies(
+            [(name.to_owned(), portal_token.clone())]
+                .into_iter()
+                .collect(),
+        );
+        let admin_page = intruder.get("/admin/upstreams").await;
+        assert_eq!(admin_page.location(), Some("/admin/login"), "{name}");
+    }
+    // Nor does the admin token open the portal.
+    let token = h.admin_token.expose().to_owned();
+    let mut c2 = ConsoleClient::new(h.console_addr());
+    let by_token = c2.post("/portal/login", &[("key", &token)]).await;
+    assert_eq!(by_token.status, 401);
+
+    // A revoked key's session ends with it.
+    admin
+        .revoke_key(v1::RevokeKeyRequest { id: key.id })
+        .await
+        .unwrap();
+    assert_eq!(c.get("/portal/").await.location(), Some("/portal/login"));
+}
