@@ -46,12 +46,9 @@ struct ListQuery {
 async fn list(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let page = Page::new(&headers, "/admin/audit", |t| t.audit, Some(&session));
     let request = v1::ListAuditRequest {
         limit: Some(50),

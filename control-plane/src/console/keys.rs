@@ -13,7 +13,12 @@ use axum::{
 };
 use gateway_proto::v1::{self, SpendLimit, admin_service_server::AdminService};
 
-use super::{Console, Page, as_session, failed, render, session::Session, short_time, text::Text};
+use super::{
+    Console, Page, as_session, failed, render,
+    session::{CsrfForm, Session},
+    short_time,
+    text::Text,
+};
 
 pub(super) fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -96,12 +101,9 @@ struct ListQuery {
 async fn list(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let page = Page::new(&headers, "/admin/keys", |t| t.keys, Some(&session));
     let request = v1::ListKeysRequest {
         user_id: q.user,
@@ -166,15 +168,7 @@ struct NewQuery {
     user: Option<i64>,
 }
 
-async fn new_form(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(q): Query<NewQuery>,
-) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn new_form(headers: HeaderMap, session: Session, Query(q): Query<NewQuery>) -> Response {
     let page = Page::new(&headers, "/admin/keys/new", |t| t.add_key, Some(&session));
     let form = KeyForm {
         user: q.user.map(|u| u.to_string()).unwrap_or_default(),
@@ -244,12 +238,9 @@ struct CreatedPage {
 async fn create(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Form(form): Form<KeyForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -307,12 +298,9 @@ struct RevokePage {
 async fn confirm_revoke(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/admin/keys/{id}/revoke");
     let page = Page::new(&headers, path, |t| t.revoke_confirm, Some(&session));
     match console
@@ -328,22 +316,13 @@ async fn confirm_revoke(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn revoke(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }

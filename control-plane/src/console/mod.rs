@@ -22,7 +22,7 @@ use std::{net::SocketAddr, sync::Arc};
 use askama::Template;
 use axum::{
     Router,
-    extract::{Query, State},
+    extract::Query,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -175,11 +175,8 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-async fn home(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    match Session::admin(&console, &headers).await {
-        Ok(_) => Redirect::to("/admin/upstreams").into_response(),
-        Err(response) => response,
-    }
+async fn home(_: Session) -> Response {
+    Redirect::to("/admin/upstreams").into_response()
 }
 
 #[derive(serde::Deserialize)]

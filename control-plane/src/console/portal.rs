@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Console, MessagePage, Page, render,
-    session::{PORTAL_COOKIE, Session, random_token},
+    session::{CsrfForm, PORTAL_COOKIE, Session, random_token},
     short_time,
 };
 use crate::store::SessionRow;
@@ -203,12 +203,6 @@ async fn home(State(console): State<Arc<Console>>, headers: HeaderMap) -> Respon
         page,
     };
     render(StatusCode::OK, &view)
-}
-
-#[derive(serde::Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 async fn logout(

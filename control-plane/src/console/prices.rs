@@ -60,12 +60,9 @@ struct Notice {
 async fn list(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     axum::extract::Query(notice): axum::extract::Query<Notice>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let form = PriceForm {
         model: "*".into(),
         ..PriceForm::default()
@@ -135,12 +132,9 @@ fn price(field: &str, value: &str) -> Result<i64, String> {
 async fn set(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Form(form): Form<PriceForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }

@@ -139,6 +139,19 @@ impl Session {
     }
 }
 
+/// A handler that takes a [`Session`] runs only for a signed-in admin; anyone else is sent to
+/// sign in.
+impl axum::extract::FromRequestParts<Arc<Console>> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Response> {
+        Self::admin(console, &parts.headers).await
+    }
+}
+
 /// The language of a request: the switch's cookie, else `Accept-Language`.
 pub(super) fn language(headers: &HeaderMap) -> Lang {
     Lang::choose(
@@ -255,22 +268,20 @@ pub(super) async fn login(
     response
 }
 
+/// A form that carries only the session's CSRF token (sign out, delete, revoke, test).
 #[derive(serde::Deserialize)]
 pub(super) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 /// Ends the session in the store (so its cookie opens nothing anywhere) and clears the cookie.
 pub(super) async fn logout(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }

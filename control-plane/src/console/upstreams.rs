@@ -17,7 +17,11 @@ use gateway_proto::{
     v1::{self, admin_service_server::AdminService},
 };
 
-use super::{Console, Page, as_session, failed, is_input, render, session::Session, short_time};
+use super::{
+    Console, Page, as_session, failed, is_input, render,
+    session::{CsrfForm, Session},
+    short_time,
+};
 
 pub(super) fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -60,12 +64,9 @@ struct Notice {
 async fn list(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Query(notice): Query<Notice>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let page = Page::new(
         &headers,
         "/admin/upstreams",
@@ -173,11 +174,7 @@ fn defaults() -> UpstreamForm {
     }
 }
 
-async fn new_form(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn new_form(headers: HeaderMap, session: Session) -> Response {
     let page = Page::new(
         &headers,
         "/admin/upstreams/new",
@@ -197,12 +194,9 @@ async fn new_form(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
 async fn edit_form(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/admin/upstreams/{id}/edit");
     let page = Page::new(&headers, path, |t| t.edit_upstream, Some(&session));
     let got = console
@@ -342,12 +336,9 @@ fn form_again(
 async fn create(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Form(form): Form<UpstreamForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -377,13 +368,10 @@ async fn create(
 async fn update(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
     Form(form): Form<UpstreamForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -425,13 +413,10 @@ struct EnabledForm {
 async fn set_enabled(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
     Form(form): Form<EnabledForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -468,12 +453,9 @@ struct DeletePage {
 async fn confirm_delete(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/admin/upstreams/{id}/delete");
     let page = Page::new(&headers, path, |t| t.delete_confirm, Some(&session));
     match console
@@ -492,22 +474,13 @@ async fn confirm_delete(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn delete(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -541,13 +514,10 @@ struct ProbePage {
 async fn test(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }

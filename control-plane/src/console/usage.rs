@@ -142,12 +142,9 @@ struct UsagePage {
 async fn list(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Query(filters): Query<Filters>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let page = Page::new(&headers, "/admin/usage", |t| t.usage, Some(&session));
     let query = filters.query();
     let mut view = UsagePage {
@@ -219,13 +216,9 @@ enum Export {
 
 async fn export(
     State(console): State<Arc<Console>>,
-    headers: HeaderMap,
+    session: Session,
     Query(filters): Query<Filters>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let filters = Filters {
         cursor: String::new(),
         ..filters

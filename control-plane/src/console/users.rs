@@ -75,12 +75,9 @@ struct ListQuery {
 async fn list(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let page = Page::new(&headers, "/admin/users", |t| t.users, Some(&session));
     let search = q.search.unwrap_or_default().trim().to_owned();
     let request = v1::ListUsersRequest {
@@ -136,11 +133,7 @@ struct NewPage {
     error: Option<String>,
 }
 
-async fn new_form(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn new_form(headers: HeaderMap, session: Session) -> Response {
     let page = Page::new(&headers, "/admin/users/new", |t| t.add_user, Some(&session));
     let form = UserForm {
         balance: "0.00".into(),
@@ -183,12 +176,9 @@ fn multiplier_ppm(value: &str) -> Result<Option<u64>, String> {
 async fn create(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Form(form): Form<UserForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -254,13 +244,10 @@ struct Notice {
 async fn show(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     user_page(
         &console,
         &session,
@@ -357,13 +344,10 @@ async fn user_page(
 async fn update(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
     Form(form): Form<UserForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
@@ -406,13 +390,10 @@ struct AdjustForm {
 async fn adjust(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
     Form(form): Form<AdjustForm>,
 ) -> Response {
-    let session = match Session::admin(&console, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = session.check_form(&headers, &form.csrf) {
         return *r;
     }
