@@ -111,14 +111,22 @@ impl Session {
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "cross-site" || v == "same-site");
-        let foreign_origin = match (
-            headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-            headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-        ) {
-            (Some(origin), Some(host)) => origin
-                .split_once("://")
-                .is_none_or(|(_, rest)| rest != host),
-            _ => false,
+        // The origin must be this host as the browser addressed it: `Host`, or the
+        // `X-Forwarded-Host` a proxy in front set (a cross-site form cannot set headers).
+        let header_text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let foreign_origin = match header_text(header::ORIGIN.as_str()) {
+            Some(origin) => {
+                let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+                ![header::HOST.as_str(), "x-forwarded-host"]
+                    .into_iter()
+                    .filter_map(header_text)
+                    .any(|host| origin_host == Some(host))
+            }
+            None => false,
         };
         let token_ok = !csrf.is_empty()
             && csrf.len() == self.csrf.len()

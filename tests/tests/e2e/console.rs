@@ -95,7 +95,19 @@ async fn the_console_needs_a_session_and_signing_out_ends_it_everywhere() {
         200,
         "still signed in"
     );
-    let out = c.post("/admin/logout", &[("csrf", &csrf)]).await;
+    // Behind a proxy the browser's origin is the proxy's host, which it forwards.
+    c.extra = vec![("x-forwarded-host".into(), "gateway.example.com".into())];
+    let foreign = c
+        .post_from("/admin/logout", &[("csrf", &csrf)], "https://evil.example")
+        .await;
+    assert_eq!(foreign.status, 403, "another origin is refused");
+    let out = c
+        .post_from(
+            "/admin/logout",
+            &[("csrf", &csrf)],
+            "https://gateway.example.com",
+        )
+        .await;
     assert_eq!(out.status, 303);
     assert_eq!(out.location(), Some("/admin/login"));
     c.set_cookies(kept);
