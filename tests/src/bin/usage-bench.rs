@@ -3,7 +3,8 @@
 //! take through the real services, and what a retention pass costs ingest.
 //!
 //! 1. `usage list --user` (admin gRPC `ListUsage`), `usage summary` by user, model, day and
-//!    upstream, and by day of one user and by model of one key (`SummarizeUsage`), and a key's `GET /v1/usage` on a data plane: median and worst of
+//!    upstream, and by day of one user and by model of one key (`SummarizeUsage`), the
+//!    console's usage page (first and next page, rendered for a signed-in operator), and a key's `GET /v1/usage` on a data plane: median and worst of
 //!    20 calls each.
 //! 2. The ledger ingests E events (default 100,000) from Redis alone, then again while a
 //!    retention pass works through the oldest ~10% of the ledger; prints both rates, the
@@ -244,6 +245,39 @@ async fn main() {
         }
     })
     .await;
+
+    // The console's usage page: its first page, and the page after it (keyset cursor), each
+    // rendered for a signed-in operator through the real server.
+    let console = {
+        let mut c = gateway_tests::console::ConsoleClient::new(h.console_addr());
+        let token = h.admin_token.expose().to_owned();
+        let signed = c.post("/admin/login", &[("token", &token)]).await;
+        assert_eq!(signed.status, 303);
+        Arc::new(tokio::sync::Mutex::new(c))
+    };
+    let first = console.lock().await.get("/admin/usage").await;
+    assert_eq!(first.status, 200);
+    let body = first.body.replace("&#38;", "&").replace("&amp;", "&");
+    let at = body
+        .find("href=\"/admin/usage?&cursor=")
+        .expect("a next page")
+        + "href=\"".len();
+    let next = body[at..at + body[at..].find('"').unwrap()].to_owned();
+    for (name, path) in [
+        ("console usage page (50 newest)", "/admin/usage".to_owned()),
+        ("console usage page, the next 50", next),
+    ] {
+        timed(name, || {
+            let console = console.clone();
+            let path = path.clone();
+            async move {
+                let page = console.lock().await.get(&path).await;
+                assert_eq!(page.status, 200);
+                assert_eq!(page.body.matches("<tr>").count(), 51);
+            }
+        })
+        .await;
+    }
 
     // 2. Ingest alone, then beside a retention pass over the oldest tenth.
     h.stop_control_plane().await;
