@@ -368,6 +368,7 @@ impl UsageSummary {
             "REASONING",
             "COST",
             "ESTIMATED",
+            "ERRORS",
         ]);
         for r in summary.rows {
             t.row(vec![
@@ -379,6 +380,7 @@ impl UsageSummary {
                 r.reasoning_tokens.to_string(),
                 Micros(r.cost_micros).to_string(),
                 r.estimated.to_string(),
+                r.errors.to_string(),
             ]);
         }
         Ok(t.write(out)?)

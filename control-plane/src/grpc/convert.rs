@@ -215,6 +215,7 @@ impl From<SummaryRow> for v1::UsageSummaryRow {
             reasoning_tokens: t.reasoning_tokens,
             cost_micros: t.cost_micros.get(),
             estimated: t.estimated,
+            errors: t.errors,
         }
     }
 }

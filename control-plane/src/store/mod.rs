@@ -37,20 +37,20 @@ macro_rules! price_columns {
     };
 }
 
-/// The counters every rollup keeps, in the order ingest writes them (then `errors`, where kept).
+/// The counters every rollup keeps, in the order ingest writes them.
 macro_rules! counter_columns {
     () => {
         "requests, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, \
-         estimated"
+         estimated, errors"
     };
 }
 
-/// The `DO UPDATE SET` of a rollup upsert: adds the new counters (and the `$extra` ones) to
-/// the row already in `$table`.
+/// The `DO UPDATE SET` of a rollup upsert: adds the new counters to the row already in
+/// `$table`.
 macro_rules! add_counters {
-    ($table:literal $(, $extra:literal)*) => {
+    ($table:literal) => {
         add_counters!(@ $table, "input_tokens", "cached_tokens", "output_tokens",
-            "reasoning_tokens", "cost_micros", "estimated" $(, $extra)*)
+            "reasoning_tokens", "cost_micros", "estimated", "errors")
     };
     (@ $table:literal $(, $c:literal)*) => {
         concat!("requests = ", $table, ".requests + excluded.requests"

@@ -130,6 +130,8 @@ pub struct Totals {
     pub reasoning_tokens: i64,
     pub cost_micros: Micros,
     pub estimated: i64,
+    /// Events whose status was neither completed nor incomplete.
+    pub errors: i64,
 }
 
 /// One group of a usage summary.
@@ -160,8 +162,6 @@ pub struct HourlyRow {
     pub upstream_id: Option<UpstreamId>,
     #[sqlx(flatten)]
     pub totals: Totals,
-    /// Events whose status was neither completed nor incomplete.
-    pub errors: i64,
 }
 
 /// The result of one health probe, as stored.
@@ -458,7 +458,9 @@ pub struct UsageFilter {
 
 impl UsageFilter {
     /// Where a summary of this filter grouped `by` is read from: the smallest table that keeps
-    /// the grouping and every column the filter names. A time filter always needs the ledger.
+    /// the grouping, every column the filter names and its time window (a window on whole UTC
+    /// days can be read from the daily rollups, one on whole hours from the hourly ones; any
+    /// other, or a status, needs the ledger).
     pub fn source(&self, by: SummaryBy) -> UsageSource {
         let group = match by {
             SummaryBy::User => "user_id",
@@ -474,11 +476,14 @@ impl UsageFilter {
             (self.upstream_id.is_some(), "upstream_id"),
             (self.model.is_some(), "model"),
         ];
+        let window = self.window();
         let keeps = |source: UsageSource| {
             let columns = source.columns();
-            columns.contains(&group) && filtered.iter().all(|&(on, c)| !on || columns.contains(&c))
+            window >= source.grain()
+                && columns.contains(&group)
+                && filtered.iter().all(|&(on, c)| !on || columns.contains(&c))
         };
-        if self.since.is_some() || self.until.is_some() || self.status.is_some() {
+        if self.status.is_some() {
             return UsageSource::Ledger;
         }
         [
@@ -496,6 +501,37 @@ impl UsageFilter {
     pub fn rollups_answer(&self, by: SummaryBy) -> bool {
         self.source(by) != UsageSource::Ledger
     }
+
+    /// The coarsest grain both time bounds fall on.
+    fn window(&self) -> Grain {
+        [self.since, self.until]
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                if t.timestamp_subsec_nanos() != 0 || t.timestamp().rem_euclid(3600) != 0 {
+                    Grain::Instant
+                } else if t.timestamp().rem_euclid(86_400) != 0 {
+                    Grain::Hour
+                } else {
+                    Grain::Day
+                }
+            })
+            .min()
+            .unwrap_or(Grain::All)
+    }
+}
+
+/// How finely a table keeps time, or how coarsely a filter's bounds fall, finest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Grain {
+    /// Each event's own start.
+    Instant,
+    /// Whole UTC hours.
+    Hour,
+    /// Whole UTC days.
+    Day,
+    /// No time at all (totals over all time).
+    All,
 }
 
 /// A table usage summaries read: a rollup written with the ledger, or the ledger itself.
@@ -522,6 +558,16 @@ impl UsageSource {
             Self::Daily => "usage_daily",
             Self::Hourly => "usage_hourly",
             Self::Ledger => "usage_events",
+        }
+    }
+
+    /// The finest time it keeps: a window on anything finer needs another table.
+    pub(super) fn grain(self) -> Grain {
+        match self {
+            Self::ByUser => Grain::All,
+            Self::ByDay | Self::Daily => Grain::Day,
+            Self::Hourly => Grain::Hour,
+            Self::Ledger => Grain::Instant,
         }
     }
 

@@ -100,17 +100,12 @@ columns!(
     node_id: String = |r| r.node_id.clone(), started_at: DateTime<Utc> = |r| r.started_at,
 );
 
-/// The rollup counters over a group of newly inserted events…
+/// The rollup counters over a group of newly inserted events (the last: how many failed).
 macro_rules! sums {
     () => {
         "COUNT(*), SUM(input_tokens)::INT8, SUM(cached_tokens)::INT8, SUM(output_tokens)::INT8, \
-         SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, COUNT(*) FILTER (WHERE estimated)"
-    };
-}
-/// …and how many of them failed.
-macro_rules! errors {
-    () => {
-        "COUNT(*) FILTER (WHERE status NOT IN ('completed', 'incomplete'))"
+         SUM(reasoning_tokens)::INT8, SUM(cost_micros)::INT8, COUNT(*) FILTER (WHERE estimated), \
+         COUNT(*) FILTER (WHERE status NOT IN ('completed', 'incomplete'))"
     };
 }
 
@@ -157,25 +152,21 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
          hourly AS ( \
            INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, ",
         counter_columns!(),
-        ", errors) SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+        ") SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
            key_id, user_id, model, upstream_id, ",
         sums!(),
-        ", ",
-        errors!(),
         " FROM ins GROUP BY 1, 2, 3, 4, 5 \
            ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) \
            DO UPDATE SET ",
-        add_counters!("usage_hourly", "errors"),
+        add_counters!("usage_hourly"),
         "), \
          by_user AS ( \
            INSERT INTO usage_by_user (user_id, model, ",
         counter_columns!(),
-        ", errors) SELECT user_id, model, ",
+        ") SELECT user_id, model, ",
         sums!(),
-        ", ",
-        errors!(),
         " FROM ins GROUP BY 1, 2 ON CONFLICT (user_id, model) DO UPDATE SET ",
-        add_counters!("usage_by_user", "errors"),
+        add_counters!("usage_by_user"),
         "), ",
         // Every batch of a day touches the same few rows here, which the users' locks (taken
         // first) do not order: they are written in the order of their identity, so concurrent
@@ -183,14 +174,12 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
         "by_day AS ( \
            INSERT INTO usage_by_day (day, model, upstream_id, ",
         counter_columns!(),
-        ", errors) SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), model, \
+        ") SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), model, \
            upstream_id, ",
         sums!(),
-        ", ",
-        errors!(),
         " FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, COALESCE(upstream_id, 0) \
            ON CONFLICT (day, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
-        add_counters!("usage_by_day", "errors"),
+        add_counters!("usage_by_day"),
         "), \
          per_user AS ( \
            SELECT user_id, COUNT(*)::int8 AS n, SUM(cost_micros)::int8 AS total \

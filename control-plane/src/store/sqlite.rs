@@ -34,16 +34,12 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, i64, u64), StoreEr
     Ok((pool, version, migrated))
 }
 
-/// One new event's rollup counters (the same as Postgres's bulk path, over one row)…
+/// One new event's rollup counters (the same as Postgres's bulk path, over one row; the last:
+/// whether it failed).
 macro_rules! one {
     () => {
-        "1, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated"
-    };
-}
-/// …and whether it failed.
-macro_rules! failed {
-    () => {
-        "CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END"
+        "1, input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, \
+         CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END"
     };
 }
 
@@ -60,35 +56,29 @@ const ROLLUPS: [&str; 4] = [
     concat!(
         "INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, ",
         counter_columns!(),
-        ", errors) SELECT substr(started_at, 1, 13) || ':00:00+00:00', key_id, user_id, model, \
+        ") SELECT substr(started_at, 1, 13) || ':00:00+00:00', key_id, user_id, model, \
          upstream_id, ",
         one!(),
-        ", ",
-        failed!(),
         " FROM usage_events WHERE id = $1 \
          ON CONFLICT (hour, key_id, user_id, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
-        add_counters!("usage_hourly", "errors")
+        add_counters!("usage_hourly")
     ),
     concat!(
         "INSERT INTO usage_by_user (user_id, model, ",
         counter_columns!(),
-        ", errors) SELECT user_id, model, ",
+        ") SELECT user_id, model, ",
         one!(),
-        ", ",
-        failed!(),
         " FROM usage_events WHERE id = $1 ON CONFLICT (user_id, model) DO UPDATE SET ",
-        add_counters!("usage_by_user", "errors")
+        add_counters!("usage_by_user")
     ),
     concat!(
         "INSERT INTO usage_by_day (day, model, upstream_id, ",
         counter_columns!(),
-        ", errors) SELECT substr(started_at, 1, 10), model, upstream_id, ",
+        ") SELECT substr(started_at, 1, 10), model, upstream_id, ",
         one!(),
-        ", ",
-        failed!(),
         " FROM usage_events WHERE id = $1 \
          ON CONFLICT (day, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
-        add_counters!("usage_by_day", "errors")
+        add_counters!("usage_by_day")
     ),
 ];
 

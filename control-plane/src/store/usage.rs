@@ -28,7 +28,7 @@ const ROLLUP_SUMS: &str = " AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
      CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
      CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
      CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
-     CAST(SUM(estimated) AS BIGINT) AS estimated FROM ";
+     CAST(SUM(estimated) AS BIGINT) AS estimated, CAST(SUM(errors) AS BIGINT) AS errors FROM ";
 /// …and over the ledger, which holds one row per event.
 const LEDGER_SUMS: &str = " AS grp, COUNT(*) AS requests, \
      CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
@@ -36,7 +36,9 @@ const LEDGER_SUMS: &str = " AS grp, COUNT(*) AS requests, \
      CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
      CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
      CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, \
-     CAST(SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS BIGINT) AS estimated FROM ";
+     CAST(SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS BIGINT) AS estimated, \
+     CAST(SUM(CASE WHEN status IN ('completed', 'incomplete') THEN 0 ELSE 1 END) AS BIGINT) \
+     AS errors FROM ";
 
 impl Store {
     /// Writes a batch of events and debits each user by the cost of the events that were new,
@@ -172,7 +174,7 @@ impl Store {
     pub async fn daily_usage(&self, user_id: Option<UserId>) -> Result<Vec<DailyRow>, StoreError> {
         Ok(db_run!(pool(&self.db), |c| sqlx::query_as(
             "SELECT day, user_id, model, requests, input_tokens, cached_tokens, output_tokens, \
-             reasoning_tokens, cost_micros, estimated FROM usage_daily \
+             reasoning_tokens, cost_micros, estimated, errors FROM usage_daily \
              WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) ORDER BY day DESC, user_id, model",
         )
         .bind(user_id)
@@ -201,7 +203,7 @@ impl Store {
                 usage_columns!(),
                 " FROM usage_events WHERE 1 = 1"
             ));
-            push_filters(&mut q, filter);
+            push_filters(&mut q, filter, UsageSource::Ledger);
             if let Some((t, id)) = filter.after {
                 q.push(" AND (started_at < ")
                     .push_bind(t)
@@ -274,7 +276,7 @@ impl Store {
                 .push(sums)
                 .push(source.table())
                 .push(" WHERE 1 = 1");
-            push_filters(&mut q, filter);
+            push_filters(&mut q, filter, source);
             q.push(" GROUP BY ")
                 .push(key)
                 .push(" ORDER BY cost_micros DESC, grp");
@@ -289,9 +291,10 @@ pub(super) fn hour_of(t: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("no hour for {t}: {e}")))
 }
 
-/// Appends the filter's conditions; every column it names is in the table asked
-/// ([`UsageFilter::source`]).
-fn push_filters<DB: Database>(q: &mut QueryBuilder<DB>, filter: &UsageFilter)
+/// Appends the filter's conditions on `source`, which keeps every column it names and its
+/// time window ([`UsageFilter::source`]): on a rollup the bounds are whole hours or days, so
+/// comparing the rollup's hour or day gives exactly the events between them.
+fn push_filters<DB: Database>(q: &mut QueryBuilder<DB>, filter: &UsageFilter, source: UsageSource)
 where
     for<'t> UserId: Encode<'t, DB> + Type<DB>,
     for<'t> KeyId: Encode<'t, DB> + Type<DB>,
@@ -311,11 +314,17 @@ where
     if let Some(model) = &filter.model {
         q.push(" AND model = ").push_bind(model.clone());
     }
-    if let Some(since) = filter.since {
-        q.push(" AND started_at >= ").push_bind(since);
-    }
-    if let Some(until) = filter.until {
-        q.push(" AND started_at < ").push_bind(until);
+    for (bound, op) in [(filter.since, " >= "), (filter.until, " < ")] {
+        let Some(t) = bound else { continue };
+        match source {
+            UsageSource::Ledger => q.push(" AND started_at").push(op).push_bind(t),
+            UsageSource::Hourly => q.push(" AND hour").push(op).push_bind(t),
+            // (`usage_by_user` keeps no time, so it is never asked with a window.)
+            UsageSource::ByDay | UsageSource::Daily | UsageSource::ByUser => q
+                .push(" AND day")
+                .push(op)
+                .push_bind(t.format("%Y-%m-%d").to_string()),
+        };
     }
     if let Some(status) = filter.status {
         q.push(" AND status = ").push_bind(status.name().to_owned());

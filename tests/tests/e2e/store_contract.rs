@@ -151,6 +151,13 @@ const TOTALS_MIGRATIONS: [&str; 2] = [
     include_str!("../../../control-plane/migrations/0007_usage_totals.sql"),
     include_str!("../../../control-plane/migrations-sqlite/0006_usage_totals.sql"),
 ];
+/// The same for the daily rollups' failure counts, counted from the hourly rollups.
+const DAILY_ERRORS_MIGRATIONS: [&str; 2] = [
+    include_str!("../../../control-plane/migrations/0010_usage_daily_errors.sql"),
+    include_str!("../../../control-plane/migrations-sqlite/0009_usage_daily_errors.sql"),
+];
+const ERRORS_BACKFILL_MARK: &str =
+    "-- Failures recorded before this migration are counted once, here.";
 
 /// Hourly rows in one order for both backends (their text collations may differ).
 fn sorted_hourly(mut rows: Vec<HourlyRow>) -> Vec<HourlyRow> {
@@ -185,11 +192,7 @@ impl Backend {
     /// Empties `tables` and runs the backfill of their migration (`[postgres, sqlite]`, what
     /// follows `mark`) again.
     async fn rerun_backfill(&self, migrations: [&'static str; 2], mark: &str, tables: &[&str]) {
-        let migration = match self.kind {
-            Kind::Postgres => migrations[0],
-            Kind::Sqlite => migrations[1],
-        };
-        let (_, backfill) = migration.split_once(mark).unwrap();
+        let backfill = self.backfill_of(migrations, mark);
         for table in tables {
             assert!(
                 backfill.contains(&format!("INSERT INTO {table}")),
@@ -197,23 +200,36 @@ impl Backend {
             );
         }
         let empty: String = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
+        self.run_sql(empty).await;
+        self.run_sql(backfill.to_owned()).await;
+    }
+
+    /// What follows `mark` in this backend's migration (`[postgres, sqlite]`).
+    fn backfill_of(&self, migrations: [&'static str; 2], mark: &str) -> &'static str {
+        let migration = match self.kind {
+            Kind::Postgres => migrations[0],
+            Kind::Sqlite => migrations[1],
+        };
+        migration.split_once(mark).unwrap().1
+    }
+
+    /// Runs `sql` on the database directly.
+    async fn run_sql(&self, sql: String) {
         match self.kind {
             Kind::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-                sqlx::raw_sql(sqlx::AssertSqlSafe(empty.clone()))
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(&pool)
                     .await
                     .unwrap();
-                sqlx::raw_sql(backfill).execute(&pool).await.unwrap();
                 pool.close().await;
             }
             Kind::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                sqlx::raw_sql(sqlx::AssertSqlSafe(empty.clone()))
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(&pool)
                     .await
                     .unwrap();
-                sqlx::raw_sql(backfill).execute(&pool).await.unwrap();
                 pool.close().await;
             }
         }
@@ -1338,15 +1354,19 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
         "2026-03-02T10:00:00Z",
         true,
     );
-    let e3 = event_at(
-        u2,
-        KeyId(3),
-        None,
-        "gpt-5",
-        300,
-        "2026-03-02T11:00:00Z",
-        false,
-    );
+    // No upstream answered this one: it counts as an error.
+    let e3 = UsageRow {
+        status: UsageStatus::UpstreamError,
+        ..event_at(
+            u2,
+            KeyId(3),
+            None,
+            "gpt-5",
+            300,
+            "2026-03-02T11:00:00Z",
+            false,
+        )
+    };
     let e4 = event_at(
         u2,
         KeyId(3),
@@ -1486,9 +1506,18 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
             ("8".into(), 1, 50, 1)
         ]
     );
+    let errors = |rows: &[control_plane::store::SummaryRow]| {
+        rows.iter()
+            .map(|r| (r.grp.clone(), r.totals.errors))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        errors(&summary(SummaryBy::Upstream, all.clone()).await),
+        [("-".into(), 1), ("7".into(), 0), ("8".into(), 0)]
+    );
     // Whenever the rollups answer, the ledger itself must give the same rows: a `since`
-    // before every event changes nothing but forces the ledger.
-    let long_ago = Some(at("2000-01-01T00:00:00Z"));
+    // before every event (and on no whole hour) changes nothing but forces the ledger.
+    let long_ago = Some(at("2000-01-01T00:00:00.000001Z"));
     for by in [SummaryBy::User, SummaryBy::Model, SummaryBy::Day] {
         for filter in [
             all.clone(),
@@ -1570,6 +1599,16 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
             },
         ),
     ];
+    // Time windows on whole days and whole hours, which rollups keep.
+    let windows = [
+        ("all time", None, None),
+        ("days", Some(at("2026-03-02T00:00:00Z")), None),
+        (
+            "hours",
+            Some(at("2026-03-02T10:00:00Z")),
+            Some(at("2026-03-02T12:00:00Z")),
+        ),
+    ];
     let mut asked = Vec::new();
     for by in [
         SummaryBy::User,
@@ -1580,18 +1619,30 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
         SummaryBy::Hour,
     ] {
         for (name, filter) in &filters {
-            let ledger = UsageFilter {
-                since: long_ago,
-                ..filter.clone()
-            };
-            assert_eq!(ledger.source(by), UsageSource::Ledger);
-            let from = filter.source(by);
-            asked.push((by, *name, from));
-            assert_eq!(
-                summary(by, filter.clone()).await,
-                summary(by, ledger).await,
-                "{by:?} {name} from {from:?}"
-            );
+            for &(window, since, until) in &windows {
+                let filter = UsageFilter {
+                    since,
+                    until,
+                    ..filter.clone()
+                };
+                // The same bounds a microsecond earlier (no event falls between), or a start
+                // before every event: on no whole hour, so only the ledger can answer.
+                let earlier =
+                    |t: Option<DateTime<Utc>>| t.map(|t| t - ChronoDuration::microseconds(1));
+                let ledger = UsageFilter {
+                    since: earlier(since).or(long_ago),
+                    until: earlier(until),
+                    ..filter.clone()
+                };
+                assert_eq!(ledger.source(by), UsageSource::Ledger);
+                let from = filter.source(by);
+                asked.push((by, *name, window, from));
+                assert_eq!(
+                    summary(by, filter.clone()).await,
+                    summary(by, ledger).await,
+                    "{by:?} {name} {window} from {from:?}"
+                );
+            }
         }
     }
     // The migration that added the totals fills them from the hourly rollups to the same rows.
@@ -1614,6 +1665,17 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
     {
         assert_eq!(summary(by, UsageFilter::default()).await, was, "{by:?}");
     }
+    // The one that added the daily rollups' failure counts counts them from the hourly ones.
+    let u2_days = UsageFilter {
+        user_id: Some(u2),
+        ..UsageFilter::default()
+    };
+    let was = summary(SummaryBy::Day, u2_days.clone()).await;
+    assert_eq!(errors(&was), [("2026-03-02".into(), 1)]);
+    let backfill = db.backfill_of(DAILY_ERRORS_MIGRATIONS, ERRORS_BACKFILL_MARK);
+    db.run_sql(format!("UPDATE usage_daily SET errors = 0; {backfill}"))
+        .await;
+    assert_eq!(summary(SummaryBy::Day, u2_days).await, was);
     use UsageSource::{ByDay, ByUser, Daily, Hourly};
     let expected = [
         (
@@ -1640,25 +1702,33 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
     for (by, names, source) in expected {
         for name in names {
             assert!(
-                asked.contains(&(by, name, source)),
+                asked.contains(&(by, name, "all time", source)),
                 "{by:?} {name}: {asked:?}"
             );
         }
     }
-    for (by, name, source) in [
-        (SummaryBy::Model, "user", ByUser),
-        (SummaryBy::Day, "user", Daily),
-        (SummaryBy::User, "key", Hourly),
-        (SummaryBy::Day, "key", Hourly),
-        (SummaryBy::Upstream, "user+upstream", Hourly),
-        (SummaryBy::Key, "none", Hourly),
-        (SummaryBy::Key, "user+model", Hourly),
-        (SummaryBy::Hour, "none", Hourly),
-        (SummaryBy::Hour, "key", Hourly),
+    for (by, name, window, source) in [
+        (SummaryBy::Model, "user", "all time", ByUser),
+        (SummaryBy::Day, "user", "all time", Daily),
+        (SummaryBy::User, "key", "all time", Hourly),
+        (SummaryBy::Day, "key", "all time", Hourly),
+        (SummaryBy::Upstream, "user+upstream", "all time", Hourly),
+        (SummaryBy::Key, "none", "all time", Hourly),
+        (SummaryBy::Key, "user+model", "all time", Hourly),
+        (SummaryBy::Hour, "none", "all time", Hourly),
+        (SummaryBy::Hour, "key", "all time", Hourly),
+        (SummaryBy::Model, "none", "days", ByDay),
+        (SummaryBy::Day, "upstream+model", "days", ByDay),
+        (SummaryBy::User, "none", "days", Daily),
+        (SummaryBy::Model, "user", "days", Daily),
+        (SummaryBy::Hour, "none", "days", Hourly),
+        (SummaryBy::Model, "none", "hours", Hourly),
+        (SummaryBy::User, "none", "hours", Hourly),
+        (SummaryBy::Day, "upstream", "hours", Hourly),
     ] {
         assert!(
-            asked.contains(&(by, name, source)),
-            "{by:?} {name}: {asked:?}"
+            asked.contains(&(by, name, window, source)),
+            "{by:?} {name} {window}: {asked:?}"
         );
     }
     assert_eq!(
@@ -2169,7 +2239,7 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
             ten_seven.totals.requests,
             ten_seven.totals.cost_micros,
             ten_seven.totals.estimated,
-            ten_seven.errors
+            ten_seven.totals.errors
         ),
         (2, Micros(300), 1, 0)
     );
@@ -2181,11 +2251,14 @@ async fn hourly_rollups_agree_with_the_ledger_and_bound_key_spend(store: Store, 
         (
             ten_none.totals.requests,
             ten_none.totals.cost_micros,
-            ten_none.errors
+            ten_none.totals.errors
         ),
         (2, Micros(55), 0)
     );
-    let errors: Vec<_> = rollups.iter().map(|r| (r.key_id, r.errors)).collect();
+    let errors: Vec<_> = rollups
+        .iter()
+        .map(|r| (r.key_id, r.totals.errors))
+        .collect();
     assert_eq!(errors.iter().map(|e| e.1).sum::<i64>(), 2, "{errors:?}");
     // `since` inside an hour takes in the whole hour.
     let from_ten_thirty = store
