@@ -152,7 +152,42 @@ async fn sign_in(c: &Client, site: &str, token: &str) {
         .await
         .unwrap();
     c.wait().for_element(Locator::Css("h1")).await.unwrap();
-    assert_eq!(path(c).await, "/admin/upstreams");
+    assert_eq!(path(c).await, "/admin/", "signed in: to the dashboard");
+}
+
+/// Made-up traffic through `upstream`: every hour of the last two days and every day of the
+/// last 90, a busier afternoon, three models, some cache misses, a few failures and a few
+/// that reached no upstream.
+fn dashboard_traffic(upstream: i64) -> Vec<v1::UsageEvent> {
+    const HOUR: i64 = 3_600_000;
+    let models = ["gpt-5.1-codex", "gpt-5-mini", "gpt-5"];
+    let mut events = Vec::new();
+    let mut push = |ago_ms: i64, n: i64| {
+        for i in 0..n {
+            // Of nobody the test signs in as: their balance and caps stay untouched.
+            let mut e = gateway_tests::bench_usage_event(999, 999);
+            let k = events.len() as i64;
+            e.started_at_ms -= ago_ms + i * 1_000;
+            e.model = models[(k % 7 % 3) as usize].into();
+            e.cached_tokens = 24_000 * (4 + k.unsigned_abs() % 6) / 10;
+            e.cost_micros = 9_000 + (k % 5) * 2_500;
+            e.upstream_id = (k % 29 != 0).then_some(upstream);
+            if k % 13 == 0 {
+                e.status = v1::UsageStatus::UpstreamError as i32;
+            }
+            events.push(e);
+        }
+    };
+    for hour in 1..48 {
+        push(
+            hour * HOUR,
+            6 + (hour * 7 % 11) + if hour % 24 < 8 { 8 } else { 0 },
+        );
+    }
+    for day in 2..90 {
+        push(day * 24 * HOUR, 200 + (day * 37 % 90));
+    }
+    events
 }
 
 async fn fill(c: &Client, id: &str, value: &str) {
@@ -183,6 +218,15 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     c.wait().for_element(Locator::Css(".error")).await.unwrap();
     assert!(text(&c).await.contains("Wrong token."));
     sign_in(&c, &site, &token).await;
+    assert!(text(&c).await.contains("No requests in this window yet."));
+    shot(&c, "dashboard-empty-en-1400").await;
+    c.find(Locator::LinkText("Upstreams"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("h1")).await.unwrap();
     assert!(text(&c).await.contains("No upstreams yet"));
     shot(&c, "upstreams-empty-en-1400").await;
 
@@ -444,6 +488,54 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     assert!(!c.source().await.unwrap().contains(&secret));
     shot(&c, "audit-en-1400").await;
 
+    // Two days' and a season's traffic (made up, through the real stream and ledger): the
+    // dashboard charts it by hour and by day, and the request made above is in it too.
+    let traffic = dashboard_traffic(up.id);
+    let made = traffic.len() as u64;
+    gateway_tests::put_on_stream(&h, traffic).await;
+    h.wait_ingested(1 + made).await;
+    c.goto(&format!("{site}/admin/")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("total-requests"))
+        .await
+        .unwrap();
+    let total = c
+        .find(Locator::Id("total-requests"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(total, "0", "the last 48 hours had traffic");
+    assert!(fits(&c).await);
+    shot(&c, "dashboard-en-1400").await;
+    c.find(Locator::LinkText("90 days"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("by-upstream"))
+        .await
+        .unwrap();
+    assert!(text(&c).await.contains("none reached"));
+    shot(&c, "dashboard-90d-en-1400").await;
+    c.goto(&format!("{site}/admin/?window=90d#by-model"))
+        .await
+        .unwrap();
+    shot(&c, "dashboard-tables-en-1400").await;
+    c.goto(&format!("{site}/admin/?window=90d")).await.unwrap();
+    c.find(Locator::LinkText("gpt-5-mini"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css(".notice")).await.unwrap();
+    assert!(text(&c).await.contains("Only Model: gpt-5-mini"));
+    shot(&c, "dashboard-model-en-1400").await;
+
     // The switch: Chinese, and it sticks.
     c.goto(&format!("{site}/admin/upstreams")).await.unwrap();
     c.find(Locator::Css("a.lang"))
@@ -471,6 +563,10 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     shot(&c, "audit-zh-1400").await;
     c.goto(&format!("{site}/admin/usage")).await.unwrap();
     shot(&c, "usage-zh-1400").await;
+    c.goto(&format!("{site}/admin/")).await.unwrap();
+    assert!(text(&c).await.contains("缓存命中率"));
+    assert!(fits(&c).await);
+    shot(&c, "dashboard-zh-1400").await;
     c.close().await.unwrap();
 
     // A 390-px phone whose language is Chinese: every page fits its width.
@@ -480,6 +576,9 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
     shot(&phone, "login-zh-390").await;
     sign_in(&phone, &site, &token).await;
     for (page, name) in [
+        ("/admin/".to_owned(), "dashboard-zh-390"),
+        ("/admin/?window=90d".to_owned(), "dashboard-90d-zh-390"),
+        ("/admin/#by-upstream".to_owned(), "dashboard-tables-zh-390"),
         ("/admin/upstreams".to_owned(), "upstreams-zh-390"),
         ("/admin/upstreams/new".to_owned(), "upstream-new-zh-390"),
         (

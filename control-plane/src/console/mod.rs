@@ -8,6 +8,8 @@
 //! form, the same-origin check and the session's CSRF token → the page's handler.
 
 mod audit;
+mod chart;
+mod dashboard;
 mod keys;
 mod portal;
 mod prices;
@@ -69,7 +71,6 @@ impl Console {
 pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/") }))
-        .route("/admin/", get(home))
         .route(
             "/admin/login",
             get(session::login_page).post(session::login),
@@ -77,6 +78,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/admin/logout", post(session::logout))
         .route("/admin/lang", get(switch_language))
         .route("/admin/static/console.css", get(stylesheet))
+        .merge(dashboard::routes())
         .merge(upstreams::routes())
         .merge(users::routes())
         .merge(keys::routes())
@@ -173,10 +175,6 @@ async fn stylesheet() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("../../static/console.css"),
     )
-}
-
-async fn home(_: Session) -> Response {
-    Redirect::to("/admin/upstreams").into_response()
 }
 
 #[derive(serde::Deserialize)]

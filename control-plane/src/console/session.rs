@@ -269,7 +269,7 @@ pub(super) async fn login(
         SESSION_HOURS * 3600,
         if secure { "; Secure" } else { "" }
     );
-    let mut response = Redirect::to("/admin/upstreams").into_response();
+    let mut response = Redirect::to("/admin/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }

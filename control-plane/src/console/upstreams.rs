@@ -21,6 +21,7 @@ use super::{
     Console, Page, as_session, failed, is_input, render,
     session::{CsrfForm, Session},
     short_time,
+    text::Text,
 };
 
 pub(super) fn routes() -> Router<Arc<Console>> {
@@ -46,6 +47,15 @@ struct Row {
     health_class: &'static str,
     checked: String,
     models: String,
+}
+
+/// An upstream's health in `t`'s language, and as the stylesheet knows it.
+pub(super) fn health_of(health: i32, t: &Text) -> (&'static str, &'static str) {
+    match name_of::<v1::UpstreamHealth>(health) {
+        "healthy" => (t.healthy, "healthy"),
+        "unhealthy" => (t.unhealthy, "unhealthy"),
+        _ => (t.unknown, "unknown"),
+    }
 }
 
 #[derive(Template)]
@@ -85,16 +95,8 @@ async fn list(
     let rows = upstreams
         .into_iter()
         .map(|up| Row {
-            health: match name_of::<v1::UpstreamHealth>(up.health) {
-                "healthy" => t.healthy,
-                "unhealthy" => t.unhealthy,
-                _ => t.unknown,
-            },
-            health_class: match name_of::<v1::UpstreamHealth>(up.health) {
-                "healthy" => "healthy",
-                "unhealthy" => "unhealthy",
-                _ => "unknown",
-            },
+            health: health_of(up.health, t).0,
+            health_class: health_of(up.health, t).1,
             checked: up
                 .health_checked_at
                 .clone()

@@ -41,8 +41,8 @@ async fn signed_in(h: &Harness) -> (ConsoleClient, String) {
     let token = h.admin_token.expose().to_owned();
     let signed = c.post("/admin/login", &[("token", &token)]).await;
     assert_eq!(signed.status, 303, "{}", signed.body);
-    assert_eq!(signed.location(), Some("/admin/upstreams"));
-    let page = c.get("/admin/upstreams").await;
+    assert_eq!(signed.location(), Some("/admin/"));
+    let page = c.get("/admin/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf = page.csrf().expect("a signed-in page carries a CSRF token");
     (c, csrf)
@@ -843,4 +843,89 @@ async fn a_key_holder_sees_their_key_in_the_portal_and_nothing_else() {
         .await
         .unwrap();
     assert_eq!(c.get("/portal/").await.location(), Some("/portal/login"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_the_rollups_by_hour_and_day_by_model_and_upstream() {
+    let mut h = Harness::start(0).await;
+    let (pool, _) = h.add_upstream("pool-east", 0, 1).await;
+    let hour = 3_600_000;
+    let at = |ago_ms: i64, model: &str, upstream: Option<i64>, failed: bool| {
+        let mut e = gateway_tests::bench_usage_event(1, 1);
+        e.started_at_ms -= ago_ms;
+        e.model = model.into();
+        e.upstream_id = upstream;
+        if failed {
+            e.status = v1::UsageStatus::UpstreamError as i32;
+        }
+        e
+    };
+    let mut events = Vec::new();
+    // In the last 48 hours: 6 through the pool, 2 of them failed.
+    for i in 0..6 {
+        events.push(at(2 * hour, "gpt-5.1-codex", Some(pool.id), i < 2));
+    }
+    // Three days ago: 4 that reached no upstream, under a name that must stay text.
+    for _ in 0..4 {
+        events.push(at(72 * hour, "<script>x</script>", None, false));
+    }
+    // Long before either window: never shown.
+    for _ in 0..5 {
+        events.push(at(100 * 24 * hour, "gpt-5", Some(pool.id), false));
+    }
+    gateway_tests::put_on_stream(&h, events).await;
+    h.wait_ingested(15).await;
+    let (mut c, _) = signed_in(&h).await;
+    let value = |page: &Page, id: &str| {
+        let marker = format!("id=\"{id}\">");
+        let at = page.body.find(&marker).unwrap_or_else(|| panic!("{id}")) + marker.len();
+        page.body[at..at + page.body[at..].find('<').unwrap()].to_owned()
+    };
+
+    let hours = c.get("/admin/").await;
+    assert_eq!(hours.status, 200, "{}", hours.body);
+    assert_eq!(value(&hours, "total-requests"), "6");
+    assert_eq!(value(&hours, "total-error-rate"), "33.3 %");
+    // Every event had 20,000 of its 24,000 input tokens cached.
+    assert_eq!(value(&hours, "total-cache-hit"), "83.3 %");
+    assert_eq!(
+        hours.body.matches("class=\"bucket\"").count(),
+        4 * 48,
+        "four charts of 48 hours"
+    );
+    assert!(hours.body.contains("gpt-5.1-codex") && !hours.body.contains("script&#62;x"));
+    assert!(hours.body.contains("pool-east"), "the upstream by name");
+
+    let days = c.get("/admin/?window=90d").await;
+    assert_eq!(days.status, 200, "{}", days.body);
+    assert_eq!(value(&days, "total-requests"), "10");
+    assert_eq!(days.body.matches("class=\"bucket\"").count(), 4 * 90);
+    assert!(
+        days.body.contains("&#60;script&#62;x&#60;/script&#62;")
+            && !days.body.contains("<script>x"),
+        "a model name renders as text"
+    );
+    assert!(
+        days.body.contains("none reached"),
+        "events that reached no upstream"
+    );
+    // A hover text names the bucket and its figures.
+    assert!(days.body.contains("Errors: 2"), "{}", days.body);
+
+    // A model or an upstream picked from the tables narrows everything to it.
+    let one_model = c
+        .get("/admin/?window=90d&model=%3Cscript%3Ex%3C%2Fscript%3E")
+        .await;
+    assert_eq!(value(&one_model, "total-requests"), "4");
+    assert_eq!(value(&one_model, "total-error-rate"), "0.0 %");
+    let one_upstream = c
+        .get(&format!("/admin/?window=90d&upstream={}", pool.id))
+        .await;
+    assert_eq!(value(&one_upstream, "total-requests"), "6");
+    assert!(one_upstream.body.contains("Only"), "says what it shows");
+    // Nothing in the window: the figures are zero and the ratios have nothing to divide.
+    let unused = c.get("/admin/?upstream=999").await;
+    assert_eq!(value(&unused, "total-requests"), "0");
+    assert_eq!(value(&unused, "total-cache-hit"), "—");
+    assert!(unused.body.contains("No requests in this window yet."));
 }

@@ -179,13 +179,8 @@ async fn the_readme_quick_start_works_as_written() {
     let signed = browser
         .post("/admin/login", &[("token", &printed_token)])
         .await;
-    assert_eq!(
-        signed.location(),
-        Some("/admin/upstreams"),
-        "{}",
-        signed.body
-    );
-    assert_eq!(browser.get("/admin/upstreams").await.status, 200);
+    assert_eq!(signed.location(), Some("/admin/"), "{}", signed.body);
+    assert_eq!(browser.get("/admin/").await.status, 200);
 
     let mut env: HashMap<String, String> = HashMap::new();
     let mut secret = None;
