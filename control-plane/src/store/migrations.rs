@@ -33,7 +33,7 @@ pub(super) const POSTGRES: &[Embedded] = embed!("migrations":
     7 "usage totals" "0007_usage_totals.sql",
     8 "audit log" "0008_audit_log.sql",
     9 "console sessions" "0009_console_sessions.sql",
-    10 "usage daily errors" "0010_usage_daily_errors.sql",
+    10 "dashboard rollups" "0010_dashboard_rollups.sql",
 );
 
 pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
@@ -45,7 +45,7 @@ pub(super) const SQLITE: &[Embedded] = embed!("migrations-sqlite":
     6 "usage totals" "0006_usage_totals.sql",
     7 "audit log" "0007_audit_log.sql",
     8 "console sessions" "0008_console_sessions.sql",
-    9 "usage daily errors" "0009_usage_daily_errors.sql",
+    9 "dashboard rollups" "0009_dashboard_rollups.sql",
 );
 
 fn migration(&(version, description, sql): &Embedded) -> Migration {

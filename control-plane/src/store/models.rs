@@ -490,6 +490,7 @@ impl UsageFilter {
             UsageSource::ByDay,
             UsageSource::ByUser,
             UsageSource::Daily,
+            UsageSource::ByHour,
             UsageSource::Hourly,
         ]
         .into_iter()
@@ -543,6 +544,8 @@ pub enum UsageSource {
     ByUser,
     /// `usage_daily`: each UTC day per user and model.
     Daily,
+    /// `usage_by_hour`: each UTC hour per model and upstream, over all users.
+    ByHour,
     /// `usage_hourly`: each UTC hour per key, user, model and upstream.
     Hourly,
     /// `usage_events`: one row per event.
@@ -556,6 +559,7 @@ impl UsageSource {
             Self::ByDay => "usage_by_day",
             Self::ByUser => "usage_by_user",
             Self::Daily => "usage_daily",
+            Self::ByHour => "usage_by_hour",
             Self::Hourly => "usage_hourly",
             Self::Ledger => "usage_events",
         }
@@ -566,7 +570,7 @@ impl UsageSource {
         match self {
             Self::ByUser => Grain::All,
             Self::ByDay | Self::Daily => Grain::Day,
-            Self::Hourly => Grain::Hour,
+            Self::ByHour | Self::Hourly => Grain::Hour,
             Self::Ledger => Grain::Instant,
         }
     }
@@ -578,6 +582,7 @@ impl UsageSource {
             Self::ByDay => &["day", "model", "upstream_id"],
             Self::ByUser => &["user_id", "model"],
             Self::Daily => &["day", "user_id", "model"],
+            Self::ByHour => &["day", "hour", "model", "upstream_id"],
             Self::Hourly => &["day", "hour", "key_id", "user_id", "model", "upstream_id"],
             Self::Ledger => &["day", "hour", "key_id", "user_id", "model", "upstream_id"],
         }

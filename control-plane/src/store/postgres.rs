@@ -110,7 +110,7 @@ macro_rules! sums {
 }
 
 /// Writes the events not yet in the ledger, rolls them up (per user and day, hour, user, and
-/// day over all users) and debits their users, in one statement: one row per user with new
+/// day and hour over all users) and debits their users, in one statement: one row per user with new
 /// events.
 pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit>, StoreError> {
     let c = Columns::of(rows);
@@ -168,9 +168,9 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
         " FROM ins GROUP BY 1, 2 ON CONFLICT (user_id, model) DO UPDATE SET ",
         add_counters!("usage_by_user"),
         "), ",
-        // Every batch of a day touches the same few rows here, which the users' locks (taken
-        // first) do not order: they are written in the order of their identity, so concurrent
-        // consumers wait for each other instead of deadlocking.
+        // Every batch of a day (and an hour) touches the same few rows here and in `by_hour`,
+        // which the users' locks (taken first) do not order: they are written in the order of
+        // their identity, so concurrent consumers wait for each other instead of deadlocking.
         "by_day AS ( \
            INSERT INTO usage_by_day (day, model, upstream_id, ",
         counter_columns!(),
@@ -180,6 +180,16 @@ pub(super) async fn ingest(tx: &mut PgTx, rows: &[UsageRow]) -> Result<Vec<Debit
         " FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, COALESCE(upstream_id, 0) \
            ON CONFLICT (day, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
         add_counters!("usage_by_day"),
+        "), \
+         by_hour AS ( \
+           INSERT INTO usage_by_hour (hour, model, upstream_id, ",
+        counter_columns!(),
+        ") SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', model, \
+           upstream_id, ",
+        sums!(),
+        " FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, COALESCE(upstream_id, 0) \
+           ON CONFLICT (hour, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
+        add_counters!("usage_by_hour"),
         "), \
          per_user AS ( \
            SELECT user_id, COUNT(*)::int8 AS n, SUM(cost_micros)::int8 AS total \

@@ -44,7 +44,7 @@ macro_rules! one {
 }
 
 /// Adds one new event, by id, to each rollup (`WHERE` lets SQLite parse the upsert).
-const ROLLUPS: [&str; 4] = [
+const ROLLUPS: [&str; 5] = [
     concat!(
         "INSERT INTO usage_daily (day, user_id, model, ",
         counter_columns!(),
@@ -79,6 +79,15 @@ const ROLLUPS: [&str; 4] = [
         " FROM usage_events WHERE id = $1 \
          ON CONFLICT (day, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
         add_counters!("usage_by_day")
+    ),
+    concat!(
+        "INSERT INTO usage_by_hour (hour, model, upstream_id, ",
+        counter_columns!(),
+        ") SELECT substr(started_at, 1, 13) || ':00:00+00:00', model, upstream_id, ",
+        one!(),
+        " FROM usage_events WHERE id = $1 \
+         ON CONFLICT (hour, model, COALESCE(upstream_id, 0)) DO UPDATE SET ",
+        add_counters!("usage_by_hour")
     ),
 ];
 

@@ -1,6 +1,6 @@
 //! The usage ledger: idempotent ingest with the balance debit in the same transaction (the
 //! write itself is per backend), dead letters, and the reads and summaries over the ledger and
-//! its rollups (per user and day, per hour, per user, per day over all users).
+//! its rollups (per user and day, per hour, per user, per day and per hour over all users).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use gateway_proto::{
@@ -247,8 +247,10 @@ impl Store {
                 "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
                 "grp",
             ),
-            (SummaryBy::Day, UsageSource::Hourly) if sqlite => ("substr(hour, 1, 10)", "grp"),
-            (SummaryBy::Day, UsageSource::Hourly) => {
+            (SummaryBy::Day, UsageSource::Hourly | UsageSource::ByHour) if sqlite => {
+                ("substr(hour, 1, 10)", "grp")
+            }
+            (SummaryBy::Day, UsageSource::Hourly | UsageSource::ByHour) => {
                 ("to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "grp")
             }
             (SummaryBy::Day, _) => ("day", "day"),
@@ -318,7 +320,7 @@ where
         let Some(t) = bound else { continue };
         match source {
             UsageSource::Ledger => q.push(" AND started_at").push(op).push_bind(t),
-            UsageSource::Hourly => q.push(" AND hour").push(op).push_bind(t),
+            UsageSource::Hourly | UsageSource::ByHour => q.push(" AND hour").push(op).push_bind(t),
             // (`usage_by_user` keeps no time, so it is never asked with a window.)
             UsageSource::ByDay | UsageSource::Daily | UsageSource::ByUser => q
                 .push(" AND day")

@@ -4,8 +4,9 @@
 //!
 //! 1. `usage list --user` (admin gRPC `ListUsage`), `usage summary` by user, model, day and
 //!    upstream, and by day of one user and by model of one key (`SummarizeUsage`), the
-//!    console's usage page (first and next page, rendered for a signed-in operator), and a key's `GET /v1/usage` on a data plane: median and worst of
-//!    20 calls each.
+//!    console's usage page (first and next page) and dashboard (48 hours, 90 days, one model),
+//!    rendered for a signed-in operator, and a key's `GET /v1/usage` on a data plane: median
+//!    and worst of 20 calls each.
 //! 2. The ledger ingests E events (default 100,000) from Redis alone, then again while a
 //!    retention pass works through the oldest ~10% of the ledger; prints both rates, the
 //!    ratio, and how fast the pass deleted meanwhile.
@@ -121,7 +122,9 @@ async fn main() {
            stream, estimated, ttfb_ms, duration_ms, node_id, started_at) \
          SELECT gen_random_uuid(), 'req-' || i, $2 + (i % $3), $1 + (i % $3), 1, \
            (ARRAY['gpt-5.1-codex', 'gpt-5-mini', 'gpt-5'])[1 + i % 3], 'responses', \
-           24000, 20000, 900, 400, 16500, 'completed', true, false, 300, 9000, 'bench', \
+           24000, 20000 - (i % 7) * 1000, 900, 400, 16500, \
+           CASE WHEN i % 50 = 0 THEN 'upstream_error' ELSE 'completed' END, true, false, 300, \
+           9000, 'bench', \
            now() - make_interval(secs => i * $4) \
          FROM generate_series(1, $5) i",
     )
@@ -135,27 +138,35 @@ async fn main() {
     .unwrap();
     for rollup in [
         "INSERT INTO usage_daily (day, user_id, model, requests, input_tokens, cached_tokens, \
-           output_tokens, reasoning_tokens, cost_micros, estimated) \
+           output_tokens, reasoning_tokens, cost_micros, estimated, errors) \
          SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, model, COUNT(*), \
            SUM(input_tokens), SUM(cached_tokens), SUM(output_tokens), SUM(reasoning_tokens), \
-           SUM(cost_micros), 0 FROM usage_events GROUP BY 1, 2, 3",
+           SUM(cost_micros), 0, COUNT(*) FILTER (WHERE status <> 'completed') \
+         FROM usage_events GROUP BY 1, 2, 3",
         "INSERT INTO usage_hourly (hour, key_id, user_id, model, upstream_id, requests, \
            input_tokens, cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, \
            errors) \
          SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', key_id, \
            user_id, model, upstream_id, COUNT(*), SUM(input_tokens), SUM(cached_tokens), \
-           SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, 0 \
+           SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, \
+           COUNT(*) FILTER (WHERE status <> 'completed') \
          FROM usage_events GROUP BY 1, 2, 3, 4, 5",
         "INSERT INTO usage_by_user (user_id, model, requests, input_tokens, cached_tokens, \
            output_tokens, reasoning_tokens, cost_micros, estimated, errors) \
          SELECT user_id, model, COUNT(*), SUM(input_tokens), SUM(cached_tokens), \
-           SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, 0 \
-         FROM usage_events GROUP BY 1, 2",
+           SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), 0, \
+           COUNT(*) FILTER (WHERE status <> 'completed') FROM usage_events GROUP BY 1, 2",
         "INSERT INTO usage_by_day (day, model, upstream_id, requests, input_tokens, \
            cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, errors) \
          SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), model, upstream_id, \
            COUNT(*), SUM(input_tokens), SUM(cached_tokens), SUM(output_tokens), \
-           SUM(reasoning_tokens), SUM(cost_micros), 0, 0 FROM usage_events GROUP BY 1, 2, 3",
+           SUM(reasoning_tokens), SUM(cost_micros), 0, COUNT(*) FILTER (WHERE status <> 'completed') \
+         FROM usage_events GROUP BY 1, 2, 3",
+        "INSERT INTO usage_by_hour (hour, model, upstream_id, requests, input_tokens, \
+           cached_tokens, output_tokens, reasoning_tokens, cost_micros, estimated, errors) \
+         SELECT hour, model, upstream_id, SUM(requests), SUM(input_tokens), \
+           SUM(cached_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_micros), \
+           SUM(estimated), SUM(errors) FROM usage_hourly GROUP BY 1, 2, 3",
         "ANALYZE",
     ] {
         sqlx::query(rollup).execute(&pool).await.unwrap();
@@ -274,6 +285,27 @@ async fn main() {
                 let page = console.lock().await.get(&path).await;
                 assert_eq!(page.status, 200);
                 assert_eq!(page.body.matches("<tr>").count(), 51);
+            }
+        })
+        .await;
+    }
+
+    // The dashboard: the last 48 hours by hour and the last 90 days by day (each three
+    // summaries and the upstreams), and narrowed to one model.
+    for (name, path) in [
+        ("console dashboard, 48 hours", "/admin/"),
+        ("console dashboard, 90 days", "/admin/?window=90d"),
+        (
+            "console dashboard, 90 days of one model",
+            "/admin/?window=90d&model=gpt-5-mini",
+        ),
+    ] {
+        timed(name, || {
+            let console = console.clone();
+            async move {
+                let page = console.lock().await.get(path).await;
+                assert_eq!(page.status, 200);
+                assert!(!page.body.contains("id=\"total-requests\">0<"), "{path}");
             }
         })
         .await;

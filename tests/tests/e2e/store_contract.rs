@@ -151,10 +151,11 @@ const TOTALS_MIGRATIONS: [&str; 2] = [
     include_str!("../../../control-plane/migrations/0007_usage_totals.sql"),
     include_str!("../../../control-plane/migrations-sqlite/0006_usage_totals.sql"),
 ];
-/// The same for the daily rollups' failure counts, counted from the hourly rollups.
-const DAILY_ERRORS_MIGRATIONS: [&str; 2] = [
-    include_str!("../../../control-plane/migrations/0010_usage_daily_errors.sql"),
-    include_str!("../../../control-plane/migrations-sqlite/0009_usage_daily_errors.sql"),
+/// The same for the per-hour totals over all users and the daily rollups' failure counts,
+/// from the hourly rollups.
+const DASHBOARD_MIGRATIONS: [&str; 2] = [
+    include_str!("../../../control-plane/migrations/0010_dashboard_rollups.sql"),
+    include_str!("../../../control-plane/migrations-sqlite/0009_dashboard_rollups.sql"),
 ];
 const ERRORS_BACKFILL_MARK: &str =
     "-- Failures recorded before this migration are counted once, here.";
@@ -1665,18 +1666,27 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
     {
         assert_eq!(summary(by, UsageFilter::default()).await, was, "{by:?}");
     }
-    // The one that added the daily rollups' failure counts counts them from the hourly ones.
+    // The one for the dashboard fills the per-hour totals and counts the daily rollups'
+    // failures from the hourly rollups.
     let u2_days = UsageFilter {
         user_id: Some(u2),
         ..UsageFilter::default()
     };
     let was = summary(SummaryBy::Day, u2_days.clone()).await;
     assert_eq!(errors(&was), [("2026-03-02".into(), 1)]);
-    let backfill = db.backfill_of(DAILY_ERRORS_MIGRATIONS, ERRORS_BACKFILL_MARK);
+    let hours = summary(SummaryBy::Hour, UsageFilter::default()).await;
+    assert_eq!(UsageFilter::default().source(SummaryBy::Hour), ByHour);
+    let backfill = db.backfill_of(DASHBOARD_MIGRATIONS, ERRORS_BACKFILL_MARK);
     db.run_sql(format!("UPDATE usage_daily SET errors = 0; {backfill}"))
         .await;
     assert_eq!(summary(SummaryBy::Day, u2_days).await, was);
-    use UsageSource::{ByDay, ByUser, Daily, Hourly};
+    db.rerun_backfill(DASHBOARD_MIGRATIONS, BACKFILL_MARK, &["usage_by_hour"])
+        .await;
+    assert_eq!(
+        summary(SummaryBy::Hour, UsageFilter::default()).await,
+        hours
+    );
+    use UsageSource::{ByDay, ByHour, ByUser, Daily, Hourly};
     let expected = [
         (
             SummaryBy::User,
@@ -1715,16 +1725,19 @@ async fn usage_filters_and_summaries_agree_with_the_ledger(store: Store, db: Bac
         (SummaryBy::Upstream, "user+upstream", "all time", Hourly),
         (SummaryBy::Key, "none", "all time", Hourly),
         (SummaryBy::Key, "user+model", "all time", Hourly),
-        (SummaryBy::Hour, "none", "all time", Hourly),
+        (SummaryBy::Hour, "none", "all time", ByHour),
+        (SummaryBy::Hour, "upstream+model", "all time", ByHour),
         (SummaryBy::Hour, "key", "all time", Hourly),
         (SummaryBy::Model, "none", "days", ByDay),
         (SummaryBy::Day, "upstream+model", "days", ByDay),
         (SummaryBy::User, "none", "days", Daily),
         (SummaryBy::Model, "user", "days", Daily),
-        (SummaryBy::Hour, "none", "days", Hourly),
-        (SummaryBy::Model, "none", "hours", Hourly),
+        (SummaryBy::Hour, "none", "days", ByHour),
+        (SummaryBy::Model, "none", "hours", ByHour),
+        (SummaryBy::Upstream, "model", "hours", ByHour),
         (SummaryBy::User, "none", "hours", Hourly),
-        (SummaryBy::Day, "upstream", "hours", Hourly),
+        (SummaryBy::Day, "upstream", "hours", ByHour),
+        (SummaryBy::Model, "key", "hours", Hourly),
     ] {
         assert!(
             asked.contains(&(by, name, window, source)),
