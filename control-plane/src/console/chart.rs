@@ -37,6 +37,23 @@ pub(super) struct Bar {
     pub tip: String,
 }
 
+impl Bar {
+    /// The bar in the slot from `x`, `width` wide, whose hover names `label` and `parts`.
+    fn new(rects: Vec<Rect>, x: f64, width: f64, label: &str, parts: &[String]) -> Self {
+        Self {
+            rects,
+            slot: Rect {
+                x: round(x),
+                y: 0.0,
+                w: round(width),
+                h: HEIGHT,
+                class: "slot",
+            },
+            tip: format!("{label} — {}", parts.join(", ")),
+        }
+    }
+}
+
 /// A polyline.
 pub(super) struct Line {
     pub class: &'static str,
@@ -98,17 +115,7 @@ impl Chart {
                     .zip(&b.values)
                     .map(|(s, &v)| format!("{}: {}", s.label, format(v)))
                     .collect();
-                Bar {
-                    rects,
-                    slot: Rect {
-                        x: round(x),
-                        y: 0.0,
-                        w: round(slot),
-                        h: HEIGHT,
-                        class: "slot",
-                    },
-                    tip: format!("{} — {}", b.label, parts.join(", ")),
-                }
+                Bar::new(rects, x, slot, &b.label, &parts)
             })
             .collect();
         Self {
@@ -154,17 +161,7 @@ impl Chart {
                     .zip(&b.values)
                     .map(|(s, &v)| format!("{}: {}", s.label, percent(v)))
                     .collect();
-                Bar {
-                    rects: Vec::new(),
-                    slot: Rect {
-                        x: round(i as f64 * slot),
-                        y: 0.0,
-                        w: round(slot),
-                        h: HEIGHT,
-                        class: "slot",
-                    },
-                    tip: format!("{} — {}", b.label, parts.join(", ")),
-                }
+                Bar::new(Vec::new(), i as f64 * slot, slot, &b.label, &parts)
             })
             .collect();
         Self {
