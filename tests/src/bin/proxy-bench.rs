@@ -1,13 +1,20 @@
 //! Proxy benchmark: the same load against the mock upstream directly, through nginx
-//! `proxy_pass` (when nginx is installed) and through the gateway's data plane, in one run.
+//! `proxy_pass` (when nginx is installed) and through the gateway's data plane, in one run,
+//! on the production path: Redis metering on, a priced model, the log level the binary ships
+//! with (`RUST_LOG` unset), the data plane started on its core.
 //!
-//! The proxy under test (data plane or nginx, one worker) is pinned to core 0; this process —
-//! load generator and mock upstream — should run on the other core (`scripts/bench` starts it
-//! with `taskset -c 1`). For each of JSON (≈9.5 KB Codex-sized request bodies) and SSE (20
-//! chunks) at each connection count it prints req/s, p50/p99 latency, p50/p99 TTFB, the proxy's
-//! CPU time per request (from /proc) and its RSS.
+//! The proxy under test (data plane or nginx, one worker) is pinned to core 0 from its start;
+//! this process — a wrk-like load generator (raw HTTP/1.1 over keep-alive connections, one
+//! request in flight per connection) and the mock upstream, on one thread — should run on the
+//! other core (`scripts/bench` starts it with `taskset -c 1`). Cases: JSON with a Codex-sized
+//! 9.5 KB body and with a 200 KB history; SSE with 20 deltas paced 5 ms apart and in a burst;
+//! each at 16 and 64 connections. For each it prints req/s, p50/p99 latency and time to first
+//! body byte, the proxy's CPU time per request (from /proc) and its peak RSS, then the
+//! gateway's figures as ratios against nginx's.
 //!
-//! `scripts/bench [SECONDS]` (needs the release data-plane binary, Redis; nginx optional).
+//! `scripts/bench [SECONDS]` (needs the `dist` data-plane binary and Redis; nginx for the
+//! ratios). `BENCH_ONLY=json,sse-paced,gateway,nginx,16` narrows the matrix (any of the case
+//! names, target names and connection counts).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,36 +27,92 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use gateway_proto::v1;
 use gateway_tests::fake_control_plane::{FakeControlPlane, snapshot};
 use hdrhistogram::Histogram;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 
 const KEYS: usize = 5_000;
-const SSE_CHUNKS: usize = 20;
+const SSE_DELTAS: usize = 20;
+/// Time between two deltas of a paced stream (the mock reads it from this request header).
+const PACE_HEADER: &str = "x-bench-pace-ms";
+const PACE_MS: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+enum Case {
+    /// A JSON answer to a Codex-sized (~9.5 KB) request.
     Json,
-    Sse,
+    /// A JSON answer to a long history (~200 KB) that Codex resends every turn.
+    JsonLong,
+    /// An SSE answer whose deltas come 5 ms apart, as a model writes.
+    SsePaced,
+    /// An SSE answer whose events all come at once.
+    SseBurst,
 }
 
-/// A request body the size of a Codex turn (~9.5 KB).
-fn body(mode: Mode) -> Bytes {
-    let text = "x".repeat(9_000);
-    Bytes::from(format!(
-        r#"{{"model":"gpt-5.1-codex","stream":{},"store":false,"input":[{{"type":"message","role":"developer","content":[{{"type":"input_text","text":"{text}"}}]}},{{"type":"message","role":"user","content":[{{"type":"input_text","text":"say hello"}}]}}],"tools":[{{"type":"function","name":"exec_command"}}],"prompt_cache_key":"bench"}}"#,
-        mode == Mode::Sse
-    ))
+const CASES: [Case; 4] = [Case::Json, Case::JsonLong, Case::SsePaced, Case::SseBurst];
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::JsonLong => "json-200k",
+            Self::SsePaced => "sse-paced",
+            Self::SseBurst => "sse-burst",
+        }
+    }
+
+    fn stream(self) -> bool {
+        matches!(self, Self::SsePaced | Self::SseBurst)
+    }
+
+    /// The request body, fields in the order the Codex CLI sends them (`model` and `stream`
+    /// first, `prompt_cache_key` after the history).
+    fn body(self) -> Bytes {
+        let history = match self {
+            Self::JsonLong => long_history(200 * 1024),
+            _ => format!(
+                r#"{{"type":"message","role":"developer","content":[{{"type":"input_text","text":"{}"}}]}},{{"type":"message","role":"user","content":[{{"type":"input_text","text":"say hello"}}]}}"#,
+                "x".repeat(9_000)
+            ),
+        };
+        Bytes::from(format!(
+            r#"{{"model":"gpt-5.1-codex","stream":{},"input":[{history}],"tools":[{{"type":"function","name":"exec_command"}}],"tool_choice":"auto","parallel_tool_calls":false,"reasoning":{{"effort":"medium"}},"store":false,"include":["reasoning.encrypted_content"],"prompt_cache_key":"019ad6c4-bench"}}"#,
+            self.stream()
+        ))
+    }
+}
+
+/// A Codex-like history of about `size` bytes: instructions, then turns of messages, tool
+/// calls with JSON-in-a-string arguments and their outputs, with escapes and non-ASCII text.
+fn long_history(size: usize) -> String {
+    let mut out = format!(
+        r#"{{"type":"message","role":"developer","content":[{{"type":"input_text","text":"{}"}}]}}"#,
+        "You are Codex, a coding agent.\\n".repeat(500)
+    );
+    let mut turn = 0;
+    while out.len() < size {
+        out.push_str(&format!(
+            r#",{{"type":"message","role":"user","content":[{{"type":"input_text","text":"turn {turn}: fix the \"parser\" — naïve ünïcode\\tand tabs"}}]}},{{"type":"function_call","name":"exec_command","arguments":"{{\"cmd\":[\"rg\",\"-n\",\"fn parse\",\"src/\"],\"workdir\":\"/repo\"}}","call_id":"call_{turn}"}},{{"type":"function_call_output","call_id":"call_{turn}","output":"{}"}}"#,
+            "src/parse.rs:12: fn parse(input: &str) -> Result<Ast, Error> {\\n".repeat(20)
+        ));
+        turn += 1;
+    }
+    out
 }
 
 type MockBody = BoxBody<Bytes, Infallible>;
 
-/// The upstream: answers instantly, with a static JSON body or 20 SSE chunks + completion.
+/// The upstream: answers at once, with a static JSON body or SSE events (20 deltas, then
+/// `response.completed`), paced when the request asks for it.
 async fn mock(listener: TcpListener) {
     let usage = r#"{"input_tokens":2400,"input_tokens_details":{"cached_tokens":2000},"output_tokens":120,"output_tokens_details":{"reasoning_tokens":40},"total_tokens":2520}"#;
     let json = Bytes::from(format!(
@@ -59,7 +122,7 @@ async fn mock(listener: TcpListener) {
     let mut events: Vec<Bytes> = vec![Bytes::from_static(
         b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"status\":\"in_progress\"}}\n\n",
     )];
-    for i in 0..SSE_CHUNKS {
+    for i in 0..SSE_DELTAS {
         events.push(Bytes::from(format!(
             "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{i},\"delta\":\"word{i} \"}}\n\n"
         )));
@@ -78,28 +141,42 @@ async fn mock(listener: TcpListener) {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (json, events) = (json.clone(), events.clone());
                 async move {
-                    let (_, body) = req.into_parts();
-                    let request = body
+                    let pace = req
+                        .headers()
+                        .get(PACE_HEADER)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .map(Duration::from_millis);
+                    let request = req
+                        .into_body()
                         .collect()
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
-                    let stream = memchr::memmem::find(&request, b"\"stream\":true").is_some();
-                    let response: Response<MockBody> = if stream {
-                        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                            events.iter().cloned().map(|e| Ok(Frame::data(e))).collect();
-                        let mut r = Response::new(BoxBody::new(StreamBody::new(
-                            futures_util::stream::iter(frames),
-                        )));
-                        r.headers_mut()
-                            .insert("content-type", "text/event-stream".parse().unwrap());
-                        r
-                    } else {
-                        let mut r = Response::new(BoxBody::new(Full::new(json)));
-                        r.headers_mut()
-                            .insert("content-type", "application/json".parse().unwrap());
-                        r
-                    };
+                    let head = &request[..request.len().min(64)];
+                    let response: Response<MockBody> =
+                        if memchr::memmem::find(head, b"\"stream\":true").is_some() {
+                            let frames = futures_util::stream::unfold(
+                                (events, 0usize),
+                                move |(events, i)| async move {
+                                    let event = events.get(i)?.clone();
+                                    if let Some(pace) = pace
+                                        && i > 0
+                                    {
+                                        tokio::time::sleep(pace).await;
+                                    }
+                                    Some((Ok(Frame::data(event)), (events, i + 1)))
+                                },
+                            );
+                            let mut r = Response::new(BoxBody::new(StreamBody::new(frames)));
+                            r.headers_mut()
+                                .insert("content-type", "text/event-stream".parse().unwrap());
+                            r
+                        } else {
+                            let mut r = Response::new(BoxBody::new(Full::new(json)));
+                            r.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            r
+                        };
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -118,66 +195,168 @@ struct Run {
     ttfb: Histogram<u64>,
 }
 
+/// The bytes of one request, written whole on every turn (as wrk does).
+fn request_bytes(path: &str, auth: &str, case: Case) -> Arc<Vec<u8>> {
+    let body = case.body();
+    let pace = if case == Case::SsePaced {
+        format!("{PACE_HEADER}: {PACE_MS}\r\n")
+    } else {
+        String::new()
+    };
+    let mut out = format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\n{pace}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Arc::new(out)
+}
+
+/// How a response body is framed.
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// The response head at the start of `buf`: status, framing and its length, once complete.
+fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(buf).map_err(|e| e.to_string())? {
+        httparse::Status::Partial => Ok(None),
+        httparse::Status::Complete(len) => {
+            let mut framing = Framing::Length(0);
+            for h in response.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    let n = std::str::from_utf8(h.value).map_err(|e| e.to_string())?;
+                    framing = Framing::Length(n.trim().parse().map_err(|_| "content-length")?);
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+                    && h.value.eq_ignore_ascii_case(b"chunked")
+                {
+                    framing = Framing::Chunked;
+                }
+            }
+            Ok(Some((response.code.unwrap_or(0), framing, len)))
+        }
+    }
+}
+
+/// Walks complete chunks of a chunked body from `*pos`; true once the last chunk is read.
+fn chunked_done(buf: &[u8], pos: &mut usize) -> Result<bool, String> {
+    loop {
+        let Some(eol) = memchr::memmem::find(&buf[*pos..], b"\r\n") else {
+            return Ok(false);
+        };
+        let line = std::str::from_utf8(&buf[*pos..*pos + eol]).map_err(|e| e.to_string())?;
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16).map_err(|_| format!("chunk size {line:?}"))?;
+        let data = *pos + eol + 2;
+        if size == 0 {
+            // No trailers: the body ends with an empty line.
+            if buf.len() < data + 2 {
+                return Ok(false);
+            }
+            *pos = data + 2;
+            return Ok(true);
+        }
+        if buf.len() < data + size + 2 {
+            return Ok(false);
+        }
+        *pos = data + size + 2;
+    }
+}
+
+/// One keep-alive connection sending `request` back to back until `deadline`.
+async fn connection(addr: SocketAddr, request: Arc<Vec<u8>>, deadline: Instant) -> Run {
+    let mut run = Run {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(3).unwrap(),
+        ttfb: Histogram::new(3).unwrap(),
+    };
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        match exchange(&mut stream, &request, &mut buf, t0).await {
+            Ok((status, ttfb)) => {
+                let total = t0.elapsed();
+                run.latency.record(total.as_micros() as u64).unwrap();
+                run.ttfb.record(ttfb.as_micros() as u64).unwrap();
+                run.requests += 1;
+                if !(200..300).contains(&status) {
+                    run.errors += 1;
+                }
+            }
+            Err(_) => {
+                run.errors += 1;
+                break;
+            }
+        }
+    }
+    run
+}
+
+/// Writes one request and reads its whole response: its status and time to first body byte.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut BytesMut,
+    t0: Instant,
+) -> Result<(u16, Duration), String> {
+    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    let (status, framing, head_len) = loop {
+        if let Some(head) = parse_head(buf)? {
+            break head;
+        }
+        read_more(stream, buf).await?;
+    };
+    buf.advance(head_len);
+    while buf.is_empty() {
+        read_more(stream, buf).await?;
+    }
+    let ttfb = t0.elapsed();
+    match framing {
+        Framing::Length(n) => {
+            while buf.len() < n {
+                read_more(stream, buf).await?;
+            }
+            buf.advance(n);
+        }
+        Framing::Chunked => {
+            let mut pos = 0;
+            while !chunked_done(buf, &mut pos)? {
+                read_more(stream, buf).await?;
+            }
+            buf.advance(pos);
+        }
+    }
+    Ok((status, ttfb))
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), String> {
+    buf.reserve(64 * 1024);
+    match stream.read_buf(buf).await {
+        Ok(0) => Err("connection closed".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `connections` clients, each on its own keep-alive connection, for `duration`.
 async fn load(
     addr: SocketAddr,
-    path: &str,
-    auth: &str,
-    mode: Mode,
+    request: &Arc<Vec<u8>>,
     connections: usize,
     duration: Duration,
 ) -> Run {
-    let body = body(mode);
     let started = Instant::now();
     let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (body, path, auth) = (body.clone(), path.to_owned(), auth.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut latency = Histogram::<u64>::new(3).unwrap();
-            let mut ttfb = Histogram::<u64>::new(3).unwrap();
-            let (mut ok, mut errors) = (0u64, 0u64);
-            let stream = TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            while Instant::now() < deadline {
-                let request = Request::post(path.as_str())
-                    .header("host", "bench")
-                    .header("authorization", auth.as_str())
-                    .header("content-type", "application/json")
-                    .body(Full::new(body.clone()))
-                    .unwrap();
-                let t0 = Instant::now();
-                if sender.ready().await.is_err() {
-                    errors += 1;
-                    break;
-                }
-                let Ok(response) = sender.send_request(request).await else {
-                    errors += 1;
-                    break;
-                };
-                if !response.status().is_success() {
-                    errors += 1;
-                }
-                let mut body = response.into_body();
-                let mut first = None;
-                while let Some(frame) = body.frame().await {
-                    if first.is_none() && frame.is_ok() {
-                        first = Some(t0.elapsed());
-                    }
-                }
-                let total = t0.elapsed();
-                latency.record(total.as_micros() as u64).unwrap();
-                ttfb.record(first.unwrap_or(total).as_micros() as u64)
-                    .unwrap();
-                ok += 1;
-            }
-            (ok, errors, latency, ttfb)
-        }));
-    }
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(connection(addr, request.clone(), deadline)))
+        .collect();
     let mut run = Run {
         requests: 0,
         errors: 0,
@@ -186,11 +365,11 @@ async fn load(
         ttfb: Histogram::new(3).unwrap(),
     };
     for t in tasks {
-        let (ok, errors, latency, ttfb) = t.await.unwrap();
-        run.requests += ok;
-        run.errors += errors;
-        run.latency.add(latency).unwrap();
-        run.ttfb.add(ttfb).unwrap();
+        let one = t.await.unwrap();
+        run.requests += one.requests;
+        run.errors += one.errors;
+        run.latency.add(one.latency).unwrap();
+        run.ttfb.add(one.ttfb).unwrap();
     }
     run.elapsed = started.elapsed();
     run
@@ -285,7 +464,91 @@ fn nginx_children(master: u32) -> Vec<u32> {
     .unwrap_or_default()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// One row of the results.
+struct Row {
+    case: Case,
+    connections: usize,
+    target: &'static str,
+    p99_ms: f64,
+    ttfb_p99_ms: f64,
+    cpu_us: f64,
+}
+
+/// What the gateway is held to, against nginx (or the mock itself) in the same run.
+fn report(rows: &[Row], peak_rss: f64) {
+    let find = |case: Case, c: usize, target: &str| {
+        rows.iter()
+            .find(|r| r.case == case && r.connections == c && r.target == target)
+    };
+    println!("\n| target | gateway | baseline | ratio / difference | |");
+    println!("|---|---|---|---|---|");
+    let line = |what: String, gateway: f64, baseline: f64, ratio: bool, bound: f64| {
+        let (figure, met) = if ratio {
+            let r = gateway / baseline;
+            (format!("{r:.2}×"), r <= bound)
+        } else {
+            let d = gateway - baseline;
+            (format!("{d:+.2} ms"), d <= bound)
+        };
+        println!(
+            "| {what} | {gateway:.2} | {baseline:.2} | {figure} | {} |",
+            if met { "met" } else { "**not met**" }
+        );
+    };
+    for (case, bound) in [
+        (Case::Json, 1.0),
+        (Case::JsonLong, 1.0),
+        (Case::SsePaced, 1.0),
+        (Case::SseBurst, 1.5),
+    ] {
+        for c in [16, 64] {
+            if let (Some(g), Some(n)) = (find(case, c, "gateway"), find(case, c, "nginx")) {
+                line(
+                    format!(
+                        "CPU µs per request, {}, {c} conns (≤ {bound:.1}× nginx)",
+                        case.name()
+                    ),
+                    g.cpu_us,
+                    n.cpu_us,
+                    true,
+                    bound,
+                );
+            }
+        }
+    }
+    for case in [Case::Json, Case::SsePaced] {
+        if let (Some(g), Some(n)) = (find(case, 16, "gateway"), find(case, 16, "nginx")) {
+            line(
+                format!("p99 ms, {}, 16 conns (≤ nginx + 0.5 ms)", case.name()),
+                g.p99_ms,
+                n.p99_ms,
+                false,
+                0.5,
+            );
+        }
+    }
+    for case in [Case::SsePaced, Case::SseBurst] {
+        if let (Some(g), Some(d)) = (find(case, 16, "gateway"), find(case, 16, "direct")) {
+            line(
+                format!("TTFB p99 ms, {}, 16 conns (≤ direct + 0.5 ms)", case.name()),
+                g.ttfb_p99_ms,
+                d.ttfb_p99_ms,
+                false,
+                0.5,
+            );
+        }
+    }
+    println!(
+        "| peak RSS under load (≤ 30 MB) | {peak_rss:.1} MB | | | {} |",
+        if peak_rss <= 30.0 {
+            "met"
+        } else {
+            "**not met**"
+        }
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).map_or(5, |s| s.parse().expect("SECONDS"));
@@ -307,24 +570,35 @@ async fn main() {
     let mock_addr = mock_listener.local_addr().unwrap();
     tokio::spawn(mock(mock_listener));
 
-    // The gateway, fed a snapshot with thousands of keys by a stand-in control plane.
+    // The gateway, fed a snapshot with thousands of keys and a price by a stand-in control
+    // plane, so every request is admitted, routed, priced and metered as in production.
     let mut fake = FakeControlPlane::start().await;
     let secrets: Vec<String> = (0..KEYS).map(|i| format!("cgw-bench-key-{i:05}")).collect();
     let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let mut snap = snapshot(1, &format!("http://{mock_addr}/openai"), &secret_refs);
     snap.users[0].balance_micros = i64::MAX / 2;
+    snap.prices = vec![v1::Price {
+        model: "*".into(),
+        input_micros: 1_250_000,
+        cached_input_micros: 125_000,
+        output_micros: 10_000_000,
+    }];
     let gateway_addr = free_addr();
+    let state_dir = std::env::temp_dir().join(format!("cgw-bench-state-{}", std::process::id()));
     let mut children = Guard(Vec::new());
+    // Started on its core, so its runtime sizes itself to the one core it has; logs at the
+    // level and in the format the binary ships with.
     let dp = Command::new("taskset")
         .args(["-c", "0"])
         .arg(&data_plane_bin)
+        .env_remove("RUST_LOG")
         .env("LISTEN_ADDR", gateway_addr.to_string())
         .env("CONTROL_PLANE_URL", fake.url())
         .env("DATA_PLANE_TOKEN", "bench-token-bench-token")
         .env("REDIS_URL", &redis_url)
         .env("USAGE_STREAM", &stream)
+        .env("STATE_DIR", &state_dir)
         .env("NODE_ID", "bench")
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .expect("start data plane");
@@ -352,7 +626,7 @@ async fn main() {
         std::fs::create_dir_all(&nginx_dir).unwrap();
         let nginx_addr = free_addr();
         let conf = format!(
-            "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_buffer_size 64k;\n  upstream mock {{ server {mock_addr}; keepalive 128; }}\n  server {{\n    listen {nginx_addr};\n    location / {{\n      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+            "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_buffer_size 256k;\n  client_max_body_size 16m;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  upstream mock {{ server {mock_addr}; keepalive 128; }}\n  server {{\n    listen {nginx_addr};\n    location / {{\n      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
             dir = nginx_dir.display()
         );
         let conf_path = nginx_dir.join("nginx.conf");
@@ -377,6 +651,8 @@ async fn main() {
             path: "/openai/v1/responses".into(),
             pids,
         });
+    } else {
+        println!("nginx is not installed: no ratios (apt-get install nginx-light)");
     }
     targets.push(Target {
         name: "gateway",
@@ -387,46 +663,38 @@ async fn main() {
 
     let auth = format!("Bearer {}", secrets[KEYS / 2]);
     println!(
-        "proxy-bench: {seconds} s per run; proxy pinned to core 0; {KEYS} keys in the gateway's snapshot"
+        "proxy-bench: {seconds} s per run; proxy pinned to core 0 from its start; {KEYS} keys in the gateway's snapshot; Redis metering on; RUST_LOG unset"
     );
     println!("gateway RSS idle after snapshot: {idle_rss:.1} MB\n");
     println!(
-        "| mode | conns | target | req/s | p50 ms | p99 ms | TTFB p50 ms | TTFB p99 ms | proxy CPU µs/req | errors |"
+        "| case | conns | target | req/s | p50 ms | p99 ms | TTFB p50 ms | TTFB p99 ms | proxy CPU µs/req | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let mut results = Vec::new();
-    // BENCH_ONLY=sse,gateway (any of json, sse, direct, nginx, gateway) narrows the matrix,
-    // e.g. to profile one case.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
-    let modes: Vec<Mode> = [Mode::Json, Mode::Sse]
-        .into_iter()
-        .filter(|m| {
-            let name = if *m == Mode::Json { "json" } else { "sse" };
-            !only.split(',').any(|o| o == "json" || o == "sse") || wanted(name)
-        })
-        .collect();
-    let only_targets = only
-        .split(',')
-        .any(|o| ["direct", "nginx", "gateway"].contains(&o));
-    for mode in modes {
-        for connections in [16usize, 64] {
-            for t in targets.iter().filter(|t| !only_targets || wanted(t.name)) {
+    let only: Vec<&str> = only.split(',').filter(|o| !o.is_empty()).collect();
+    // Each dimension is narrowed only when BENCH_ONLY names one of its values.
+    let keep = |values: &[&str], value: &str| {
+        !only.iter().any(|o| values.contains(o)) || only.contains(&value)
+    };
+    let case_names: Vec<&str> = CASES.iter().map(|c| c.name()).collect();
+    let mut rows = Vec::new();
+    for case in CASES.into_iter().filter(|c| keep(&case_names, c.name())) {
+        for connections in [16usize, 64]
+            .into_iter()
+            .filter(|c| keep(&["16", "64"], &c.to_string()))
+        {
+            for t in targets
+                .iter()
+                .filter(|t| keep(&["direct", "nginx", "gateway"], t.name))
+            {
+                let request = request_bytes(&t.path, &auth, case);
                 // Warm up connections and caches.
-                load(
-                    t.addr,
-                    &t.path,
-                    &auth,
-                    mode,
-                    connections,
-                    Duration::from_millis(500),
-                )
-                .await;
+                load(t.addr, &request, connections, Duration::from_millis(500)).await;
                 let cpu0 = cpu_seconds(&t.pids);
-                let run = load(t.addr, &t.path, &auth, mode, connections, duration).await;
+                let run = load(t.addr, &request, connections, duration).await;
                 let cpu = cpu_seconds(&t.pids) - cpu0;
                 let rps = run.requests as f64 / run.elapsed.as_secs_f64();
-                let us_per_req = if t.pids.is_empty() {
+                let cpu_us = if t.pids.is_empty() {
                     f64::NAN
                 } else {
                     cpu * 1e6 / run.requests.max(1) as f64
@@ -434,70 +702,36 @@ async fn main() {
                 let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
                 println!(
                     "| {} | {connections} | {} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
-                    if mode == Mode::Json { "JSON" } else { "SSE" },
+                    case.name(),
                     t.name,
                     ms(&run.latency, 0.5),
                     ms(&run.latency, 0.99),
                     ms(&run.ttfb, 0.5),
                     ms(&run.ttfb, 0.99),
-                    if us_per_req.is_nan() {
+                    if cpu_us.is_nan() {
                         "-".into()
                     } else {
-                        format!("{us_per_req:.1}")
+                        format!("{cpu_us:.1}")
                     },
                     run.errors,
                 );
-                results.push((
-                    mode,
+                rows.push(Row {
+                    case,
                     connections,
-                    t.name,
-                    ms(&run.latency, 0.99),
-                    us_per_req,
-                ));
+                    target: t.name,
+                    p99_ms: ms(&run.latency, 0.99),
+                    ttfb_p99_ms: ms(&run.ttfb, 0.99),
+                    cpu_us,
+                });
             }
         }
     }
     let peak = rss_mb(&[dp_pid], "VmHWM:");
-    println!(
-        "\ngateway RSS: idle {idle_rss:.1} MB, peak under load {peak:.1} MB (target ≤ 30 MB idle)"
-    );
-    let find = |mode: Mode, c: usize, name: &str| {
-        results
-            .iter()
-            .find(|r| r.0 == mode && r.1 == c && r.2 == name)
-            .map(|r| (r.3, r.4))
-    };
-    if let (Some((direct, _)), Some((gateway, _))) = (
-        find(Mode::Json, 16, "direct"),
-        find(Mode::Json, 16, "gateway"),
-    ) {
-        println!(
-            "added p99 at 16 connections, JSON: {:.2} ms (target ≤ 1 ms)",
-            gateway - direct
-        );
-    }
-    if let (Some((direct, _)), Some((gateway, _))) = (
-        find(Mode::Sse, 16, "direct"),
-        find(Mode::Sse, 16, "gateway"),
-    ) {
-        println!(
-            "added p99 at 16 connections, SSE:  {:.2} ms (target ≤ 1 ms)",
-            gateway - direct
-        );
-    }
-    for mode in [Mode::Json, Mode::Sse] {
-        if let (Some((_, nginx)), Some((_, gateway))) =
-            (find(mode, 16, "nginx"), find(mode, 16, "gateway"))
-        {
-            println!(
-                "proxy CPU per {} request at 16 connections: gateway {gateway:.1} µs vs nginx {nginx:.1} µs ({:.2}×)",
-                if mode == Mode::Json { "JSON" } else { "SSE" },
-                gateway / nginx
-            );
-        }
-    }
+    println!("\ngateway RSS: idle {idle_rss:.1} MB, peak under load {peak:.1} MB");
+    report(&rows, peak);
     drop(children);
     let _ = std::fs::remove_dir_all(&nginx_dir);
+    let _ = std::fs::remove_dir_all(&state_dir);
     if let Ok(client) = redis::Client::open(redis_url.as_str())
         && let Ok(mut conn) = client.get_multiplexed_async_connection().await
     {
