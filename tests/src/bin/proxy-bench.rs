@@ -195,6 +195,18 @@ struct Run {
     ttfb: Histogram<u64>,
 }
 
+impl Run {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency: Histogram::new(3).unwrap(),
+            ttfb: Histogram::new(3).unwrap(),
+        }
+    }
+}
+
 /// The bytes of one request, written whole on every turn (as wrk does).
 fn request_bytes(path: &str, auth: &str, case: Case) -> Arc<Vec<u8>> {
     let body = case.body();
@@ -268,13 +280,7 @@ fn chunked_done(buf: &[u8], pos: &mut usize) -> Result<bool, String> {
 
 /// One keep-alive connection sending `request` back to back until `deadline`.
 async fn connection(addr: SocketAddr, request: Arc<Vec<u8>>, deadline: Instant) -> Run {
-    let mut run = Run {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new(3).unwrap(),
-        ttfb: Histogram::new(3).unwrap(),
-    };
+    let mut run = Run::new();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -357,13 +363,7 @@ async fn load(
     let tasks: Vec<_> = (0..connections)
         .map(|_| tokio::spawn(connection(addr, request.clone(), deadline)))
         .collect();
-    let mut run = Run {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new(3).unwrap(),
-        ttfb: Histogram::new(3).unwrap(),
-    };
+    let mut run = Run::new();
     for t in tasks {
         let one = t.await.unwrap();
         run.requests += one.requests;
