@@ -314,9 +314,10 @@ async fn an_exhausted_balance_is_refused_by_every_data_plane_within_a_second() {
 
     // The ledger takes the balance below zero and bumps the version; both data planes apply
     // it and refuse the user.
+    // (The baseline is the version both applied before the request: one read after the
+    // ingest could already be the bump, and then nothing would come to wait for.)
     h.wait_ingested(1).await;
-    let before = *h.data_planes[1].applied.borrow();
-    h.wait_applied(before + 1).await;
+    h.wait_applied(version + 1).await;
     let elapsed = finished.elapsed();
     for dp in 0..2 {
         let response = h
@@ -374,9 +375,10 @@ async fn a_data_plane_counts_its_own_unsettled_spend_while_the_ledger_is_away() 
     // The ledger comes back: four events settle, the balance crosses zero, and the new
     // snapshot keeps refusing the user everywhere (its balance now says so by itself).
     h.start_control_plane_at(addr).await;
+    // Nothing changed while it was away, so the bump is the first version after `version`
+    // (read before the ingest: a read after it could already be the bump).
     h.wait_ingested(4).await;
-    let before = *h.data_planes[0].applied.borrow();
-    h.wait_applied(before + 1).await;
+    h.wait_applied(version + 1).await;
     assert_eq!(status_of(&h, 0, path, &auth, body.clone()).await, 429);
     assert_eq!(status_of(&h, 1, path, &auth, body.clone()).await, 429);
     let admin = h.admin().await;
