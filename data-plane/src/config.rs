@@ -92,6 +92,13 @@ pub struct Config {
     #[arg(long, env = "SPOOL_PATH")]
     pub spool_path: Option<PathBuf>,
 
+    /// Threads that serve requests. Default: as many as the CPUs this process may use (its
+    /// CPU affinity and its cgroup's CPU quota), so a container limited to one CPU runs one
+    /// thread and never waits for a core it does not have. With one, the proxy runs on a
+    /// single-threaded runtime.
+    #[arg(long, env = "WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -126,6 +133,14 @@ pub struct StatePaths {
 }
 
 impl Config {
+    /// How many threads serve requests (see `--worker-threads`).
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            usize::from,
+        )
+    }
+
     /// The state directory and the files in it, with every default applied. The default
     /// directory follows the XDG base-directory rules of the user running the binary
     /// (`HOME`, `XDG_STATE_HOME`).

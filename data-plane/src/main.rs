@@ -5,10 +5,33 @@ use clap::Parser;
 use data_plane::{Config, DataPlane};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// mimalloc's per-thread free lists take the request path's many short-lived buffers
+/// (headers, body chunks, usage events) at a fraction of the system allocator's cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Sized to the CPUs the process may use: a runtime with more threads than cores only
+    // makes them queue for one. One thread needs no work stealing at all.
+    let threads = config.worker_threads();
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let telemetry = gateway_telemetry::init(&config.telemetry, "codex-gateway-data-plane")?;
+    tracing::info!(target: "ProxyHandler", worker_threads = config.worker_threads(), "runtime started");
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;

@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::FilterExt, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 /// Log and trace settings shared by both planes.
 #[derive(Debug, Clone, Args)]
@@ -94,13 +96,45 @@ where
     }
 }
 
+/// The level filter from `RUST_LOG` (default `info`).
+fn level_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// What the log layer takes: events at the configured level, and no spans. Log lines name
+/// their request themselves (`request_id` is a field of every request-path event), so a span
+/// per request and per attempt is built only when traces are exported: without an exporter
+/// the request path creates no span at all.
+fn log_filter<S>(levels: EnvFilter) -> impl tracing_subscriber::layer::Filter<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    levels.and(tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_event()
+    }))
+}
+
+/// The registry with its layers. Without an exporter the trace layer is left out rather
+/// than added as `None`: an absent optional layer declares interest in every callsite, which
+/// would build every span again.
+fn subscriber<L, T>(logs: L, traces: Option<T>) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    L: Layer<tracing_subscriber::Registry> + Send + Sync,
+    T: Layer<tracing_subscriber::layer::Layered<L, tracing_subscriber::Registry>> + Send + Sync,
+{
+    let registry = tracing_subscriber::registry().with(logs);
+    match traces {
+        Some(traces) => Box::new(registry.with(traces)),
+        None => Box::new(registry),
+    }
+}
+
 /// Installs the global log subscriber (level from `RUST_LOG`, default `info`) and, when an
 /// endpoint is configured, the OTLP trace exporter. Must be called inside a Tokio runtime
 /// (the gRPC exporter's connection lives on it). `default_service` names the traces unless
 /// `OTEL_SERVICE_NAME` is set.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = log_layer(args.log_format, std::io::stdout);
+    let logs = log_layer(args.log_format, std::io::stdout).with_filter(log_filter(level_filter()));
     let provider = match &args.otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -124,12 +158,9 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, Te
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("codex-gateway"))
             .with_level(true)
+            .with_filter(level_filter())
     });
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
-        .with(traces)
-        .try_init()?;
+    subscriber(logs, traces).try_init()?;
     if let Some(endpoint) = &args.otlp_endpoint {
         tracing::info!(endpoint = %endpoint, "exporting traces over OTLP");
     }
@@ -155,6 +186,43 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn without_an_exporter_no_span_is_built_and_events_still_log() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            log_layer(LogFormat::Json, move || writer.clone())
+                .with_filter(log_filter(EnvFilter::new("info"))),
+        );
+        // The filter turns a span's callsite off for good: with the one global subscriber of
+        // a process, `info_span!` then builds nothing (in a test binary, other tests'
+        // subscribers share the callsite cache, so the interest itself is what is checked).
+        let metadata = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            tracing::info_span!(target: "ProxyHandler", "proxy_request", request_id = "r-1")
+                .metadata()
+                .unwrap()
+        });
+        let logs = || {
+            log_layer(LogFormat::Json, std::io::sink)
+                .with_filter(log_filter(EnvFilter::new("info")))
+        };
+        let installed = super::subscriber(logs(), None::<tracing_subscriber::layer::Identity>);
+        assert!(
+            installed.register_callsite(metadata).is_never(),
+            "a span is built for logs alone"
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "ProxyHandler", request_id = "r-1", "request failed");
+            tracing::debug!(target: "ProxyHandler", "below the level");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(line["request_id"], "r-1");
+        assert_eq!(line["message"], "request failed");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! 2. **admit** (`auth`) — the key by digest, its expiry, the user's balance less this data
 //!    plane's unsettled spend, the key's IP allow-list, then its RPM and concurrency limits;
 //! 3. **read the request** (`request`) — the body whole up to the size limit (413 above it),
-//!    parsed only for `model`, `stream` and `prompt_cache_key`; the same bytes are forwarded,
+//!    scanned only for its top-level `model`, `stream` and `prompt_cache_key` (`fields`;
+//!    the rest is never parsed); the same bytes are forwarded,
 //!    except that chat/completions streams get `stream_options.include_usage` added;
 //!    then the key's model allow-list (`auth`);
 //! 4. **meter** (`metering`) — from here on the request is billed exactly once, however it
@@ -22,6 +23,7 @@
 mod auth;
 pub mod error;
 mod failover;
+mod fields;
 mod forward;
 mod key_api;
 mod limits;

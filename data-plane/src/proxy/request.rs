@@ -1,17 +1,15 @@
 //! Reading the request: which API the path names, the body read whole up to the size limit
-//! and parsed only for the fields the gateway needs (`model`, `stream`, `prompt_cache_key`,
-//! `stream_options`), and — for chat and completions streams only — `include_usage` asked
+//! and scanned only for the top-level fields the gateway needs (`model`, `stream`,
+//! `prompt_cache_key`, `stream_options`; see `fields`), and — for chat and completions streams only — `include_usage` asked
 //! for on the client's behalf. Responses bodies are forwarded exactly as sent.
 
-use std::{borrow::Cow, time::Duration};
+use std::time::Duration;
 
+use super::{error::ProxyError, fields};
 use bytes::Bytes;
 use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
-
-use super::error::ProxyError;
 
 /// The proxied APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,25 +83,6 @@ pub(super) struct ClientRequest {
     pub(super) strip_usage_chunk: bool,
 }
 
-/// The fields of a request body the gateway needs; everything else is skipped unread.
-#[derive(Deserialize)]
-struct RequestFields<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(borrow, default)]
-    prompt_cache_key: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
-
 /// Reads the body (413 above the limit, 408-style error past the timeout) and the fields the
 /// gateway needs from it.
 pub(super) async fn read(
@@ -127,7 +106,7 @@ pub(super) async fn read(
             }
         })?
         .to_bytes();
-    let fields: RequestFields<'_> = serde_json::from_slice(&body).map_err(|err| {
+    let fields = fields::scan(&body).map_err(|err| {
         ProxyError::BadRequest(format!(
             "the request body is not a valid JSON object: {err}"
         ))
@@ -148,7 +127,7 @@ pub(super) async fn read(
     let (forwarded, strip_usage_chunk) = if endpoint.is_responses() || !stream {
         (body.clone(), false)
     } else {
-        match fields.stream_options.as_ref().and_then(|o| o.include_usage) {
+        match fields.stream_options.and_then(|o| o.include_usage) {
             Some(true) => (body.clone(), false),
             _ => (request_usage(&body, fields.stream_options.is_some())?, true),
         }
