@@ -12,6 +12,7 @@ pub mod routing;
 pub mod snapshot;
 pub mod snapshot_file;
 pub mod sse;
+pub mod upstream;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 

@@ -74,6 +74,8 @@ pub struct Behaviour {
     /// Pause between events (a slow but alive stream).
     pub gap: Option<std::time::Duration>,
     pub fault: Fault,
+    /// Answer with `Connection: close` and close the connection after the response.
+    pub close_connection: bool,
 }
 
 impl Default for Behaviour {
@@ -84,6 +86,7 @@ impl Default for Behaviour {
             gate: None,
             gap: None,
             fault: Fault::None,
+            close_connection: false,
         }
     }
 }
@@ -146,6 +149,8 @@ struct State {
 pub struct MockUpstream {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// TCP connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockUpstream {
@@ -154,13 +159,20 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let addr = listener.local_addr().expect("mock addr");
         let state = Arc::new(Mutex::new(State::default()));
-        let mock = Self { addr, state };
+        let mock = Self {
+            addr,
+            state,
+            connections: Arc::default(),
+        };
         let server = mock.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                server
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mock = server.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -174,6 +186,11 @@ impl MockUpstream {
             }
         });
         mock
+    }
+
+    /// TCP connections the mock has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Base URL for an upstream named `pool` on this mock (never ends in `/v1`).
@@ -257,95 +274,115 @@ impl MockUpstream {
         if parts.method == http::Method::GET {
             return self.models(&parts);
         }
-        let behaviour = {
-            let mut state = self.state.lock().expect("mock state");
-            state.recorded.push(Recorded {
-                method: parts.method.clone(),
-                path: parts.uri.path().to_owned(),
-                headers: parts.headers.clone(),
-                body: body.clone(),
-            });
-            let pool = parts
-                .uri
-                .path()
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(b) = state
-                .pool_queued
-                .get_mut(&pool)
-                .and_then(VecDeque::pop_front)
-            {
-                b
-            } else if let Some(b) = state.pool_behaviour.get(&pool) {
-                b.clone()
-            } else {
-                state
-                    .queued
-                    .pop_front()
-                    .unwrap_or_else(|| state.behaviour.clone())
-            }
-        };
-        let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let model = request["model"].as_str().unwrap_or("mock-model").to_owned();
-        match behaviour.fault {
-            Fault::Status(code, retry_after) => {
-                let body = json!({"error": {
+        let behaviour = self.choose(&parts, &body);
+        let close = behaviour.close_connection;
+        let mut response = respond(&parts, &body, behaviour).await;
+        if close {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        response
+    }
+
+    /// Records the request and picks the behaviour that answers it.
+    fn choose(&self, parts: &http::request::Parts, body: &Bytes) -> Behaviour {
+        let mut state = self.state.lock().expect("mock state");
+        state.recorded.push(Recorded {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+        let pool = parts
+            .uri
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(b) = state
+            .pool_queued
+            .get_mut(&pool)
+            .and_then(VecDeque::pop_front)
+        {
+            b
+        } else if let Some(b) = state.pool_behaviour.get(&pool) {
+            b.clone()
+        } else {
+            state
+                .queued
+                .pop_front()
+                .unwrap_or_else(|| state.behaviour.clone())
+        }
+    }
+}
+
+/// The mock's answer to a POST, as `behaviour` says.
+async fn respond(
+    parts: &http::request::Parts,
+    body: &Bytes,
+    behaviour: Behaviour,
+) -> Response<MockBody> {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let model = request["model"].as_str().unwrap_or("mock-model").to_owned();
+    match behaviour.fault {
+        Fault::Status(code, retry_after) => {
+            let body = json!({"error": {
                     "message": "pool exploded at https://internal.pool.example/v1 with key sk-internal-secret-key",
                     "type": "server_error"}});
-                let mut response = full_response(body.to_string());
-                *response.status_mut() = StatusCode::from_u16(code).expect("status");
-                if let Some(after) = retry_after {
-                    response
-                        .headers_mut()
-                        .insert("retry-after", http::HeaderValue::from(after));
-                }
-                return response;
+            let mut response = full_response(body.to_string());
+            *response.status_mut() = StatusCode::from_u16(code).expect("status");
+            if let Some(after) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", http::HeaderValue::from(after));
             }
-            Fault::HangBeforeHead => {
-                std::future::pending::<()>().await;
-            }
-            _ => {}
+            return response;
         }
-        let path = parts.uri.path();
-        if path.ends_with("/chat/completions") || path.ends_with("/v1/completions") {
-            let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
-            return chat(
-                model,
-                behaviour,
-                request["stream"].as_bool() == Some(true),
-                include_usage,
-            );
+        Fault::HangBeforeHead => {
+            std::future::pending::<()>().await;
         }
-        if request["stream"].as_bool() == Some(true) {
-            sse(model, behaviour)
+        _ => {}
+    }
+    let path = parts.uri.path();
+    if path.ends_with("/chat/completions") || path.ends_with("/v1/completions") {
+        let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+        return chat(
+            model,
+            behaviour,
+            request["stream"].as_bool() == Some(true),
+            include_usage,
+        );
+    }
+    if request["stream"].as_bool() == Some(true) {
+        sse(model, behaviour)
+    } else {
+        let status = if behaviour.fault == Fault::FailedBeforeOutput {
+            "failed"
         } else {
-            let status = if behaviour.fault == Fault::FailedBeforeOutput {
-                "failed"
-            } else {
-                "completed"
-            };
-            let mut body = response_object(&model, &behaviour, status);
-            if behaviour.fault == Fault::OmitUsage {
-                body["usage"] = serde_json::Value::Null;
-            }
-            let text = body.to_string();
-            let mut response = if let Fault::CutAfter(_) = behaviour.fault {
-                let half = Bytes::from(text[..text.len() / 2].to_owned());
-                let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> =
-                    vec![Ok(Frame::data(half)), Err(Box::new(Cut))];
-                Response::new(BoxBody::new(StreamBody::new(tokio_stream::iter(frames))))
-            } else {
-                gated_halves(text, behaviour.gate.clone())
-            };
-            response.headers_mut().insert(
-                "content-type",
-                http::HeaderValue::from_static("application/json"),
-            );
-            response
+            "completed"
+        };
+        let mut body = response_object(&model, &behaviour, status);
+        if behaviour.fault == Fault::OmitUsage {
+            body["usage"] = serde_json::Value::Null;
         }
+        let text = body.to_string();
+        let mut response = if let Fault::CutAfter(_) = behaviour.fault {
+            let half = Bytes::from(text[..text.len() / 2].to_owned());
+            let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> =
+                vec![Ok(Frame::data(half)), Err(Box::new(Cut))];
+            Response::new(BoxBody::new(StreamBody::new(tokio_stream::iter(frames))))
+        } else {
+            gated_halves(text, behaviour.gate.clone())
+        };
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 

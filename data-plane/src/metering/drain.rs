@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::warn;
 
 use gateway_proto::ids::UpstreamId;
 
 use super::{Meter, Outcome, reader::Tap, tap::Held};
+use crate::upstream::UpstreamBody;
 
 /// How long, and how much, is read from the upstream after the client has gone.
 const DRAIN_TIME: Duration = Duration::from_secs(60);
@@ -53,7 +53,7 @@ impl Drains {
 
 /// The rest of an abandoned response, to be read for its usage.
 pub(super) struct Drain {
-    pub(super) inner: Incoming,
+    pub(super) inner: UpstreamBody,
     pub(super) tap: Tap,
     pub(super) meter: Meter,
     pub(super) upstream_id: UpstreamId,

@@ -16,7 +16,6 @@ use std::{
 use bytes::Bytes;
 use gateway_proto::ids::UpstreamId;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 pub use super::reader::TapKind;
@@ -25,6 +24,7 @@ use super::{
     drain::Drain,
     reader::{Tap, UsageChunkFilter},
 };
+use crate::upstream::UpstreamBody;
 
 /// Error type of proxied bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,7 +40,7 @@ pub type Held = Box<dyn Any + Send>;
 /// An upstream body on its way to the client, metered.
 pub struct MeteredBody {
     /// The upstream body; taken by the drain task when the client leaves early.
-    inner: Option<Incoming>,
+    inner: Option<UpstreamBody>,
     /// Frames read ahead of the response head (see the proxy's prefetch), sent first.
     prefix: VecDeque<Bytes>,
     tap: Tap,
@@ -81,7 +81,7 @@ impl MeteredBody {
     /// Wraps `inner` from upstream `upstream_id`, to be sent after `prefix`; `idle_timeout`
     /// bounds every silence between frames; `held` is released when the body is dropped.
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         prefix: Vec<Bytes>,
         kind: TapKind,
         meter: Meter,
@@ -129,8 +129,8 @@ impl MeteredBody {
     }
 
     /// Merges frames that are already available after `first` into one write. Never waits:
-    /// what is not there yet is not held back. (hyper's client body hands over one chunk per
-    /// poll, so with it this mostly passes single frames through.)
+    /// what is not there yet is not held back. (The upstream body drives its connection as it
+    /// is polled, so every event already received is available here.)
     fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
         let mut merged: Option<Vec<u8>> = None;
         loop {
@@ -297,7 +297,7 @@ impl Body for MeteredBody {
             || (self.meter.is_none()
                 && self.prefix.is_empty()
                 && self.stash.is_none()
-                && self.inner.as_ref().is_none_or(Incoming::is_end_stream))
+                && self.inner.as_ref().is_none_or(UpstreamBody::is_end_stream))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -307,7 +307,7 @@ impl Body for MeteredBody {
         let mut hint = self
             .inner
             .as_ref()
-            .map(Incoming::size_hint)
+            .map(UpstreamBody::size_hint)
             .unwrap_or_default();
         let prefix: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
         if prefix > 0 {
@@ -327,7 +327,7 @@ impl Drop for MeteredBody {
         };
         let upstream = Some(self.upstream_id);
         let upstream_done =
-            self.inner.as_ref().is_none_or(Incoming::is_end_stream) && self.prefix.is_empty();
+            self.inner.as_ref().is_none_or(UpstreamBody::is_end_stream) && self.prefix.is_empty();
         if upstream_done || self.tap.has_terminal() {
             // Everything was read (hyper drops a length-delimited body after its last byte
             // without polling for the end), or the client closed after the terminal event, as

@@ -18,18 +18,15 @@ use bytes::Bytes;
 use gateway_proto::ids::UpstreamId;
 use http::{Request, Response, StatusCode, header, response::Parts};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use rand::Rng;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::{
-    error::{ProxyError, scrub_upstream_message},
-    forward::UpstreamClient,
-};
+use super::error::{ProxyError, scrub_upstream_message};
 use crate::{
     metrics::{AttemptLabels, Metrics, RetryLabels},
     routing::{Router, Upstream, passive::InFlight},
     sse::SseParser,
+    upstream::{UpstreamBody, UpstreamClient},
 };
 
 /// Upper bound on attempts for one request, whatever the upstreams' `max_retries`.
@@ -90,7 +87,7 @@ impl Failure {
 /// What one attempt produced.
 enum Attempt {
     /// Forward this answer to the client.
-    Commit(Parts, Incoming, Vec<Bytes>),
+    Commit(Parts, UpstreamBody, Vec<Bytes>),
     Retry(Failure),
     /// A final answer that is the request's own fault.
     Reject(ProxyError),
@@ -101,7 +98,7 @@ enum Attempt {
 pub(super) struct Committed {
     pub(super) upstream: Arc<Upstream>,
     pub(super) head: Parts,
-    pub(super) body: Incoming,
+    pub(super) body: UpstreamBody,
     /// Bytes read ahead of the head, to be sent first.
     pub(super) prefix: Vec<Bytes>,
     pub(super) in_flight: InFlight,
@@ -274,7 +271,7 @@ async fn attempt(
     classify(response, upstream).await
 }
 
-async fn classify(response: Response<Incoming>, upstream: &Upstream) -> Attempt {
+async fn classify(response: Response<UpstreamBody>, upstream: &Upstream) -> Attempt {
     let status = response.status();
     match status {
         StatusCode::TOO_MANY_REQUESTS => {
@@ -319,7 +316,7 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 /// Reads a Responses stream until its first output event, so a `response.failed` (or a cut)
 /// that comes before any output can still be retried: nothing has reached the client yet.
 /// Returns the bytes read, to be sent first once committed.
-async fn prefetch(body: &mut Incoming, idle: Duration) -> Result<Vec<Bytes>, Failure> {
+async fn prefetch(body: &mut UpstreamBody, idle: Duration) -> Result<Vec<Bytes>, Failure> {
     let mut parser = SseParser::new();
     let mut frames = Vec::new();
     let mut held = 0;

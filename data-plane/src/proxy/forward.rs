@@ -1,42 +1,15 @@
-//! Talking to upstreams: the shared HTTP client and the rewriting of requests and responses
-//! at the boundary (upstream key in, client key out, hop-by-hop headers dropped, everything
+//! The boundary with upstreams: the rewriting of requests and responses (upstream key in, client key out, hop-by-hop headers dropped, everything
 //! else kept byte-for-byte).
-
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version, header};
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 
 use super::error::ProxyError;
 use crate::routing::Upstream;
 
-/// Pooled HTTP/1.1 client for http:// and https:// upstreams.
-pub(super) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Header carrying the gateway's request id, to the upstream and to the client.
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Builds the upstream client (TLS through rustls with the ring provider and webpki roots).
-pub(super) fn client() -> Result<UpstreamClient, rustls::Error> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(https))
-}
 
 /// Headers that describe one hop and never travel further.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -125,6 +98,8 @@ pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn upstream() -> Upstream {

@@ -49,7 +49,7 @@ use gateway_proto::v1::usage_service_client::UsageServiceClient;
 use self::{
     auth::{Admission, Admitted},
     error::ProxyError,
-    forward::{REQUEST_ID, UpstreamClient},
+    forward::REQUEST_ID,
     request::{BodyLimits, ClientRequest, Endpoint},
 };
 use crate::{
@@ -59,6 +59,7 @@ use crate::{
     metrics::{Metrics, RequestLabels},
     routing,
     snapshot::AppliedSnapshot,
+    upstream::UpstreamClient,
 };
 
 pub use crate::metering::BodyError;
@@ -158,7 +159,7 @@ impl Proxy {
         Ok(Self {
             shared: Arc::new(Shared {
                 snapshot,
-                client: forward::client()?,
+                client: UpstreamClient::new()?,
                 usage,
                 node_id: settings.node_id,
                 body_limits: BodyLimits {

@@ -329,3 +329,76 @@ async fn malformed_requests_are_client_errors_and_never_forwarded() {
     assert_eq!(response.status(), 200);
     h.shutdown().await;
 }
+
+/// Every kind of answer, one after another, as a client sends them.
+const ONE_OF_EACH: [(&str, &str); 4] = [
+    (
+        "/v1/responses",
+        r#"{"model":"mock-model","stream":false,"input":"hi"}"#,
+    ),
+    (
+        "/v1/responses",
+        r#"{"model":"mock-model","stream":true,"input":"hi"}"#,
+    ),
+    (
+        "/v1/chat/completions",
+        r#"{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    ),
+    (
+        "/v1/chat/completions",
+        r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#,
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused_by_every_kind_of_answer() {
+    let mut h = Harness::start(1).await;
+    let (_, _, secret) = billed_setup(&mut h, 10_000_000).await;
+    let auth = format!("Bearer {secret}");
+    let before = h.mock.connections();
+    for _ in 0..2 {
+        for (path, body) in ONE_OF_EACH {
+            let response = h
+                .post(0, path, &[("authorization", &auth)], body.to_owned())
+                .await;
+            assert_eq!(response.status(), 200, "{path} {body}");
+            let text = String::from_utf8(body_bytes(response).await.to_vec()).unwrap();
+            assert!(text.contains("mock-model"), "{text}");
+        }
+    }
+    // Eight answers read to the end, one at a time: one connection carried them all.
+    assert_eq!(h.mock.connections() - before, 1);
+    h.wait_ingested(8).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closes_is_never_used_again() {
+    let mut h = Harness::start(1).await;
+    let (_, _, secret) = billed_setup(&mut h, 10_000_000).await;
+    let auth = format!("Bearer {secret}");
+    h.mock.set_behaviour(Behaviour {
+        close_connection: true,
+        ..Behaviour::default()
+    });
+    let before = h.mock.connections();
+    for (path, body) in ONE_OF_EACH {
+        let response = h
+            .post(0, path, &[("authorization", &auth)], body.to_owned())
+            .await;
+        assert_eq!(response.status(), 200, "{path} {body}");
+        body_bytes(response).await;
+    }
+    // Each answer said `Connection: close`: each request had a new connection, none failed.
+    assert_eq!(h.mock.connections() - before, ONE_OF_EACH.len());
+    h.mock.set_behaviour(Behaviour::default());
+    for (path, body) in ONE_OF_EACH {
+        let response = h
+            .post(0, path, &[("authorization", &auth)], body.to_owned())
+            .await;
+        assert_eq!(response.status(), 200, "{path} {body}");
+        body_bytes(response).await;
+    }
+    assert_eq!(h.mock.connections() - before, ONE_OF_EACH.len() + 1);
+    h.shutdown().await;
+}

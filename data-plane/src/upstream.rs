@@ -1,0 +1,397 @@
+//! The HTTP/1.1 client to upstreams: keep-alive connections with no task of their own.
+//!
+//! A connection is driven by whoever holds it — the request's own task, through
+//! [`UpstreamBody`] — instead of by a task per connection that hands the body over a channel
+//! one chunk per wake-up. Bytes the upstream sent together are read, decoded and handed to the
+//! response body in one poll, so the metering tap merges them into one write to the client
+//! (a burst of SSE events leaves in one `writev`, not one per event), and a request costs no
+//! task switches between the upstream socket and the client's.
+//!
+//! Idle connections wait in the pool unpolled, newest first. One the upstream closed in the
+//! meantime is noticed when taken out (a poll sees the end of the stream) and dropped; a
+//! request a parked connection turned away unsent goes on a new connection (it never reached
+//! the upstream). A connection goes back to the pool only when its response body was read to
+//! the end; anything else closes it.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    future::{Future, poll_fn},
+    pin::{Pin, pin},
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderValue, Request, Response, Uri, header,
+    uri::{Authority, PathAndQuery, Scheme},
+};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::{
+    body::Incoming,
+    client::conn::{TrySendError, http1},
+};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+
+/// How long a connection may wait in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Most idle connections kept per upstream origin.
+const MAX_IDLE_PER_ORIGIN: usize = 1024;
+/// How often expired idle connections of every origin are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+type Driver = http1::Connection<Io, Full<Bytes>>;
+
+/// Where a connection goes: scheme and authority of the upstream's base URL.
+type Origin = (Scheme, Authority);
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the upstream URL has no scheme or host")]
+    NoOrigin,
+    #[error("connecting failed: {0}")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// One connection: the handle requests are sent on and the state machine that does the I/O.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: Pin<Box<Driver>>,
+}
+
+impl Conn {
+    /// Lets the connection read and write what it can; true once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        self.driver.as_mut().poll(cx).is_ready()
+    }
+
+    /// Whether it has ended, found without waiting (an end of stream already received is seen).
+    fn ended(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop()))
+    }
+}
+
+struct Parked {
+    conn: Conn,
+    since: Instant,
+}
+
+struct Idle {
+    by_origin: HashMap<Origin, VecDeque<Parked>>,
+    swept: Instant,
+}
+
+struct Shared {
+    connector: HttpsConnector<HttpConnector>,
+    idle: Mutex<Idle>,
+}
+
+impl Shared {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The newest parked connection to `origin` that is still open.
+    fn checkout(&self, origin: &Origin) -> Option<Conn> {
+        let mut idle = self.idle();
+        let parked = idle.by_origin.get_mut(origin)?;
+        while let Some(mut p) = parked.pop_back() {
+            if p.since.elapsed() < IDLE_TIMEOUT && !p.conn.ended() && p.conn.sender.is_ready() {
+                return Some(p.conn);
+            }
+        }
+        None
+    }
+
+    /// Parks a connection whose response was read to the end.
+    fn release(&self, origin: Origin, mut conn: Conn) {
+        // The poll that lets the connection see its response is over and take the next.
+        if conn.ended() || conn.sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle();
+        if now.duration_since(idle.swept) >= SWEEP_EVERY {
+            idle.swept = now;
+            idle.by_origin.retain(|_, parked| {
+                parked.retain(|p| now.duration_since(p.since) < IDLE_TIMEOUT);
+                !parked.is_empty()
+            });
+        }
+        let parked = idle.by_origin.entry(origin).or_default();
+        while parked
+            .front()
+            .is_some_and(|p| now.duration_since(p.since) >= IDLE_TIMEOUT)
+        {
+            parked.pop_front();
+        }
+        if parked.len() < MAX_IDLE_PER_ORIGIN {
+            parked.push_back(Parked { conn, since: now });
+        }
+    }
+}
+
+/// The pooled client for http:// and https:// upstreams; cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    /// A client with TLS through rustls (ring provider, webpki roots) and no-delay sockets.
+    pub fn new() -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                connector,
+                idle: Mutex::new(Idle {
+                    by_origin: HashMap::new(),
+                    swept: Instant::now(),
+                }),
+            }),
+        })
+    }
+
+    /// Sends `request` (absolute URI) and waits for the response head. The response's body
+    /// carries the connection: polling the body drives it.
+    pub async fn request(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let origin = to_origin_form(&mut request)?;
+        if let Some(mut conn) = self.shared.checkout(&origin) {
+            match exchange(&mut conn, request).await {
+                Ok(response) => return Ok(self.with_body(response, conn, origin)),
+                Err(mut refused) => match refused.take_message() {
+                    // Closed before it took the request: the upstream never saw it.
+                    Some(unsent) => request = unsent,
+                    None => return Err(refused.into_error().into()),
+                },
+            }
+        }
+        let mut conn = self.connect(&origin).await?;
+        match exchange(&mut conn, request).await {
+            Ok(response) => Ok(self.with_body(response, conn, origin)),
+            Err(err) => Err(err.into_error().into()),
+        }
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<Conn, SendError> {
+        let uri = Uri::builder()
+            .scheme(origin.0.clone())
+            .authority(origin.1.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| SendError::NoOrigin)?;
+        let io = self
+            .shared
+            .connector
+            .clone()
+            .oneshot(uri)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, driver) = http1::handshake(io).await?;
+        Ok(Conn {
+            sender,
+            driver: Box::pin(driver),
+        })
+    }
+
+    fn with_body(
+        &self,
+        response: Response<Incoming>,
+        conn: Conn,
+        origin: Origin,
+    ) -> Response<UpstreamBody> {
+        response.map(|body| UpstreamBody {
+            body,
+            ended: false,
+            link: Some(Box::new(Link {
+                conn,
+                shared: self.shared.clone(),
+                origin,
+            })),
+        })
+    }
+}
+
+/// Rewrites the absolute URI to the origin form HTTP/1.1 sends, with the `Host` it names;
+/// returns where the request goes.
+fn to_origin_form(request: &mut Request<Full<Bytes>>) -> Result<Origin, SendError> {
+    let parts = std::mem::take(request.uri_mut()).into_parts();
+    let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+        return Err(SendError::NoOrigin);
+    };
+    let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(port) if port == default_port => HeaderValue::from_str(authority.host()),
+        _ => HeaderValue::from_str(authority.as_str()),
+    }
+    .map_err(|_| SendError::NoOrigin)?;
+    request.headers_mut().insert(header::HOST, host);
+    let path = parts
+        .path_and_query
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *request.uri_mut() = Uri::from(path);
+    Ok((scheme, authority))
+}
+
+/// Sends `request` on `conn`, driving the connection until the response head arrives.
+async fn exchange(
+    conn: &mut Conn,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
+    let mut response = pin!(conn.sender.try_send_request(request));
+    let mut driving = true;
+    poll_fn(|cx| {
+        // The connection writes the request and reads the head; once it has ended the
+        // response future reports why.
+        if driving && conn.driver.as_mut().poll(cx).is_ready() {
+            driving = false;
+        }
+        response.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// An upstream response body that drives its connection as it is read, and parks the
+/// connection for the next request once read to the end.
+pub struct UpstreamBody {
+    body: Incoming,
+    /// The end has been read (hyper's chunked bodies never say so themselves).
+    ended: bool,
+    /// `None` once the connection has ended.
+    link: Option<Box<Link>>,
+}
+
+/// The connection a body is read from, and the pool it returns to.
+struct Link {
+    conn: Conn,
+    shared: Arc<Shared>,
+    origin: Origin,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("body", &self.body)
+            .field("open", &self.link.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        // First the connection decodes what has arrived into the body, then the body hands
+        // it over: both in this poll, with no other task in between.
+        if let Some(link) = this.link.as_mut()
+            && link.conn.drive(cx)
+        {
+            this.link = None;
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.is_end_stream()
+            && let Some(link) = self.link.take()
+        {
+            let Link {
+                conn,
+                shared,
+                origin,
+            } = *link;
+            shared.release(origin, conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_leave_in_origin_form_with_the_host_they_name() {
+        for (url, host, path) in [
+            (
+                "http://pool.example/openai/v1/responses?a=1",
+                "pool.example",
+                "/openai/v1/responses?a=1",
+            ),
+            (
+                "http://127.0.0.1:8080/v1/responses",
+                "127.0.0.1:8080",
+                "/v1/responses",
+            ),
+            (
+                "https://api.example:443/v1/responses",
+                "api.example",
+                "/v1/responses",
+            ),
+            (
+                "http://api.example:443/v1/responses",
+                "api.example:443",
+                "/v1/responses",
+            ),
+        ] {
+            let mut request = Request::new(Full::new(Bytes::new()));
+            *request.uri_mut() = url.parse().unwrap();
+            let (scheme, authority) = to_origin_form(&mut request).unwrap();
+            assert_eq!(request.uri(), path, "{url}");
+            assert_eq!(request.headers()[header::HOST], host, "{url}");
+            assert_eq!(
+                format!("{scheme}://{authority}"),
+                url[..url.len() - path.len()]
+            );
+        }
+        let mut relative = Request::new(Full::new(Bytes::new()));
+        *relative.uri_mut() = "/v1/responses".parse().unwrap();
+        assert!(matches!(
+            to_origin_form(&mut relative),
+            Err(SendError::NoOrigin)
+        ));
+    }
+}
