@@ -5,11 +5,6 @@ use clap::Parser;
 use data_plane::{Config, DataPlane};
 use tokio::net::TcpListener;
 
-/// mimalloc's per-thread free lists take the request path's many short-lived buffers
-/// (headers, body chunks, usage events) at a fraction of the system allocator's cost.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     // Sized to the CPUs the process may use: a runtime with more threads than cores only

@@ -8,9 +8,12 @@
 //! request in flight per connection) and the mock upstream, on one thread — should run on the
 //! other core (`scripts/bench` starts it with `taskset -c 1`). Cases: JSON with a Codex-sized
 //! 9.5 KB body and with a 200 KB history; SSE with 20 deltas paced 5 ms apart and in a burst;
-//! each at 16 and 64 connections. For each it prints req/s, p50/p99 latency and time to first
-//! body byte, the proxy's CPU time per request (from /proc) and its peak RSS, then the
-//! gateway's figures as ratios against nginx's.
+//! each at 16 and 64 connections. For each it prints req/s, p50/p99 latency, time to first
+//! body byte (JSON) or to first token (SSE: the first output delta), the proxy's CPU time per
+//! request (from /proc) and the gateway's peak RSS in that case, then the gateway's figures
+//! as ratios against nginx's. Targets take turns for `BENCH_ROUNDS` rounds (default 3) and
+//! every figure is the median of its rounds: a noisy neighbour on a shared machine then slows
+//! all of them, not one.
 //!
 //! `scripts/bench [SECONDS]` (needs the `dist` data-plane binary and Redis; nginx for the
 //! ratios). `BENCH_ONLY=json,sse-paced,gateway,nginx,16` narrows the matrix (any of the case
@@ -305,7 +308,12 @@ async fn connection(addr: SocketAddr, request: Arc<Vec<u8>>, deadline: Instant) 
     run
 }
 
-/// Writes one request and reads its whole response: its status and time to first body byte.
+/// What an SSE answer's first token looks like on the wire.
+const FIRST_TOKEN: &[u8] = b"response.output_text.delta";
+
+/// Writes one request and reads its whole response: its status and the time to its first
+/// body byte (JSON) or to its first token (SSE: the first output delta; a gateway holds the
+/// events before it back until it knows the stream will not be retried).
 async fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
@@ -320,8 +328,19 @@ async fn exchange(
         read_more(stream, buf).await?;
     };
     buf.advance(head_len);
-    while buf.is_empty() {
-        read_more(stream, buf).await?;
+    match framing {
+        Framing::Length(_) => {
+            while buf.is_empty() {
+                read_more(stream, buf).await?;
+            }
+        }
+        Framing::Chunked => {
+            let mut searched = 0;
+            while memchr::memmem::find(&buf[searched..], FIRST_TOKEN).is_none() {
+                searched = buf.len().saturating_sub(FIRST_TOKEN.len());
+                read_more(stream, buf).await?;
+            }
+        }
     }
     let ttfb = t0.elapsed();
     match framing {
@@ -404,6 +423,21 @@ fn rss_mb(pids: &[u32], field: &str) -> f64 {
         .sum()
 }
 
+/// Starts a new peak-RSS measurement of `pid` (its `VmHWM` is reset to what it uses now).
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// The median of `values` (NaN for none).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -464,7 +498,7 @@ fn nginx_children(master: u32) -> Vec<u32> {
     .unwrap_or_default()
 }
 
-/// One row of the results.
+/// One row of the results: medians over the rounds.
 struct Row {
     case: Case,
     connections: usize,
@@ -472,10 +506,12 @@ struct Row {
     p99_ms: f64,
     ttfb_p99_ms: f64,
     cpu_us: f64,
+    /// The gateway's peak RSS during this case's runs.
+    peak_rss_mb: f64,
 }
 
 /// What the gateway is held to, against nginx (or the mock itself) in the same run.
-fn report(rows: &[Row], peak_rss: f64) {
+fn report(rows: &[Row]) {
     let find = |case: Case, c: usize, target: &str| {
         rows.iter()
             .find(|r| r.case == case && r.connections == c && r.target == target)
@@ -530,7 +566,10 @@ fn report(rows: &[Row], peak_rss: f64) {
     for case in [Case::SsePaced, Case::SseBurst] {
         if let (Some(g), Some(d)) = (find(case, 16, "gateway"), find(case, 16, "direct")) {
             line(
-                format!("TTFB p99 ms, {}, 16 conns (≤ direct + 0.5 ms)", case.name()),
+                format!(
+                    "time to first token p99 ms, {}, 16 conns (≤ direct + 0.5 ms)",
+                    case.name()
+                ),
                 g.ttfb_p99_ms,
                 d.ttfb_p99_ms,
                 false,
@@ -538,14 +577,29 @@ fn report(rows: &[Row], peak_rss: f64) {
             );
         }
     }
-    println!(
-        "| peak RSS under load (≤ 30 MB) | {peak_rss:.1} MB | | | {} |",
-        if peak_rss <= 30.0 {
-            "met"
-        } else {
-            "**not met**"
-        }
-    );
+    // Codex-sized requests; 64 clients each sending 200 KB at once hold 13 MB of bodies in
+    // flight by themselves (shown, not held to the bound).
+    let peak = |cases: &[Case]| {
+        rows.iter()
+            .filter(|r| r.target == "gateway" && cases.contains(&r.case))
+            .map(|r| r.peak_rss_mb)
+            .fold(f64::NAN, f64::max)
+    };
+    let codex_sized = peak(&[Case::Json, Case::SsePaced, Case::SseBurst]);
+    if !codex_sized.is_nan() {
+        println!(
+            "| peak RSS under load, Codex-sized requests (≤ 30 MB) | {codex_sized:.1} MB | | | {} |",
+            if codex_sized <= 30.0 {
+                "met"
+            } else {
+                "**not met**"
+            }
+        );
+    }
+    let long = peak(&[Case::JsonLong]);
+    if !long.is_nan() {
+        println!("| peak RSS under load, 200 KB requests (shown) | {long:.1} MB | | | |");
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -553,6 +607,11 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).map_or(5, |s| s.parse().expect("SECONDS"));
     let duration = Duration::from_secs(seconds);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3);
     let target_dir =
         PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()));
     // The data plane as images ship it: the `dist` profile (override with BENCH_PROFILE).
@@ -663,11 +722,11 @@ async fn main() {
 
     let auth = format!("Bearer {}", secrets[KEYS / 2]);
     println!(
-        "proxy-bench: {seconds} s per run; proxy pinned to core 0 from its start; {KEYS} keys in the gateway's snapshot; Redis metering on; RUST_LOG unset"
+        "proxy-bench: {seconds} s per run, {rounds} rounds (medians); proxy pinned to core 0 from its start; {KEYS} keys in the gateway's snapshot; Redis metering on; RUST_LOG unset"
     );
     println!("gateway RSS idle after snapshot: {idle_rss:.1} MB\n");
     println!(
-        "| case | conns | target | req/s | p50 ms | p99 ms | TTFB p50 ms | TTFB p99 ms | proxy CPU µs/req | errors |"
+        "| case | conns | target | req/s | p50 ms | p99 ms | TTFB/TTFT p50 ms | TTFB/TTFT p99 ms | proxy CPU µs/req | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
@@ -683,52 +742,68 @@ async fn main() {
             .into_iter()
             .filter(|c| keep(&["16", "64"], &c.to_string()))
         {
-            for t in targets
+            let chosen: Vec<&Target> = targets
                 .iter()
                 .filter(|t| keep(&["direct", "nginx", "gateway"], t.name))
-            {
-                let request = request_bytes(&t.path, &auth, case);
-                // Warm up connections and caches.
-                load(t.addr, &request, connections, Duration::from_millis(500)).await;
-                let cpu0 = cpu_seconds(&t.pids);
-                let run = load(t.addr, &request, connections, duration).await;
-                let cpu = cpu_seconds(&t.pids) - cpu0;
-                let rps = run.requests as f64 / run.elapsed.as_secs_f64();
+                .collect();
+            // Targets take turns, round after round, so a slow spell of a shared machine
+            // lands on all of them; each figure is the median of its rounds.
+            let mut runs: Vec<Vec<(Run, f64)>> = chosen.iter().map(|_| Vec::new()).collect();
+            reset_peak_rss(dp_pid);
+            for _ in 0..rounds {
+                for (t, runs) in chosen.iter().zip(&mut runs) {
+                    let request = request_bytes(&t.path, &auth, case);
+                    // Warm up connections and caches.
+                    load(t.addr, &request, connections, Duration::from_millis(300)).await;
+                    let cpu0 = cpu_seconds(&t.pids);
+                    let run = load(t.addr, &request, connections, duration).await;
+                    let cpu = cpu_seconds(&t.pids) - cpu0;
+                    runs.push((run, cpu));
+                }
+            }
+            let peak_rss_mb = rss_mb(&[dp_pid], "VmHWM:");
+            for (t, runs) in chosen.iter().zip(runs) {
+                let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                let of = |f: &dyn Fn(&Run, f64) -> f64| {
+                    median(runs.iter().map(|(run, cpu)| f(run, *cpu)).collect())
+                };
+                let rps = of(&|run, _| run.requests as f64 / run.elapsed.as_secs_f64());
                 let cpu_us = if t.pids.is_empty() {
                     f64::NAN
                 } else {
-                    cpu * 1e6 / run.requests.max(1) as f64
+                    of(&|run, cpu| cpu * 1e6 / run.requests.max(1) as f64)
                 };
-                let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                let row = Row {
+                    case,
+                    connections,
+                    target: t.name,
+                    p99_ms: of(&|run, _| ms(&run.latency, 0.99)),
+                    ttfb_p99_ms: of(&|run, _| ms(&run.ttfb, 0.99)),
+                    cpu_us,
+                    peak_rss_mb,
+                };
                 println!(
                     "| {} | {connections} | {} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
                     case.name(),
                     t.name,
-                    ms(&run.latency, 0.5),
-                    ms(&run.latency, 0.99),
-                    ms(&run.ttfb, 0.5),
-                    ms(&run.ttfb, 0.99),
+                    of(&|run, _| ms(&run.latency, 0.5)),
+                    row.p99_ms,
+                    of(&|run, _| ms(&run.ttfb, 0.5)),
+                    row.ttfb_p99_ms,
                     if cpu_us.is_nan() {
                         "-".into()
                     } else {
                         format!("{cpu_us:.1}")
                     },
-                    run.errors,
+                    runs.iter().map(|(run, _)| run.errors).sum::<u64>(),
                 );
-                rows.push(Row {
-                    case,
-                    connections,
-                    target: t.name,
-                    p99_ms: ms(&run.latency, 0.99),
-                    ttfb_p99_ms: ms(&run.ttfb, 0.99),
-                    cpu_us,
-                });
+                rows.push(row);
             }
         }
     }
-    let peak = rss_mb(&[dp_pid], "VmHWM:");
-    println!("\ngateway RSS: idle {idle_rss:.1} MB, peak under load {peak:.1} MB");
-    report(&rows, peak);
+    let peak = rows.iter().map(|r| r.peak_rss_mb).fold(f64::NAN, f64::max);
+    println!("\ngateway RSS: idle {idle_rss:.1} MB, highest peak of a case {peak:.1} MB");
+    report(&rows);
     drop(children);
     let _ = std::fs::remove_dir_all(&nginx_dir);
     let _ = std::fs::remove_dir_all(&state_dir);
