@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+mod json_scan;
 pub mod metering;
 pub mod metrics;
 pub mod proxy;

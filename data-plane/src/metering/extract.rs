@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::json_scan;
+
 /// Token counts with `cached ⊂ input` and `reasoning ⊂ output`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
@@ -65,35 +67,58 @@ impl From<WireUsage> for TokenUsage {
     }
 }
 
-#[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    status: Option<String>,
+/// The raw value of the member `name` of the object `json`, if it has one. The rest of the
+/// object (a whole response, its output text) is stepped over, never parsed.
+fn member<'a>(json: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut found = None;
+    json_scan::object(json, |key, value, _| {
+        if found.is_none() && key == name {
+            found = Some(value);
+        }
+        Ok(())
+    })
+    .ok()?;
+    found.map(|span| &json[span])
 }
 
-#[derive(Deserialize)]
-struct ResponseEvent {
-    #[serde(default)]
-    response: Option<WithUsage>,
+/// `usage` as the upstream wrote it (absent, `null` or unreadable: none).
+fn usage_in(json: &[u8]) -> Option<TokenUsage> {
+    let usage = member(json, "usage")?;
+    serde_json::from_slice::<Option<WireUsage>>(usage)
+        .ok()?
+        .map(Into::into)
 }
 
 /// The usage inside a terminal Responses event's data (`{"response":{"usage":…}}`).
 pub(crate) fn from_response_event(data: &[u8]) -> Option<TokenUsage> {
-    serde_json::from_slice::<ResponseEvent>(data)
-        .ok()?
-        .response?
-        .usage
-        .map(Into::into)
+    usage_in(member(data, "response")?)
 }
 
 /// The usage and status of a JSON body (`{"status":…,"usage":…}`).
 pub(crate) fn from_json_body(body: &[u8]) -> (Option<TokenUsage>, Option<String>) {
-    match serde_json::from_slice::<WithUsage>(body) {
-        Ok(w) => (w.usage.map(Into::into), w.status),
-        Err(_) => (None, None),
+    let (mut usage, mut status) = (None, None);
+    let walked = json_scan::object(body, |key, value, _| {
+        match key {
+            "usage" if usage.is_none() => usage = Some(value),
+            "status" if status.is_none() => status = Some(value),
+            _ => {}
+        }
+        Ok(())
+    });
+    if walked.is_err() {
+        return (None, None);
     }
+    let usage = usage.and_then(|span| {
+        serde_json::from_slice::<Option<WireUsage>>(&body[span])
+            .ok()?
+            .map(Into::into)
+    });
+    let status = status.and_then(|span| {
+        serde_json::from_slice::<Option<String>>(&body[span])
+            .ok()
+            .flatten()
+    });
+    (usage, status)
 }
 
 #[cfg(test)]
