@@ -110,8 +110,7 @@ fn skip_value(body: &[u8], at: usize) -> Result<usize, ScanError> {
 
 /// The index after the array or object that opens at `at`; brackets must pair up.
 fn skip_container(body: &[u8], at: usize) -> Result<usize, ScanError> {
-    // Open brackets, innermost last; Codex histories nest a handful deep.
-    let mut open: Vec<u8> = Vec::with_capacity(16);
+    let mut open = Brackets::default();
     let mut i = at;
     while let Some(&b) = body.get(i) {
         match b {
@@ -134,6 +133,37 @@ fn skip_container(body: &[u8], at: usize) -> Result<usize, ScanError> {
         i += 1;
     }
     error("unterminated array or object", at)
+}
+
+/// The closing brackets still owed, innermost last: on the stack up to a depth no Codex body
+/// reaches, on the heap beyond it (a skipped value costs no allocation).
+#[derive(Default)]
+struct Brackets {
+    shallow: [u8; 32],
+    depth: usize,
+    deeper: Vec<u8>,
+}
+
+impl Brackets {
+    fn push(&mut self, close: u8) {
+        match self.shallow.get_mut(self.depth) {
+            Some(slot) => *slot = close,
+            None => self.deeper.push(close),
+        }
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) -> Option<u8> {
+        self.depth = self.depth.checked_sub(1)?;
+        match self.shallow.get(self.depth) {
+            Some(&close) => Some(close),
+            None => self.deeper.pop(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.depth == 0
+    }
 }
 
 /// The text of the string at `span` (quotes included), unescaped only when it has escapes.
@@ -179,6 +209,30 @@ mod tests {
         #[test]
         fn never_panics_on_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = object(&body, |_, _, _| Ok(()));
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_stack_part_still_pairs_up() {
+        for depth in [1, 31, 32, 33, 100] {
+            let value = format!("{}{}", "[{\"a\":".repeat(depth), "1}]".repeat(depth));
+            let body = format!(r#"{{"v":{value},"w":2}}"#);
+            let mut names = Vec::new();
+            object(body.as_bytes(), |name, _, _| {
+                names.push(name.to_owned());
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("depth {depth}: {e}"));
+            assert_eq!(names, ["v", "w"], "depth {depth}");
+            let crossed = format!(
+                r#"{{"v":{}{}]}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth - 1) + "}"
+            );
+            assert!(
+                object(crossed.as_bytes(), |_, _, _| Ok(())).is_err(),
+                "depth {depth}"
+            );
         }
     }
 

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the data plane, served on `GET /metrics`. Every metric name is
 //! defined here, once.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, atomic::AtomicU64};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -32,7 +32,7 @@ pub struct EndpointLabels {
 /// Upstream attempts by upstream and outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
-    pub upstream: String,
+    pub upstream: Arc<str>,
     pub outcome: &'static str,
 }
 
@@ -47,7 +47,7 @@ pub struct RetryLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub token_type: &'static str,
-    pub model: String,
+    pub model: Arc<str>,
 }
 
 /// Usage events by final status.
@@ -59,7 +59,7 @@ pub struct StatusLabels {
 /// Per-upstream gauges.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub upstream: String,
+    pub upstream: Arc<str>,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;

@@ -146,6 +146,8 @@ impl Meter {
                 status: outcome.name(),
             })
             .inc();
+        // One copy of the model's name for all its token counts.
+        let mut model: Option<Arc<str>> = None;
         for (token_type, n) in [
             ("input", usage.input - usage.cached.min(usage.input)),
             ("cached_input", usage.cached),
@@ -156,7 +158,7 @@ impl Meter {
                 m.tokens
                     .get_or_create(&TokenLabels {
                         token_type,
-                        model: self.model.clone(),
+                        model: model.get_or_insert_with(|| self.model.as_str().into()).clone(),
                     })
                     .inc_by(n);
             }

@@ -75,15 +75,25 @@ pub(super) fn upstream_request(
     Ok(request)
 }
 
-/// Response headers for the client: the upstream's, minus hop-by-hop ones.
-pub(super) fn client_response_headers(upstream_headers: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(upstream_headers);
-    let mut headers = HeaderMap::with_capacity(upstream_headers.len() + 1);
-    for (name, value) in upstream_headers {
-        if is_hop_by_hop(name) || listed.contains(name) || name == REQUEST_ID {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
+/// Response headers for the client: the upstream's, minus hop-by-hop ones (and its request
+/// id: the client gets the gateway's). Edited in place, so the map is not built again.
+pub(super) fn into_client_response_headers(mut headers: HeaderMap) -> HeaderMap {
+    for name in connection_listed(&headers) {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        REQUEST_ID,
+    ] {
+        headers.remove(name);
     }
     headers
 }
@@ -163,6 +173,27 @@ mod tests {
         assert_eq!(out["conversation_id"], "c1");
         assert_eq!(out["openai-beta"], "responses=experimental");
         assert_eq!(out["x-codex-window-id"], "w:0");
+        assert_eq!(out.get_all("x-multi").iter().count(), 2);
+    }
+
+    #[test]
+    fn client_response_headers_lose_hop_by_hop_ones_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-request-id", HeaderValue::from_static("upstream-id"));
+        h.append("x-multi", HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("b"));
+        let out = into_client_response_headers(h);
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "x-multi"]);
         assert_eq!(out.get_all("x-multi").iter().count(), 2);
     }
 }

@@ -25,12 +25,14 @@ pub(super) fn metered(
         },
         (false, _) => TapKind::Json,
     };
-    // The request's span stays open until the response body ends, so a trace shows the
-    // whole stream, not only the time to its head.
-    let mut held: Vec<Held> = vec![
-        Box::new(committed.in_flight),
-        Box::new(tracing::Span::current()),
-    ];
+    // The request's span (when traces are exported) stays open until the response body
+    // ends, so a trace shows the whole stream, not only the time to its head.
+    let mut held: Vec<Held> = Vec::with_capacity(3);
+    held.push(Box::new(committed.in_flight));
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        held.push(Box::new(span));
+    }
     if let Some(slot) = slot {
         held.push(Box::new(slot));
     }
@@ -45,7 +47,7 @@ pub(super) fn metered(
     );
     let mut response = Response::new(body.boxed_unsync());
     *response.status_mut() = committed.head.status;
-    *response.headers_mut() = forward::client_response_headers(&committed.head.headers);
+    *response.headers_mut() = forward::into_client_response_headers(committed.head.headers);
     if kind != TapKind::Json {
         // A stream may lose a chunk (the usage chunk) or gain one (a terminal error event):
         // its length is whatever it turns out to be.

@@ -24,7 +24,8 @@ use http::{HeaderMap, HeaderValue};
 #[derive(Debug)]
 pub struct Upstream {
     pub id: UpstreamId,
-    pub name: String,
+    /// Shared with the metric labels that name it (a count per attempt clones no text).
+    pub name: Arc<str>,
     /// Without a trailing slash; never contains `/v1`.
     pub base_url: String,
     /// `Bearer <upstream key>`, marked sensitive so it is never logged by hyper.
@@ -117,7 +118,7 @@ impl Router {
                 id,
                 Arc::new(Upstream {
                     id,
-                    name: u.name,
+                    name: u.name.into(),
                     base_url: u.base_url.trim_end_matches('/').to_owned(),
                     authorization,
                     priority: u.priority,
