@@ -61,7 +61,9 @@ enum Case {
     SseBurst,
 }
 
-const CASES: [Case; 4] = [Case::Json, Case::JsonLong, Case::SsePaced, Case::SseBurst];
+/// The 200 KB case runs last: the heap it grows stays mapped, and would count in the peaks of
+/// the Codex-sized cases after it.
+const CASES: [Case; 4] = [Case::Json, Case::SsePaced, Case::SseBurst, Case::JsonLong];
 
 impl Case {
     fn name(self) -> &'static str {
