@@ -158,7 +158,9 @@ impl Meter {
                 m.tokens
                     .get_or_create(&TokenLabels {
                         token_type,
-                        model: model.get_or_insert_with(|| self.model.as_str().into()).clone(),
+                        model: model
+                            .get_or_insert_with(|| self.model.as_str().into())
+                            .clone(),
                     })
                     .inc_by(n);
             }
