@@ -210,6 +210,17 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_the_usable_cpus_and_zero_is_refused() {
+        let default = Config::from_flags(["--data-plane-token=t"]).unwrap();
+        let usable = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(default.worker_threads(), usable);
+        let one = Config::from_flags(["--data-plane-token=t", "--worker-threads=1"]).unwrap();
+        assert_eq!(one.worker_threads(), 1);
+        let err = Config::from_flags(["--data-plane-token=t", "--worker-threads=0"]).unwrap_err();
+        assert!(err.to_string().contains("worker-threads"), "{err}");
+    }
+
+    #[test]
     fn flags_not_given_take_the_binary_defaults() {
         let config = Config::from_flags(["--data-plane-token=dp-token"]).unwrap();
         assert_eq!(config.listen_addr, "0.0.0.0:12321".parse().unwrap());

@@ -67,58 +67,45 @@ impl From<WireUsage> for TokenUsage {
     }
 }
 
-/// The raw value of the member `name` of the object `json`, if it has one. The rest of the
-/// object (a whole response, its output text) is stepped over, never parsed.
-fn member<'a>(json: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let mut found = None;
+/// The raw values of the first members of the object `json` with these `names`, or `None`
+/// when `json` is not one object. The rest of it (a whole response, its output text) is
+/// stepped over, never parsed.
+fn members<'a, const N: usize>(json: &'a [u8], names: [&str; N]) -> Option<[Option<&'a [u8]>; N]> {
+    let mut found: [Option<json_scan::Span>; N] = std::array::from_fn(|_| None);
     json_scan::object(json, |key, value, _| {
-        if found.is_none() && key == name {
-            found = Some(value);
+        if let Some(slot) = names.iter().position(|name| *name == key)
+            && found[slot].is_none()
+        {
+            found[slot] = Some(value);
         }
         Ok(())
     })
     .ok()?;
-    found.map(|span| &json[span])
+    Some(found.map(|span| span.map(|span| &json[span])))
 }
 
-/// `usage` as the upstream wrote it (absent, `null` or unreadable: none).
-fn usage_in(json: &[u8]) -> Option<TokenUsage> {
-    let usage = member(json, "usage")?;
-    serde_json::from_slice::<Option<WireUsage>>(usage)
+/// A `usage` value as the upstream wrote it (`null` or unreadable: none).
+fn usage(raw: &[u8]) -> Option<TokenUsage> {
+    serde_json::from_slice::<Option<WireUsage>>(raw)
         .ok()?
         .map(Into::into)
 }
 
 /// The usage inside a terminal Responses event's data (`{"response":{"usage":…}}`).
 pub(crate) fn from_response_event(data: &[u8]) -> Option<TokenUsage> {
-    usage_in(member(data, "response")?)
+    let [response] = members(data, ["response"])?;
+    let [raw] = members(response?, ["usage"])?;
+    usage(raw?)
 }
 
 /// The usage and status of a JSON body (`{"status":…,"usage":…}`).
 pub(crate) fn from_json_body(body: &[u8]) -> (Option<TokenUsage>, Option<String>) {
-    let (mut usage, mut status) = (None, None);
-    let walked = json_scan::object(body, |key, value, _| {
-        match key {
-            "usage" if usage.is_none() => usage = Some(value),
-            "status" if status.is_none() => status = Some(value),
-            _ => {}
-        }
-        Ok(())
-    });
-    if walked.is_err() {
+    let Some([raw_usage, raw_status]) = members(body, ["usage", "status"]) else {
         return (None, None);
-    }
-    let usage = usage.and_then(|span| {
-        serde_json::from_slice::<Option<WireUsage>>(&body[span])
-            .ok()?
-            .map(Into::into)
-    });
-    let status = status.and_then(|span| {
-        serde_json::from_slice::<Option<String>>(&body[span])
-            .ok()
-            .flatten()
-    });
-    (usage, status)
+    };
+    let status =
+        raw_status.and_then(|raw| serde_json::from_slice::<Option<String>>(raw).ok().flatten());
+    (raw_usage.and_then(usage), status)
 }
 
 #[cfg(test)]

@@ -350,22 +350,27 @@ const ONE_OF_EACH: [(&str, &str); 4] = [
     ),
 ];
 
+/// Sends every kind of answer once, one after another, each read to its end; every one must
+/// succeed and carry the model's answer.
+async fn one_of_each(h: &Harness, auth: &str) {
+    for (path, body) in ONE_OF_EACH {
+        let response = h
+            .post(0, path, &[("authorization", auth)], body.to_owned())
+            .await;
+        assert_eq!(response.status(), 200, "{path} {body}");
+        let text = String::from_utf8(body_bytes(response).await.to_vec()).unwrap();
+        assert!(text.contains("mock-model"), "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_kept_alive_and_reused_by_every_kind_of_answer() {
     let mut h = Harness::start(1).await;
     let (_, _, secret) = billed_setup(&mut h, 10_000_000).await;
     let auth = format!("Bearer {secret}");
     let before = h.mock.connections();
-    for _ in 0..2 {
-        for (path, body) in ONE_OF_EACH {
-            let response = h
-                .post(0, path, &[("authorization", &auth)], body.to_owned())
-                .await;
-            assert_eq!(response.status(), 200, "{path} {body}");
-            let text = String::from_utf8(body_bytes(response).await.to_vec()).unwrap();
-            assert!(text.contains("mock-model"), "{text}");
-        }
-    }
+    one_of_each(&h, &auth).await;
+    one_of_each(&h, &auth).await;
     // Eight answers read to the end, one at a time: one connection carried them all.
     assert_eq!(h.mock.connections() - before, 1);
     h.wait_ingested(8).await;
@@ -382,23 +387,11 @@ async fn a_connection_the_upstream_closes_is_never_used_again() {
         ..Behaviour::default()
     });
     let before = h.mock.connections();
-    for (path, body) in ONE_OF_EACH {
-        let response = h
-            .post(0, path, &[("authorization", &auth)], body.to_owned())
-            .await;
-        assert_eq!(response.status(), 200, "{path} {body}");
-        body_bytes(response).await;
-    }
+    one_of_each(&h, &auth).await;
     // Each answer said `Connection: close`: each request had a new connection, none failed.
     assert_eq!(h.mock.connections() - before, ONE_OF_EACH.len());
     h.mock.set_behaviour(Behaviour::default());
-    for (path, body) in ONE_OF_EACH {
-        let response = h
-            .post(0, path, &[("authorization", &auth)], body.to_owned())
-            .await;
-        assert_eq!(response.status(), 200, "{path} {body}");
-        body_bytes(response).await;
-    }
+    one_of_each(&h, &auth).await;
     assert_eq!(h.mock.connections() - before, ONE_OF_EACH.len() + 1);
     h.shutdown().await;
 }
