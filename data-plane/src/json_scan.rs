@@ -3,13 +3,13 @@
 //! Request bodies (a Codex history of hundreds of kilobytes) and upstream answers (a whole
 //! response object beside its `usage`) are mostly text the gateway never reads. The walker
 //! goes through an object member by member and steps over each value: a string by jumping
-//! between quotes and backslashes (`memchr`), a nested array or object by counting brackets
+//! from quote to quote (`memchr`), a nested array or object by counting brackets
 //! outside strings. The object itself is checked as strictly as a JSON parser would (member
 //! names, separators, nothing after it); what lies inside a skipped value is left alone.
 
 use std::{borrow::Cow, fmt};
 
-use memchr::memchr2;
+use memchr::memchr;
 
 /// Why a body is not a JSON object the gateway can read, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +76,37 @@ pub(crate) fn skip_ws(body: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index after the string that opens at `at` (a quote).
+/// The index after the string that opens at `at` (a quote). Jumps from quote to quote: a
+/// quote after an odd run of backslashes is escaped, any other ends the string. Histories are
+/// dense with escapes (`\n` on every line of a file), and stopping at each one cost more than
+/// the text between them.
 fn skip_string(body: &[u8], at: usize) -> Result<usize, ScanError> {
     let mut i = at + 1;
     loop {
-        match body.get(i..).and_then(|rest| memchr2(b'"', b'\\', rest)) {
-            Some(k) if body[i + k] == b'"' => return Ok(i + k + 1),
-            // A backslash and the byte it escapes (a `\uXXXX`'s digits hold no quote).
-            Some(k) => i += k + 2,
-            None => return error("unterminated string", at),
+        let Some(quote) = next_quote(body, i) else {
+            return error("unterminated string", at);
+        };
+        // The opening quote bounds the run: it is not a backslash.
+        let backslashes = body[..quote]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return Ok(quote + 1);
         }
+        i = quote + 1;
+    }
+}
+
+/// The index of the first quote at or after `from`. Most strings are short (member names,
+/// types, ids), and for them a look at the next few bytes is cheaper than a `memchr` call.
+fn next_quote(body: &[u8], from: usize) -> Option<usize> {
+    let rest = body.get(from..)?;
+    let (near, far) = rest.split_at(rest.len().min(16));
+    match near.iter().position(|&b| b == b'"') {
+        Some(k) => Some(from + k),
+        None => memchr(b'"', far).map(|k| from + near.len() + k),
     }
 }
 
@@ -210,6 +231,37 @@ mod tests {
         fn never_panics_on_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = object(&body, |_, _, _| Ok(()));
         }
+    }
+
+    #[test]
+    fn a_quote_ends_a_string_only_after_an_even_run_of_backslashes() {
+        // Values as a JSON encoder writes them: `\\` is one backslash, `\"` a quote.
+        for (text, value) in [
+            ("", r#""""#),
+            ("\\", r#""\\""#),
+            ("\\\\", r#""\\\\""#),
+            ("\"", r#""\"""#),
+            ("\\\"", r#""\\\"""#),
+            ("a\nb\"c\\", r#""a\nb\"c\\""#),
+        ] {
+            let body = format!(r#"{{"v":{value},"w":"{{\"x\":[1]}}"}}"#);
+            let mut seen = Vec::new();
+            object(body.as_bytes(), |name, span, _| {
+                seen.push((name.to_owned(), decode(body.as_bytes(), span)?.into_owned()));
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(
+                seen,
+                [
+                    ("v".into(), text.into()),
+                    ("w".into(), r#"{"x":[1]}"#.into())
+                ],
+                "{value}"
+            );
+        }
+        // An escaped quote does not end the string: the body has no end.
+        assert!(object(br#"{"v":"a\"}"#, |_, _, _| Ok(())).is_err());
     }
 
     #[test]

@@ -604,6 +604,42 @@ fn report(rows: &[Row]) {
     }
 }
 
+/// Where each CPU gap lies: under the floor (the HTTP stack the gateway is built on) or above
+/// it (the product's own work).
+fn report_split(rows: &[Row]) {
+    let find = |case: Case, c: usize, target: &str| {
+        rows.iter()
+            .find(|r| r.case == case && r.connections == c && r.target == target)
+    };
+    let mut split = false;
+    for case in CASES {
+        for c in [16, 64] {
+            if let (Some(g), Some(f), Some(n)) = (
+                find(case, c, "gateway"),
+                find(case, c, "floor"),
+                find(case, c, "nginx"),
+            ) {
+                if !split {
+                    println!(
+                        "\n| CPU µs per request | nginx | floor (the stack) | gateway | floor / nginx | gateway − floor (the product) |"
+                    );
+                    println!("|---|---|---|---|---|---|");
+                    split = true;
+                }
+                println!(
+                    "| {}, {c} conns | {:.1} | {:.1} | {:.1} | {:.2}× | {:+.1} µs |",
+                    case.name(),
+                    n.cpu_us,
+                    f.cpu_us,
+                    g.cpu_us,
+                    f.cpu_us / n.cpu_us,
+                    g.cpu_us - f.cpu_us
+                );
+            }
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -715,6 +751,30 @@ async fn main() {
     } else {
         println!("nginx is not installed: no ratios (apt-get install nginx-light)");
     }
+    // The stack without the product (see proxy-floor.rs), when it was built beside this bench.
+    let floor_bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("proxy-floor")))
+        .filter(|bin| bin.exists());
+    if let Some(floor_bin) = floor_bin {
+        let floor_addr = free_addr();
+        let floor = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&floor_bin)
+            .arg(floor_addr.to_string())
+            .arg(format!("http://{mock_addr}/openai"))
+            .spawn()
+            .expect("start proxy-floor");
+        let floor_pid = floor.id();
+        children.0.push(floor);
+        wait_http_post(floor_addr).await;
+        targets.push(Target {
+            name: "floor",
+            addr: floor_addr,
+            path: "/v1/responses".into(),
+            pids: vec![floor_pid],
+        });
+    }
     targets.push(Target {
         name: "gateway",
         addr: gateway_addr,
@@ -746,7 +806,7 @@ async fn main() {
         {
             let chosen: Vec<&Target> = targets
                 .iter()
-                .filter(|t| keep(&["direct", "nginx", "gateway"], t.name))
+                .filter(|t| keep(&["direct", "nginx", "floor", "gateway"], t.name))
                 .collect();
             // Targets take turns, round after round, so a slow spell of a shared machine
             // lands on all of them; each figure is the median of its rounds.
@@ -806,6 +866,7 @@ async fn main() {
     let peak = rows.iter().map(|r| r.peak_rss_mb).fold(f64::NAN, f64::max);
     println!("\ngateway RSS: idle {idle_rss:.1} MB, highest peak of a case {peak:.1} MB");
     report(&rows);
+    report_split(&rows);
     drop(children);
     let _ = std::fs::remove_dir_all(&nginx_dir);
     let _ = std::fs::remove_dir_all(&state_dir);
