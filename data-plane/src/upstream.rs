@@ -174,13 +174,18 @@ impl UpstreamClient {
         })
     }
 
-    /// Sends `request` (absolute URI) and waits for the response head. The response's body
-    /// carries the connection: polling the body drives it.
-    pub async fn request(
+    /// Sends `request` (its URI in origin form, from [`Target::path_and_query`]) to `target`
+    /// and waits for the response head. The response's body carries the connection: polling
+    /// the body drives it.
+    pub async fn send(
         &self,
+        target: &Target,
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let origin = to_origin_form(&mut request)?;
+        request
+            .headers_mut()
+            .insert(header::HOST, target.host.clone());
+        let origin = target.origin.clone();
         if let Some(mut conn) = self.shared.checkout(&origin) {
             match exchange(&mut conn, request).await {
                 Ok(response) => return Ok(self.with_body(response, conn, origin)),
@@ -237,25 +242,61 @@ impl UpstreamClient {
     }
 }
 
-/// Rewrites the absolute URI to the origin form HTTP/1.1 sends, with the `Host` it names;
-/// returns where the request goes.
-fn to_origin_form(request: &mut Request<Full<Bytes>>) -> Result<Origin, SendError> {
-    let parts = std::mem::take(request.uri_mut()).into_parts();
-    let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
-        return Err(SendError::NoOrigin);
-    };
-    let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
-    let host = match authority.port_u16() {
-        Some(port) if port == default_port => HeaderValue::from_str(authority.host()),
-        _ => HeaderValue::from_str(authority.as_str()),
+/// Where an upstream's requests go, worked out once from its base URL (when a snapshot is
+/// applied) instead of a URL formatted and parsed again on every attempt: the origin its
+/// connections are pooled by, the `Host` header, and the base path requests go under.
+#[derive(Debug, Clone)]
+pub struct Target {
+    origin: Origin,
+    host: HeaderValue,
+    /// Without a trailing slash; empty for none.
+    base_path: Box<str>,
+}
+
+impl Target {
+    /// The target of `base_url` (`scheme://host[:port][/path]`; a query is not kept).
+    pub fn parse(base_url: &str) -> Result<Self, SendError> {
+        let parts = base_url
+            .parse::<Uri>()
+            .map_err(|_| SendError::NoOrigin)?
+            .into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(SendError::NoOrigin);
+        };
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port == default_port => HeaderValue::from_str(authority.host()),
+            _ => HeaderValue::from_str(authority.as_str()),
+        }
+        .map_err(|_| SendError::NoOrigin)?;
+        let base_path = parts
+            .path_and_query
+            .as_ref()
+            .map_or("", PathAndQuery::path)
+            .trim_end_matches('/')
+            .into();
+        Ok(Self {
+            origin: (scheme, authority),
+            host,
+            base_path,
+        })
     }
-    .map_err(|_| SendError::NoOrigin)?;
-    request.headers_mut().insert(header::HOST, host);
-    let path = parts
-        .path_and_query
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *request.uri_mut() = Uri::from(path);
-    Ok((scheme, authority))
+
+    /// The origin-form request target of `path` (and `query`) under the base path.
+    pub fn path_and_query(&self, path: &str, query: Option<&str>) -> Result<Uri, SendError> {
+        let mut target = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(&self.base_path);
+        target.push_str(path);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        PathAndQuery::from_maybe_shared(Bytes::from(target))
+            .map(Uri::from)
+            .map_err(|_| SendError::NoOrigin)
+    }
 }
 
 /// Sends `request` on `conn`, driving the connection until the response head arrives.
@@ -355,43 +396,48 @@ mod tests {
 
     #[test]
     fn requests_leave_in_origin_form_with_the_host_they_name() {
-        for (url, host, path) in [
+        for (base_url, query, host, path) in [
             (
-                "http://pool.example/openai/v1/responses?a=1",
+                "http://pool.example/openai/",
+                Some("a=1"),
                 "pool.example",
                 "/openai/v1/responses?a=1",
             ),
             (
-                "http://127.0.0.1:8080/v1/responses",
+                "http://127.0.0.1:8080",
+                None,
                 "127.0.0.1:8080",
                 "/v1/responses",
             ),
             (
-                "https://api.example:443/v1/responses",
+                "https://api.example:443",
+                None,
                 "api.example",
                 "/v1/responses",
             ),
             (
-                "http://api.example:443/v1/responses",
+                "http://api.example:443/",
+                None,
                 "api.example:443",
                 "/v1/responses",
             ),
         ] {
-            let mut request = Request::new(Full::new(Bytes::new()));
-            *request.uri_mut() = url.parse().unwrap();
-            let (scheme, authority) = to_origin_form(&mut request).unwrap();
-            assert_eq!(request.uri(), path, "{url}");
-            assert_eq!(request.headers()[header::HOST], host, "{url}");
+            let target = Target::parse(base_url).unwrap();
+            let uri = target.path_and_query("/v1/responses", query).unwrap();
+            assert_eq!(uri, path, "{base_url}");
+            assert_eq!(target.host, host, "{base_url}");
+            let (scheme, authority) = &target.origin;
             assert_eq!(
                 format!("{scheme}://{authority}"),
-                url[..url.len() - path.len()]
+                base_url.trim_end_matches('/').trim_end_matches("/openai"),
+                "{base_url}"
             );
         }
-        let mut relative = Request::new(Full::new(Bytes::new()));
-        *relative.uri_mut() = "/v1/responses".parse().unwrap();
-        assert!(matches!(
-            to_origin_form(&mut relative),
-            Err(SendError::NoOrigin)
-        ));
+        for bad in ["/v1", "pool.example/openai", "http://"] {
+            assert!(
+                matches!(Target::parse(bad), Err(SendError::NoOrigin)),
+                "{bad}"
+            );
+        }
     }
 }

@@ -40,7 +40,10 @@ pub(super) enum Tap {
         responses: bool,
     },
     Json {
-        buf: Vec<u8>,
+        /// The body while it came in one chunk: that chunk, shared, not copied.
+        first: Bytes,
+        /// The body once a second chunk came: all of it, joined.
+        joined: Vec<u8>,
         overflowed: bool,
     },
 }
@@ -56,14 +59,15 @@ impl Tap {
                 responses: kind == TapKind::ResponsesSse,
             },
             TapKind::Json => Self::Json {
-                buf: Vec::new(),
+                first: Bytes::new(),
+                joined: Vec::new(),
                 overflowed: false,
             },
         }
     }
 
     #[inline]
-    pub(super) fn feed(&mut self, chunk: &[u8]) {
+    pub(super) fn feed(&mut self, chunk: &Bytes) {
         match self {
             Self::Sse {
                 parser,
@@ -105,12 +109,25 @@ impl Tap {
                 };
                 *terminal = Some((outcome, from_response_event(event.data)));
             }),
-            Self::Json { buf, overflowed } => {
-                if buf.len() + chunk.len() > MAX_JSON_TAP_BYTES {
+            Self::Json {
+                first,
+                joined,
+                overflowed,
+            } => {
+                if *overflowed {
+                    return;
+                }
+                if first.len() + joined.len() + chunk.len() > MAX_JSON_TAP_BYTES {
                     *overflowed = true;
-                    buf.clear();
-                } else if !*overflowed {
-                    buf.extend_from_slice(chunk);
+                    *first = Bytes::new();
+                    *joined = Vec::new();
+                } else if first.is_empty() && joined.is_empty() {
+                    *first = chunk.clone();
+                } else {
+                    if joined.is_empty() {
+                        joined.extend_from_slice(&std::mem::take(first));
+                    }
+                    joined.extend_from_slice(chunk);
                 }
             }
         }
@@ -190,15 +207,20 @@ impl Tap {
                 };
                 (outcome, None, *content_chunks)
             }
-            Self::Json { buf, .. } => {
-                let (usage, status) = from_json_body(buf);
+            Self::Json { first, joined, .. } => {
+                let body = if joined.is_empty() {
+                    first
+                } else {
+                    &joined[..]
+                };
+                let (usage, status) = from_json_body(body);
                 let outcome = match (status.as_deref(), ended || usage.is_some()) {
                     (_, false) => Outcome::ClientCancelled,
                     (Some("incomplete"), true) => Outcome::Incomplete,
                     (Some("failed"), true) => Outcome::Failed,
                     (_, true) => Outcome::Completed,
                 };
-                (outcome, usage, u64::from(!buf.is_empty()))
+                (outcome, usage, u64::from(!body.is_empty()))
             }
         }
     }
@@ -294,8 +316,10 @@ mod tests {
         let mut tap = Tap::new(TapKind::ChatSse {
             strip_usage_chunk: false,
         });
-        tap.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
-        tap.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"prompt_tokens_details\":{\"cached_tokens\":10},\"completion_tokens\":5}}\n\ndata: [DONE]\n\n");
+        tap.feed(&Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+        ));
+        tap.feed(&Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"prompt_tokens_details\":{\"cached_tokens\":10},\"completion_tokens\":5}}\n\ndata: [DONE]\n\n"));
         let (outcome, usage, chunks) = tap.result(true);
         assert_eq!(outcome, Outcome::Completed);
         assert_eq!(

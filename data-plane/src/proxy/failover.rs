@@ -249,7 +249,12 @@ async fn attempt(
     request: Request<Full<Bytes>>,
     prefetch_sse: bool,
 ) -> Attempt {
-    let response = match tokio::time::timeout(upstream.timeout, client.request(request)).await {
+    let response = match tokio::time::timeout(
+        upstream.timeout,
+        client.send(&upstream.target, request),
+    )
+    .await
+    {
         Err(_) => return Attempt::Retry(Failure::Timeout),
         Ok(Err(err)) => {
             debug!(target: "ProxyHandler", upstream = %upstream.name, error = %err, "upstream connection failed");

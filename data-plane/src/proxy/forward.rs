@@ -2,7 +2,7 @@
 //! else kept byte-for-byte).
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Version, header};
 use http_body_util::Full;
 
 use super::error::ProxyError;
@@ -49,11 +49,10 @@ pub(super) fn upstream_request(
     body: Bytes,
     request_id: &HeaderValue,
 ) -> Result<Request<Full<Bytes>>, ProxyError> {
-    let uri = match query {
-        Some(q) => format!("{}{}?{}", upstream.base_url, path, q),
-        None => format!("{}{}", upstream.base_url, path),
-    };
-    let uri: Uri = uri.parse().map_err(|_| ProxyError::Internal)?;
+    let uri = upstream
+        .target
+        .path_and_query(path, query)
+        .map_err(|_| ProxyError::Internal)?;
     let listed = connection_listed(client_headers);
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 2);
     for (name, value) in client_headers {
@@ -110,6 +109,7 @@ mod tests {
             id: gateway_proto::ids::UpstreamId(1),
             name: "pool".into(),
             base_url: "http://pool.example/openai".into(),
+            target: crate::upstream::Target::parse("http://pool.example/openai").unwrap(),
             authorization: HeaderValue::from_static("Bearer sk-upstream"),
             priority: 0,
             weight: 1,
@@ -154,7 +154,7 @@ mod tests {
             &rid,
         )
         .unwrap();
-        assert_eq!(req.uri(), "http://pool.example/openai/v1/responses?a=1");
+        assert_eq!(req.uri(), "/openai/v1/responses?a=1");
         let out = req.headers();
         assert_eq!(out["authorization"], "Bearer sk-upstream");
         assert_eq!(out["x-request-id"], "rid-1");

@@ -181,7 +181,11 @@ impl Proxy {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let request_id = uuid::Uuid::now_v7().to_string();
+        // The id is written once: as text on the stack for logs, the span and the usage event,
+        // and as one header value for the upstream and the client.
+        let mut id_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_text);
+        let request_id_value = HeaderValue::from_str(request_id).ok();
         let route = route_label(request.uri().path());
         let span = info_span!(
             target: "ProxyHandler",
@@ -193,7 +197,7 @@ impl Proxy {
             http.response.status_code = tracing::field::Empty,
         );
         let mut response = match self
-            .route(request, peer, &request_id)
+            .route(request, peer, request_id, request_id_value.as_ref())
             .instrument(span.clone())
             .await
         {
@@ -204,11 +208,11 @@ impl Proxy {
                 } else {
                     warn!(target: "ProxyHandler", request_id = %request_id, error = %err, "request failed");
                 }
-                err.into_response(&request_id)
+                err.into_response(request_id)
             }
         };
         span.record("http.response.status_code", response.status().as_u16());
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
+        if let Some(value) = request_id_value {
             response.headers_mut().insert(REQUEST_ID, value);
         }
         self.shared
@@ -227,6 +231,7 @@ impl Proxy {
         request: Request<Incoming>,
         peer: SocketAddr,
         request_id: &str,
+        request_id_value: Option<&HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path = request.uri().path();
         if let Some(site) = &self.shared.site
@@ -236,7 +241,9 @@ impl Proxy {
         }
         match (request.method(), Endpoint::classify(path)) {
             (&Method::POST, Some(endpoint)) => {
-                self.forward(request, peer, endpoint, request_id).await
+                let request_id_value = request_id_value.ok_or(ProxyError::Internal)?;
+                self.forward(request, peer, endpoint, request_id, request_id_value)
+                    .await
             }
             (&Method::GET, Some(endpoint))
                 if endpoint.is_responses() && request::is_websocket_upgrade(request.headers()) =>
@@ -270,6 +277,7 @@ impl Proxy {
         peer: SocketAddr,
         endpoint: Endpoint,
         request_id: &str,
+        request_id_value: &HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
         let started_at_ms = now_ms();
@@ -308,8 +316,6 @@ impl Proxy {
             &parts.headers,
             request.prompt_cache_key(),
         );
-        let request_id_value =
-            HeaderValue::from_str(request_id).map_err(|_| ProxyError::Internal)?;
         let committed = failover::run(
             &self.shared.client,
             &self.shared.metrics,
@@ -325,7 +331,7 @@ impl Proxy {
                     upstream,
                     endpoint.upstream_path(),
                     request.body.clone(),
-                    &request_id_value,
+                    request_id_value,
                 )
             },
             endpoint == Endpoint::Responses,

@@ -11,14 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use self::passive::{StateRegistry, UpstreamState};
-
 use gateway_proto::{
     ids::{UpstreamId, UserId},
     ring::{Ring, RingError, RingMember},
     v1,
 };
 use http::{HeaderMap, HeaderValue};
+
+use self::passive::{StateRegistry, UpstreamState};
+use crate::upstream::Target;
 
 /// An upstream as the proxy uses it.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// Without a trailing slash; never contains `/v1`.
     pub base_url: String,
+    /// Where its requests go, from `base_url`.
+    pub target: Target,
     /// `Bearer <upstream key>`, marked sensitive so it is never logged by hyper.
     pub authorization: HeaderValue,
     pub priority: i32,
@@ -96,6 +99,8 @@ pub enum RouteRejected {
     UnknownMember { priority: i32, upstream: UpstreamId },
     #[error("upstream {0} has an API key that cannot be sent as a header")]
     BadApiKey(UpstreamId),
+    #[error("upstream {0} has a base URL with no scheme or host")]
+    BadBaseUrl(UpstreamId),
     #[error("upstream {0} is in no ring")]
     Unrouted(UpstreamId),
 }
@@ -114,12 +119,15 @@ impl Router {
             let mut authorization = HeaderValue::try_from(format!("Bearer {}", u.api_key))
                 .map_err(|_| RouteRejected::BadApiKey(id))?;
             authorization.set_sensitive(true);
+            let base_url = u.base_url.trim_end_matches('/').to_owned();
+            let target = Target::parse(&base_url).map_err(|_| RouteRejected::BadBaseUrl(id))?;
             upstreams.insert(
                 id,
                 Arc::new(Upstream {
                     id,
                     name: u.name.into(),
-                    base_url: u.base_url.trim_end_matches('/').to_owned(),
+                    base_url,
+                    target,
                     authorization,
                     priority: u.priority,
                     weight: u.weight.max(1),

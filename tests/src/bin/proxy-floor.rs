@@ -12,8 +12,8 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use data_plane::upstream::UpstreamClient;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use data_plane::upstream::{Target, UpstreamClient};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -26,7 +26,7 @@ type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 struct Floor {
     client: UpstreamClient,
-    base_url: String,
+    target: Target,
     authorization: HeaderValue,
 }
 
@@ -37,7 +37,7 @@ impl Floor {
             return status(StatusCode::BAD_REQUEST);
         };
         // The gateway's upstream path for every proxied route.
-        let Ok(uri) = format!("{}/v1/responses", self.base_url).parse::<Uri>() else {
+        let Ok(uri) = self.target.path_and_query("/v1/responses", None) else {
             return status(StatusCode::INTERNAL_SERVER_ERROR);
         };
         let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
@@ -55,7 +55,7 @@ impl Floor {
         *upstream.method_mut() = parts.method;
         *upstream.uri_mut() = uri;
         *upstream.headers_mut() = headers;
-        match self.client.request(upstream).await {
+        match self.client.send(&self.target, upstream).await {
             Ok(response) => response.map(|b| b.map_err(Into::into).boxed_unsync()),
             Err(_) => status(StatusCode::BAD_GATEWAY),
         }
@@ -80,7 +80,7 @@ async fn main() {
     };
     let floor = Arc::new(Floor {
         client: UpstreamClient::new().expect("TLS roots"),
-        base_url: base_url.trim_end_matches('/').to_owned(),
+        target: Target::parse(base_url).expect("UPSTREAM_BASE_URL"),
         authorization: HeaderValue::from_static("Bearer sk-floor"),
     });
     let listener = TcpListener::bind(listen.as_str()).await.expect("bind");
