@@ -48,7 +48,10 @@ pub struct MeteredBody {
     /// The upstream answering; billed with the event.
     upstream_id: UpstreamId,
     idle_timeout: Duration,
+    /// Fires at the earliest moment the upstream could have been silent for `idle_timeout`;
+    /// moved only when it fires (to `last_frame + idle_timeout`), not on every frame.
     idle: Pin<Box<Sleep>>,
+    last_frame: tokio::time::Instant,
     /// The terminal error event has been sent; the body is over.
     done: bool,
     /// Removes the usage-only chunk the gateway asked for on the client's behalf.
@@ -103,6 +106,7 @@ impl MeteredBody {
             upstream_id,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            last_frame: tokio::time::Instant::now(),
             done: false,
             strip: matches!(
                 kind,
@@ -253,8 +257,7 @@ impl Body for MeteredBody {
             };
             return match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    this.last_frame = tokio::time::Instant::now();
                     let data = match frame.into_data() {
                         Ok(data) => this.coalesce(data, cx),
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
@@ -278,12 +281,17 @@ impl Body for MeteredBody {
                 }
                 Poll::Ready(None) => this.end(),
                 Poll::Pending => {
-                    if this.idle.as_mut().poll(cx).is_ready() {
-                        let timeout = this.idle_timeout;
-                        return this.fail(
-                            "the upstream stopped sending",
-                            Box::new(IdleTimeout(timeout)),
-                        );
+                    while this.idle.as_mut().poll(cx).is_ready() {
+                        let deadline = this.last_frame + this.idle_timeout;
+                        if deadline <= tokio::time::Instant::now() {
+                            let timeout = this.idle_timeout;
+                            return this.fail(
+                                "the upstream stopped sending",
+                                Box::new(IdleTimeout(timeout)),
+                            );
+                        }
+                        // A frame came since it was set: wait out the rest of the silence.
+                        this.idle.as_mut().reset(deadline);
                     }
                     Poll::Pending
                 }
