@@ -333,4 +333,34 @@ mod tests {
         );
         assert_eq!(chunks, 1);
     }
+
+    #[test]
+    fn a_json_answer_is_read_whether_it_came_in_one_chunk_or_many() {
+        let body: &[u8] = br#"{"status":"completed","output":[{"text":"a \"quoted\" word"}],"usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":4},"output_tokens":3}}"#;
+        let expected = Some(TokenUsage {
+            input: 12,
+            cached: 4,
+            output: 3,
+            reasoning: 0,
+        });
+        for split in [body.len(), 1, 17, body.len() / 2, body.len() - 1] {
+            let mut tap = Tap::new(TapKind::Json);
+            let (a, b) = body.split_at(split);
+            tap.feed(&Bytes::copy_from_slice(a));
+            if !b.is_empty() {
+                // Two more chunks: the first two are joined, then the third appended.
+                let (b1, b2) = b.split_at(b.len() / 2);
+                tap.feed(&Bytes::copy_from_slice(b1));
+                tap.feed(&Bytes::copy_from_slice(b2));
+            }
+            let (outcome, usage, chunks) = tap.result(true);
+            assert_eq!(outcome, Outcome::Completed, "split at {split}");
+            assert_eq!(usage, expected, "split at {split}");
+            assert_eq!(chunks, 1, "split at {split}");
+        }
+        // A cut answer with no usage is the client's leaving, not a completion.
+        let mut tap = Tap::new(TapKind::Json);
+        tap.feed(&Bytes::copy_from_slice(&body[..20]));
+        assert_eq!(tap.result(false).0, Outcome::ClientCancelled);
+    }
 }
