@@ -8,7 +8,10 @@
 //! request in flight per connection) and the mock upstream, on one thread — should run on the
 //! other core (`scripts/bench` starts it with `taskset -c 1`). Cases: JSON with a Codex-sized
 //! 9.5 KB body and with a 200 KB history; SSE with 20 deltas paced 5 ms apart and in a burst;
-//! each at 16 and 64 connections. For each it prints req/s, p50/p99 latency, time to first
+//! each at 16 and 64 connections, back to back. The Codex-sized JSON and the burst also run at
+//! a fixed 2,000 requests a second over 16 connections (`json@2k`, `sse-burst@2k`): back to
+//! back, a proxy's core is saturated and its latency is its queue, which repeats the CPU
+//! figure; at a fixed rate the latency is what the proxy adds to a request. For each it prints req/s, p50/p99 latency, time to first
 //! body byte (JSON) or to first token (SSE: the first output delta), the proxy's CPU time per
 //! request (from /proc) and the gateway's peak RSS in that case, then the gateway's figures
 //! as ratios against nginx's. Targets take turns for `BENCH_ROUNDS` rounds (default 3) and
@@ -59,11 +62,28 @@ enum Case {
     SsePaced,
     /// An SSE answer whose events all come at once.
     SseBurst,
+    /// [`Case::Json`] at a fixed [`RATE`] instead of back to back: what a proxy adds to one
+    /// request's latency when it is not saturated (saturated, every proxy's latency is its
+    /// queue, the connections times its CPU per request).
+    JsonAtRate,
+    /// [`Case::SseBurst`] at a fixed [`RATE`].
+    SseBurstAtRate,
 }
+
+/// Requests per second, over all connections, of the cases at a fixed rate: below what every
+/// target serves on its core, so nothing queues but requests that arrive together.
+const RATE: u32 = 2_000;
 
 /// The 200 KB case runs last: the heap it grows stays mapped, and would count in the peaks of
 /// the Codex-sized cases after it.
-const CASES: [Case; 4] = [Case::Json, Case::SsePaced, Case::SseBurst, Case::JsonLong];
+const CASES: [Case; 6] = [
+    Case::Json,
+    Case::SsePaced,
+    Case::SseBurst,
+    Case::JsonAtRate,
+    Case::SseBurstAtRate,
+    Case::JsonLong,
+];
 
 impl Case {
     fn name(self) -> &'static str {
@@ -72,11 +92,29 @@ impl Case {
             Self::JsonLong => "json-200k",
             Self::SsePaced => "sse-paced",
             Self::SseBurst => "sse-burst",
+            Self::JsonAtRate => "json@2k",
+            Self::SseBurstAtRate => "sse-burst@2k",
         }
     }
 
     fn stream(self) -> bool {
-        matches!(self, Self::SsePaced | Self::SseBurst)
+        matches!(self, Self::SsePaced | Self::SseBurst | Self::SseBurstAtRate)
+    }
+
+    /// How long each of `connections` waits from one request's start to its next, when the
+    /// case runs at a fixed rate.
+    fn interval(self, connections: usize) -> Option<Duration> {
+        matches!(self, Self::JsonAtRate | Self::SseBurstAtRate)
+            .then(|| Duration::from_secs(connections as u64) / RATE)
+    }
+
+    /// The connection counts it runs at: the fixed-rate cases answer the latency targets,
+    /// which are set at 16.
+    fn connections(self) -> &'static [usize] {
+        match self {
+            Self::JsonAtRate | Self::SseBurstAtRate => &[16],
+            _ => &[16, 64],
+        }
     }
 
     /// The request body, fields in the order the Codex CLI sends them (`model` and `stream`
@@ -283,13 +321,25 @@ fn chunked_done(buf: &[u8], pos: &mut usize) -> Result<bool, String> {
     }
 }
 
-/// One keep-alive connection sending `request` back to back until `deadline`.
-async fn connection(addr: SocketAddr, request: Arc<Vec<u8>>, deadline: Instant) -> Run {
+/// One keep-alive connection sending `request` until `deadline`: back to back, or one every
+/// `pace.0` starting at `pace.1` (a turn missed by a slow answer is skipped, not made up in a
+/// burst). Latency counts from the request's write, so the pacing itself adds nothing to it.
+async fn connection(
+    addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+    deadline: Instant,
+    pace: Option<(Duration, Instant)>,
+) -> Run {
     let mut run = Run::new();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut next = pace.map(|(_, first)| first);
     while Instant::now() < deadline {
+        if let (Some((every, _)), Some(at)) = (pace, next.as_mut()) {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(*at)).await;
+            *at = (*at + every).max(Instant::now());
+        }
         let t0 = Instant::now();
         match exchange(&mut stream, &request, &mut buf, t0).await {
             Ok((status, ttfb)) => {
@@ -372,17 +422,23 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Str
     }
 }
 
-/// `connections` clients, each on its own keep-alive connection, for `duration`.
+/// `connections` clients, each on its own keep-alive connection, for `duration`; paced at
+/// one request every `interval` each, their turns spread evenly, when there is one.
 async fn load(
     addr: SocketAddr,
     request: &Arc<Vec<u8>>,
     connections: usize,
     duration: Duration,
+    interval: Option<Duration>,
 ) -> Run {
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(addr, request.clone(), deadline)))
+        .map(|i| {
+            let pace =
+                interval.map(|every| (every, started + every * i as u32 / connections as u32));
+            tokio::spawn(connection(addr, request.clone(), deadline, pace))
+        })
         .collect();
     let mut run = Run::new();
     for t in tasks {
@@ -568,10 +624,22 @@ fn report(rows: &[Row]) {
             }
         }
     }
-    for case in [Case::Json, Case::SsePaced] {
+    // Back to back, a target's core is saturated and its latency is its queue (connections
+    // times CPU per request): those lines repeat the CPU figures. The fixed-rate cases show
+    // the latency a proxy adds to a request.
+    let load = |case: Case| match case {
+        Case::Json | Case::SseBurst => "back to back",
+        Case::JsonAtRate | Case::SseBurstAtRate => "2,000 req/s",
+        _ => "paced",
+    };
+    for case in [Case::Json, Case::JsonAtRate, Case::SsePaced] {
         if let (Some(g), Some(n)) = (find(case, 16, "gateway"), find(case, 16, "nginx")) {
             line(
-                format!("p99 ms, {}, 16 conns (≤ nginx + 0.5 ms)", case.name()),
+                format!(
+                    "p99 ms, {}, 16 conns, {} (≤ nginx + 0.5 ms)",
+                    case.name(),
+                    load(case)
+                ),
                 g.p99_ms,
                 n.p99_ms,
                 false,
@@ -579,12 +647,13 @@ fn report(rows: &[Row]) {
             );
         }
     }
-    for case in [Case::SsePaced, Case::SseBurst] {
+    for case in [Case::SsePaced, Case::SseBurst, Case::SseBurstAtRate] {
         if let (Some(g), Some(d)) = (find(case, 16, "gateway"), find(case, 16, "direct")) {
             line(
                 format!(
-                    "time to first token p99 ms, {}, 16 conns (≤ direct + 0.5 ms)",
-                    case.name()
+                    "time to first token p99 ms, {}, 16 conns, {} (≤ direct + 0.5 ms)",
+                    case.name(),
+                    load(case)
                 ),
                 g.ttfb_p99_ms,
                 d.ttfb_p99_ms,
@@ -601,7 +670,13 @@ fn report(rows: &[Row]) {
             .map(|r| r.peak_rss_mb)
             .fold(f64::NAN, f64::max)
     };
-    let codex_sized = peak(&[Case::Json, Case::SsePaced, Case::SseBurst]);
+    let codex_sized = peak(&[
+        Case::Json,
+        Case::SsePaced,
+        Case::SseBurst,
+        Case::JsonAtRate,
+        Case::SseBurstAtRate,
+    ]);
     if !codex_sized.is_nan() {
         println!(
             "| peak RSS under load, Codex-sized requests (≤ 30 MB) | {codex_sized:.1} MB | | | {} |",
@@ -673,8 +748,16 @@ async fn main() {
         data_plane_bin.exists(),
         "build it first: cargo build --profile {profile} --bin data-plane"
     );
-    let redis_url =
-        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut children = Guard(Vec::new());
+    let redis_url = match own_redis(&mut children).await {
+        Some(url) => url,
+        None => {
+            eprintln!(
+                "proxy-bench: no redis-server to start; using TEST_REDIS_URL, which the scheduler may run on the proxy's core"
+            );
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        }
+    };
     let stream = format!("cgw-bench:{}", uuid::Uuid::new_v4().simple());
 
     let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -696,7 +779,6 @@ async fn main() {
     }];
     let gateway_addr = free_addr();
     let state_dir = std::env::temp_dir().join(format!("cgw-bench-state-{}", std::process::id()));
-    let mut children = Guard(Vec::new());
     // Started on its core, so its runtime sizes itself to the one core it has; logs at the
     // level and in the format the binary ships with.
     let dp = Command::new("taskset")
@@ -753,7 +835,7 @@ async fn main() {
             .expect("start nginx");
         let master = nginx.id();
         children.0.push(nginx);
-        wait_http_post(nginx_addr).await;
+        wait_listening(nginx_addr, "nginx").await;
         let mut pids = vec![master];
         pids.extend(nginx_children(master));
         targets.push(Target {
@@ -781,7 +863,7 @@ async fn main() {
             .expect("start proxy-floor");
         let floor_pid = floor.id();
         children.0.push(floor);
-        wait_http_post(floor_addr).await;
+        wait_listening(floor_addr, "proxy-floor").await;
         targets.push(Target {
             name: "floor",
             addr: floor_addr,
@@ -814,8 +896,10 @@ async fn main() {
     let case_names: Vec<&str> = CASES.iter().map(|c| c.name()).collect();
     let mut rows = Vec::new();
     for case in CASES.into_iter().filter(|c| keep(&case_names, c.name())) {
-        for connections in [16usize, 64]
-            .into_iter()
+        for connections in case
+            .connections()
+            .iter()
+            .copied()
             .filter(|c| keep(&["16", "64"], &c.to_string()))
         {
             let chosen: Vec<&Target> = targets
@@ -830,9 +914,17 @@ async fn main() {
                 for (t, runs) in chosen.iter().zip(&mut runs) {
                     let request = request_bytes(&t.path, &auth, case);
                     // Warm up connections and caches.
-                    load(t.addr, &request, connections, Duration::from_millis(300)).await;
+                    let interval = case.interval(connections);
+                    load(
+                        t.addr,
+                        &request,
+                        connections,
+                        Duration::from_millis(300),
+                        interval,
+                    )
+                    .await;
                     let cpu0 = cpu_seconds(&t.pids);
-                    let run = load(t.addr, &request, connections, duration).await;
+                    let run = load(t.addr, &request, connections, duration, interval).await;
                     let cpu = cpu_seconds(&t.pids) - cpu0;
                     runs.push((run, cpu));
                 }
@@ -891,12 +983,31 @@ async fn main() {
     }
 }
 
-async fn wait_http_post(addr: SocketAddr) {
+/// A Redis of the bench's own, where production has it: off the proxy's core (on another host
+/// there; here on this process's core, whose affinity the child inherits). A shared Redis left
+/// to the scheduler ran on the proxy's core after each batch of `XADD`s and held the requests
+/// of that moment behind it, a tail nginx, which meters nothing, never pays.
+async fn own_redis(children: &mut Guard) -> Option<String> {
+    let addr = free_addr();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &addr.port().to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    children.0.push(child);
+    wait_listening(addr, "redis-server").await;
+    Some(format!("redis://{addr}"))
+}
+
+/// Waits until `what` accepts connections on `addr`.
+async fn wait_listening(addr: SocketAddr, what: &str) {
     for _ in 0..500 {
         if TcpStream::connect(addr).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("nginx never listened on {addr}");
+    panic!("{what} never listened on {addr}");
 }
