@@ -24,14 +24,17 @@ use super::{drain::Drains, spool::Spool};
 use crate::{ControlPlane, metrics::Metrics};
 
 const QUEUE_CAPACITY: usize = 65_536;
-/// Most events in one live pipeline. A batch is written, and its replies read, in one go on
-/// the thread that serves requests, so its size is how long every request in flight waits:
-/// in three pairs of bench runs at 256 (~64 KB of `XADD`s) the gateway's JSON p99 was
-/// 2.3–3.1× its median against the bare HTTP stack's 1.9–2.4×; at 64, 1.5–2.2× against
-/// 1.5–2.2×. Four times the round trips cost no CPU the bench could see.
+/// Most events in one pipeline while the queue keeps up. A batch is written, and its replies
+/// read, in one go on the thread that serves requests, so its size is how long every request
+/// in flight waits: in three pairs of bench runs at 256 (~64 KB of `XADD`s) the gateway's
+/// JSON p99 was 2.3–3.1× its median against the bare HTTP stack's 1.9–2.4×; at 64, 1.5–2.2×
+/// against 1.5–2.2×.
 const BATCH: usize = 64;
-/// Most events in one pipeline of a spool replay: a backlog, sent as fast as Redis takes it.
-const REPLAY_BATCH: usize = 256;
+/// Most events in one pipeline once more than [`BATCH`] are waiting: one pipeline is in flight
+/// at a time, so small ones cap delivery at `BATCH` per round trip (at 64 connections the
+/// bench's queue grew by ~10,000 events a second at 64), and a backlog goes in larger ones.
+/// A spool replay, a backlog by nature, always does.
+const BACKLOG_BATCH: usize = 256;
 /// How long the first event of a batch waits for company: under load this turns one write
 /// to Redis per event into one per batch; idle, it delays an event by at most this much.
 /// Streams end a few hundred times a second on a busy node, not thousands: at 2 ms nearly
@@ -223,7 +226,12 @@ async fn run(
                 () = shutdown.cancelled() => {}
             }
         }
-        while batch.len() < BATCH {
+        let most = if rx.len() >= BATCH {
+            BACKLOG_BATCH
+        } else {
+            BATCH
+        };
+        while batch.len() < most {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
@@ -313,7 +321,7 @@ async fn replay(
         metrics.usage_spool_corrupt.inc_by(replayed.corrupt);
         error!(target: "ProxyHandler", records = replayed.corrupt, "corrupt tail of the usage spool skipped");
     }
-    for chunk in replayed.events.chunks(REPLAY_BATCH) {
+    for chunk in replayed.events.chunks(BACKLOG_BATCH) {
         send(settings, conn, chunk).await?;
         metrics.usage_published.inc_by(chunk.len() as u64);
     }
