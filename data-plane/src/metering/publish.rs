@@ -226,11 +226,7 @@ async fn run(
                 () = shutdown.cancelled() => {}
             }
         }
-        let most = if rx.len() >= BATCH {
-            BACKLOG_BATCH
-        } else {
-            BATCH
-        };
+        let most = batch_limit(rx.len());
         while batch.len() < most {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
@@ -267,6 +263,15 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Most events the next pipeline takes when `waiting` are queued behind its first.
+fn batch_limit(waiting: usize) -> usize {
+    if waiting >= BATCH {
+        BACKLOG_BATCH
+    } else {
+        BATCH
     }
 }
 
@@ -433,5 +438,18 @@ async fn send_batch(
         }
         // A sink always matches the settings it was made from.
         _ => Err(SendError::Mismatch),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BACKLOG_BATCH, BATCH, batch_limit};
+
+    #[test]
+    fn pipelines_stay_small_until_a_backlog_builds() {
+        assert_eq!(batch_limit(0), BATCH);
+        assert_eq!(batch_limit(BATCH - 1), BATCH);
+        assert_eq!(batch_limit(BATCH), BACKLOG_BATCH);
+        assert_eq!(batch_limit(50_000), BACKLOG_BATCH);
     }
 }
