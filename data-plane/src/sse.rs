@@ -48,6 +48,53 @@ fn data_type(data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The event at the start of `chunk`, read in place, and what follows it; `None` when the
+/// event does not end in `chunk`, has more than one `data:` line, is over the bound, or is
+/// an empty one (the line-by-line path then takes it, with the same result).
+fn whole_event(chunk: &[u8]) -> Option<(Event<'_>, &[u8])> {
+    let mut rest = chunk;
+    let mut event: &[u8] = b"";
+    let mut data: Option<&[u8]> = None;
+    loop {
+        let end = memchr(b'\n', rest)?;
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if data.is_none() && event.is_empty() {
+                return None;
+            }
+            let data = data.unwrap_or_default();
+            return Some((Event { event, data }, rest));
+        }
+        if line[0] == b':' {
+            continue;
+        }
+        match field(line) {
+            (b"event", value) => event = value,
+            (b"data", value) => {
+                if data.is_some() || value.len() + 1 > MAX_EVENT_BYTES {
+                    return None;
+                }
+                data = Some(value);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A line's field name and value (one leading space of the value dropped).
+#[inline]
+fn field(line: &[u8]) -> (&[u8], &[u8]) {
+    match memchr(b':', line) {
+        Some(i) => {
+            let value = &line[i + 1..];
+            (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &b""[..]),
+    }
+}
+
 /// Parser state carried between chunks.
 #[derive(Debug, Default)]
 pub struct SseParser {
@@ -65,8 +112,23 @@ impl SseParser {
     }
 
     /// Feeds the next chunk; `on_event` is called for every event the chunk completes.
+    ///
+    /// An event that lies whole in the chunk, with at most one `data:` line (as every event of
+    /// the Responses and chat streams does), is read where it lies; anything else — an event
+    /// split across chunks, several `data:` lines — goes line by line through the buffers.
     pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(Event<'_>)) {
+        // Once an event of this chunk was not read in place, the rest of the chunk goes line
+        // by line: trying again at every line could scan the chunk once per line.
+        let mut in_place = true;
         while !chunk.is_empty() {
+            if in_place && self.at_boundary() && !self.overflowed {
+                if let Some((event, rest)) = whole_event(chunk) {
+                    on_event(event);
+                    chunk = rest;
+                    continue;
+                }
+                in_place = false;
+            }
             match memchr(b'\n', chunk) {
                 Some(end) => {
                     let (head, rest) = chunk.split_at(end);
@@ -120,13 +182,7 @@ impl SseParser {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match memchr(b':', line) {
-            Some(i) => {
-                let value = &line[i + 1..];
-                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
+        let (field, value) = field(line);
         match field {
             b"event" => {
                 self.event.clear();
@@ -198,6 +254,39 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(events_of(&bytes), whole);
+    }
+
+    #[test]
+    fn events_read_in_place_match_events_read_line_by_line() {
+        // Byte by byte, no event is ever whole in a chunk: that is the line-by-line reading.
+        let stream: &[u8] = b"event: response.created\ndata: {\"a\":\"b: c\"}\n\n\
+            : keep-alive\n\nid: 7\nretry: 10\nevent: only-a-name\n\ndata:\n\n\
+            event: first\nevent: last\r\ndata: x\r\n\r\n\n\ndata: one\ndata: two\n\n\
+            event: response.output_text.delta\ndata: {\"delta\":\"hi\"}\n\ndata: [DONE]\n\n";
+        let by_byte: Vec<&[u8]> = stream.chunks(1).collect();
+        let expected = events_of(&by_byte);
+        assert_eq!(
+            expected,
+            vec![
+                ("response.created".into(), "{\"a\":\"b: c\"}".into()),
+                ("only-a-name".into(), String::new()),
+                (String::new(), String::new()),
+                ("last".into(), "x".into()),
+                (String::new(), "one\ntwo".into()),
+                (
+                    "response.output_text.delta".into(),
+                    "{\"delta\":\"hi\"}".into()
+                ),
+                (String::new(), "[DONE]".into()),
+            ]
+        );
+        assert_eq!(events_of(&[stream]), expected);
+        for a in 0..stream.len() {
+            for b in a..stream.len() {
+                let chunks = [&stream[..a], &stream[a..b], &stream[b..]];
+                assert_eq!(events_of(&chunks), expected, "split at {a} and {b}");
+            }
+        }
     }
 
     #[test]
