@@ -151,8 +151,12 @@ async fn sign_in(c: &Client, site: &str, token: &str) {
         .click()
         .await
         .unwrap();
-    c.wait().for_element(Locator::Css("h1")).await.unwrap();
-    assert_eq!(path(c).await, "/admin/", "signed in: to the dashboard");
+    // The sign-in page has an `h1` too: wait for the address, not for a heading.
+    let dashboard = c.current_url().await.unwrap().join("/admin/").unwrap();
+    c.wait()
+        .for_url(&dashboard)
+        .await
+        .expect("signed in: to the dashboard");
 }
 
 /// Made-up traffic through `upstream`: every hour of the last two days and every day of the
@@ -226,7 +230,13 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         .click()
         .await
         .unwrap();
-    c.wait().for_element(Locator::Css("h1")).await.unwrap();
+    let upstreams = c
+        .current_url()
+        .await
+        .unwrap()
+        .join("/admin/upstreams")
+        .unwrap();
+    c.wait().for_url(&upstreams).await.unwrap();
     assert!(text(&c).await.contains("No upstreams yet"));
     shot(&c, "upstreams-empty-en-1400").await;
 
@@ -544,8 +554,11 @@ async fn an_operator_runs_the_gateway_from_the_console_in_chromium() {
         .click()
         .await
         .unwrap();
-    c.wait().for_element(Locator::Css("h1")).await.unwrap();
-    assert!(text(&c).await.contains("上游账号池"));
+    // The same address in the other language: wait for its heading.
+    c.wait()
+        .for_element(Locator::XPath("//h1[contains(., '上游账号池')]"))
+        .await
+        .unwrap();
     c.goto(&format!("{site}/admin/upstreams/new"))
         .await
         .unwrap();
