@@ -31,19 +31,18 @@ const QUEUE_CAPACITY: usize = 65_536;
 /// JSON p99 was 2.3–3.1× its median against the bare HTTP stack's 1.9–2.4×; at 64, 1.5–2.2×
 /// against 1.5–2.2×.
 const BATCH: usize = 64;
-/// Most events in one pipeline once more than [`BATCH`] are waiting: one pipeline is in flight
-/// at a time, so small ones cap delivery at `BATCH` per round trip (at 64 connections the
-/// bench's queue grew by ~10,000 events a second at 64), and a backlog goes in larger ones.
-/// A spool replay, a backlog by nature, always does.
+/// Most events in one pipeline once [`BATCH`] or more are waiting: one pipeline is in flight
+/// at a time, so small ones cap delivery at `BATCH` a round trip (with only those, the bench's
+/// queue grew by ~10,000 events a second at 64 connections), and a backlog goes in larger
+/// ones. A spool replay, a backlog by nature, always does.
 const BACKLOG_BATCH: usize = 256;
 /// How long the first event of a batch waits at most for company; it stops waiting once
-/// [`BATCH`] events are there (it wakes when events come, never on a clock of its own: in
-/// the paced case a look every millisecond cost each stream more than the pipelines it
-/// saved). Streams end a few hundred
-/// times a second on a busy node, not thousands, and a pipeline costs tens of microseconds
-/// however few events it carries: at 20 ms, in the bench's paced case, an event shared its
-/// pipeline with one or two others and cost its stream 16 µs. Under load a batch fills within
-/// a few milliseconds and goes then.
+/// [`BATCH`] events are there. It wakes when events come, never on a clock of its own: in the
+/// paced case a look every millisecond cost each stream more than the pipelines it saved.
+/// Streams end a few hundred times a second on a busy node, not thousands, and a pipeline
+/// costs tens of microseconds however few events it carries: at 20 ms, in the bench's paced
+/// case, an event shared its pipeline with one or two others and cost its stream 16 µs.
+/// Under load a batch fills within a few milliseconds and goes then.
 const LINGER: Duration = Duration::from_millis(100);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);

@@ -547,8 +547,9 @@ struct Target {
 /// Child processes, stopped with SIGTERM (nginx's master then takes its workers down).
 struct Guard(Vec<Child>);
 impl Drop for Guard {
+    /// Last started, first stopped: the data plane flushes its usage before its Redis goes.
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for c in self.0.iter_mut().rev() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
