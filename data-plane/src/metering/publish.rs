@@ -463,7 +463,73 @@ async fn send_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::{BACKLOG_BATCH, BATCH, batch_limit};
+    use gateway_proto::v1::UsageEvent;
+    use tokio::{sync::mpsc, time::Instant};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{BACKLOG_BATCH, BATCH, LINGER, batch_limit, linger};
+
+    fn events(n: usize) -> Vec<UsageEvent> {
+        (0..n)
+            .map(|i| UsageEvent {
+                id: format!("e{i}"),
+                ..UsageEvent::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_leaves_without_lingering() {
+        let (tx, mut rx) = mpsc::channel(BACKLOG_BATCH);
+        for e in events(BATCH + 10) {
+            tx.try_send(e).unwrap();
+        }
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        linger(&mut rx, &mut batch, &CancellationToken::new()).await;
+        assert_eq!(batch.len(), BATCH);
+        assert_eq!(Instant::now(), start, "no time passed");
+        assert_eq!(rx.len(), 10, "the rest wait for the next batch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_takes_events_as_they_come_until_it_fills() {
+        let (tx, mut rx) = mpsc::channel(BACKLOG_BATCH);
+        let sender = tokio::spawn(async move {
+            for e in events(BATCH) {
+                tokio::time::sleep(LINGER / 200).await;
+                tx.send(e).await.unwrap();
+            }
+        });
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        linger(&mut rx, &mut batch, &CancellationToken::new()).await;
+        assert_eq!(batch.len(), BATCH);
+        assert!(Instant::now() - start < LINGER, "left once full");
+        sender.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_batch_leaves_after_the_linger_or_at_shutdown() {
+        let (tx, mut rx) = mpsc::channel(BACKLOG_BATCH);
+        for e in events(3) {
+            tx.try_send(e).unwrap();
+        }
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        linger(&mut rx, &mut batch, &CancellationToken::new()).await;
+        assert_eq!(batch.len(), 3);
+        assert_eq!(Instant::now() - start, LINGER);
+
+        tx.try_send(UsageEvent::default()).unwrap();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut batch = Vec::new();
+        let start = Instant::now();
+        linger(&mut rx, &mut batch, &shutdown).await;
+        assert!(batch.len() <= 1);
+        assert_eq!(Instant::now(), start, "shutdown does not wait");
+    }
 
     #[test]
     fn pipelines_stay_small_until_a_backlog_builds() {
