@@ -49,6 +49,8 @@ pub struct Meter {
     pub key_capped: bool,
     pub user_id: UserId,
     pub model: String,
+    /// The model's metrics label (bounded: see [`crate::snapshot::ModelPricing`]).
+    pub model_label: Arc<str>,
     pub endpoint: &'static str,
     pub stream: bool,
     pub price: Option<Price>,
@@ -146,8 +148,6 @@ impl Meter {
                 status: outcome.name(),
             })
             .inc();
-        // One copy of the model's name for all its token counts.
-        let mut model: Option<Arc<str>> = None;
         for (token_type, n) in [
             ("input", usage.input - usage.cached.min(usage.input)),
             ("cached_input", usage.cached),
@@ -158,9 +158,7 @@ impl Meter {
                 m.tokens
                     .get_or_create(&TokenLabels {
                         token_type,
-                        model: model
-                            .get_or_insert_with(|| self.model.as_str().into())
-                            .clone(),
+                        model: self.model_label.clone(),
                     })
                     .inc_by(n);
             }

@@ -362,14 +362,16 @@ impl Proxy {
         started: Instant,
         started_at_ms: i64,
     ) -> Meter {
+        let pricing = snapshot.pricing(&request.model);
         Meter {
             publisher: self.shared.usage.clone(),
             request_id: request_id.to_owned(),
             key_id: admitted.key.id,
             key_capped: !admitted.key.caps.is_empty(),
             user_id: admitted.user.id,
-            price: snapshot.price(&request.model),
+            price: pricing.price,
             model: std::mem::take(&mut request.model),
+            model_label: pricing.label,
             endpoint: request.endpoint.name(),
             stream: request.stream,
             multiplier_ppm: admitted.user.multiplier_ppm,

@@ -1,11 +1,11 @@
 //! The applied snapshot: one validated config version from the control plane, turned into
 //! what the request path looks up — keys by digest with their limits and spending caps,
-//! users and their balances, prices, and
+//! users and their balances, the models it names with their prices, and
 //! the [`Router`] built from the upstreams and their rings. Immutable; replaced whole.
 //! `proxy::auth` admits against it, `routing` picks from its router, `metering` prices
 //! with its prices.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use gateway_proto::{
     digest::{BadDigest, KeyDigest},
@@ -64,9 +64,34 @@ pub struct AppliedSnapshot {
     keys: HashMap<KeyDigest, KeyEntry>,
     users: HashMap<UserId, UserEntry>,
     router: Router,
-    prices: HashMap<String, Price>,
+    /// Every model the snapshot names: priced, or declared by an upstream.
+    models: HashMap<String, KnownModel>,
     default_price: Option<Price>,
+    /// The metrics label of a model the snapshot does not name.
+    other_label: Arc<str>,
 }
+
+/// A model the snapshot names.
+#[derive(Debug)]
+struct KnownModel {
+    /// Its own price (else the `*` default applies).
+    price: Option<Price>,
+    /// Its name as a metrics label, shared by every request for it.
+    label: Arc<str>,
+}
+
+/// What metering needs to know of a request's model.
+#[derive(Debug, Clone)]
+pub struct ModelPricing {
+    /// Its price, or the `*` default; `None` without either.
+    pub price: Option<Price>,
+    /// Its metrics label: its name if the snapshot names it, else [`OTHER_MODEL_LABEL`], so
+    /// clients cannot grow a metric's series with made-up model names.
+    pub label: Arc<str>,
+}
+
+/// The metrics label of every model the snapshot does not name.
+pub const OTHER_MODEL_LABEL: &str = "other";
 
 /// Why a snapshot is rejected; the previous one stays in use.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +184,16 @@ impl AppliedSnapshot {
             keys.insert(digest, entry);
         }
 
-        let mut prices = HashMap::with_capacity(s.prices.len());
+        let mut models: HashMap<String, KnownModel> = router
+            .declared_models()
+            .map(|m| {
+                let known = KnownModel {
+                    price: None,
+                    label: m.into(),
+                };
+                (m.to_owned(), known)
+            })
+            .collect();
         let mut default_price = None;
         for p in s.prices {
             let price = Price {
@@ -170,7 +204,13 @@ impl AppliedSnapshot {
             if p.model == "*" {
                 default_price = Some(price);
             } else {
-                prices.insert(p.model, price);
+                models
+                    .entry(p.model)
+                    .or_insert_with_key(|m| KnownModel {
+                        price: None,
+                        label: m.as_str().into(),
+                    })
+                    .price = Some(price);
             }
         }
 
@@ -182,8 +222,9 @@ impl AppliedSnapshot {
             keys,
             users,
             router,
-            prices,
+            models,
             default_price,
+            other_label: OTHER_MODEL_LABEL.into(),
         })
     }
 
@@ -199,7 +240,21 @@ impl AppliedSnapshot {
 
     /// The price of `model`, else the `*` default.
     pub fn price(&self, model: &str) -> Option<Price> {
-        self.prices.get(model).copied().or(self.default_price)
+        self.pricing(model).price
+    }
+
+    /// The price of `model` (else the `*` default) and its metrics label, in one lookup.
+    pub fn pricing(&self, model: &str) -> ModelPricing {
+        match self.models.get(model) {
+            Some(m) => ModelPricing {
+                price: m.price.or(self.default_price),
+                label: m.label.clone(),
+            },
+            None => ModelPricing {
+                price: self.default_price,
+                label: self.other_label.clone(),
+            },
+        }
     }
 
     /// Models a key may use that some upstream serves: its allow-list (or, without one,
@@ -208,11 +263,11 @@ impl AppliedSnapshot {
     pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
         let router = &self.router;
         let mut models: Vec<String> = if key.models.is_empty() {
-            let declared = router.declared_models().map(str::to_owned);
             if router.serves_every_model() {
-                self.prices.keys().cloned().chain(declared).collect()
+                // The models it names: every priced one and every declared one.
+                self.models.keys().cloned().collect()
             } else {
-                declared.collect()
+                router.declared_models().map(str::to_owned).collect()
             }
         } else {
             key.models

@@ -87,6 +87,15 @@ fn builds_lookup_tables() {
     assert_eq!(t.user(UserId(20)).unwrap().balance, Micros(5));
     assert_eq!(t.price("gpt-5").unwrap().output, Micros(4));
     assert_eq!(t.price("other").unwrap().output, Micros(1));
+    // Priced models keep their names as metrics labels; any other shares one.
+    let priced = t.pricing("gpt-5");
+    assert_eq!(
+        (priced.price.unwrap().output, &*priced.label),
+        (Micros(4), "gpt-5")
+    );
+    let unnamed = t.pricing("made-up");
+    assert_eq!(unnamed.price.unwrap().output, Micros(1));
+    assert_eq!(&*unnamed.label, OTHER_MODEL_LABEL);
     let u = t.router().upstream(UpstreamId(1)).unwrap();
     assert_eq!(u.base_url, "http://pool-1.example/openai");
     assert!(u.authorization.is_sensitive());
@@ -364,6 +373,9 @@ fn models_served_and_listed() {
         ..every.clone()
     };
     assert_eq!(t.models_for(&limited), ["mini"]);
+    // A model an upstream declares is named, unpriced ones priced by the default.
+    let declared = t.pricing("big");
+    assert_eq!((&*declared.label, declared.price), ("big", t.price("*")));
     // With an upstream that serves every model, priced models are listed too.
     let t = with_mini_on_2();
     let every = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();

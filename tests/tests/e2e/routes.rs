@@ -315,6 +315,26 @@ async fn metrics_move_with_traffic() {
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
         assert_eq!(h.get_control_plane(path).await.status(), status, "{path}");
     }
+
+    // A model the snapshot does not name (the pool serves any) is counted under one label:
+    // made-up names cannot grow the token metric's series.
+    let response = h
+        .post(
+            0,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            r#"{"model":"made-up-model-7","stream":true,"input":"hi"}"#,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    body_bytes(response).await;
+    let response = h.get(0, "/metrics").await;
+    let text = String::from_utf8_lossy(&body_bytes(response).await).into_owned();
+    assert!(
+        text.contains(r#"gen_ai_client_token_usage_total{token_type="output",model="other"} 50"#),
+        "{text}"
+    );
+    assert!(!text.contains("made-up-model-7"), "{text}");
     h.shutdown().await;
 }
 
