@@ -196,7 +196,9 @@ impl UpstreamClient {
                 },
             }
         }
-        let mut conn = self.connect(&origin).await?;
+        // Boxed: connecting (resolving, a TLS handshake) has a large state, which inline would
+        // be copied with every request's future though most requests reuse a connection.
+        let mut conn = Box::pin(self.connect(&origin)).await?;
         match exchange(&mut conn, request).await {
             Ok(response) => Ok(self.with_body(response, conn, origin)),
             Err(err) => Err(err.into_error().into()),
