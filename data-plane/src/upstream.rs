@@ -5,7 +5,9 @@
 //! one chunk per wake-up. Bytes the upstream sent together are read, decoded and handed to the
 //! response body in one poll, so the metering tap merges them into one write to the client
 //! (a burst of SSE events leaves in one `writev`, not one per event), and a request costs no
-//! task switches between the upstream socket and the client's.
+//! task switches between the upstream socket and the client's. Nor does it wake its own task:
+//! the wakes hyper's channels send between the connection and the response, both polled in
+//! that one poll, are held (see [`Quiet`]).
 //!
 //! Idle connections wait in the pool unpolled, newest first. One the upstream closed in the
 //! meantime is noticed when taken out (a poll sees the end of the stream) and dropped; a
@@ -17,12 +19,16 @@ use std::{
     collections::{HashMap, VecDeque},
     future::{Future, poll_fn},
     pin::{Pin, pin},
-    sync::{Arc, Mutex, PoisonError},
-    task::{Context, Poll, Waker},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{
     HeaderValue, Request, Response, Uri, header,
     uri::{Authority, PathAndQuery, Scheme},
@@ -66,9 +72,22 @@ pub enum SendError {
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     driver: Pin<Box<Driver>>,
+    /// What the connection and its response are polled with (see [`Quiet`]).
+    quiet: Arc<Quiet>,
+    quiet_waker: Waker,
 }
 
 impl Conn {
+    fn new(sender: http1::SendRequest<Full<Bytes>>, driver: Driver) -> Self {
+        let quiet = Arc::new(Quiet::default());
+        Self {
+            sender,
+            driver: Box::pin(driver),
+            quiet_waker: Waker::from(quiet.clone()),
+            quiet,
+        }
+    }
+
     /// Lets the connection read and write what it can; true once it has ended.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         self.driver.as_mut().poll(cx).is_ready()
@@ -77,6 +96,58 @@ impl Conn {
     /// Whether it has ended, found without waiting (an end of stream already received is seen).
     fn ended(&mut self) -> bool {
         self.drive(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Runs `poll`, which drives the connection and takes what it produced, for the task
+    /// behind `cx`, without that task waking itself on the way (see [`Quiet`]).
+    fn poll_quietly<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        self.quiet.task.register(cx.waker());
+        self.quiet.polling.store(true, Ordering::SeqCst);
+        let waker = self.quiet_waker.clone();
+        let result = poll(self, &mut Context::from_waker(&waker));
+        self.quiet.polling.store(false, Ordering::SeqCst);
+        if self.quiet.held.swap(false, Ordering::SeqCst) && result.is_pending() {
+            // A wake came during the poll and nothing was produced: it may have been news
+            // from elsewhere (another thread's I/O driver), so it is passed on after all.
+            cx.waker().wake_by_ref();
+        }
+        result
+    }
+}
+
+/// The waker a connection and its response are polled with. hyper's client hands the response
+/// head and each body frame from the connection to the response over channels, and each side
+/// of a channel wakes the other. Here both sides are polled in one poll of one task — the
+/// connection decodes, the response takes at once — so each of those wakes would wake the task
+/// that is running, and every frame would poll the whole request once more for nothing. So a
+/// wake is held while such a poll runs; it is passed on only if the poll ends with nothing
+/// produced. A poll that produced a frame is polled again by whoever reads it (hyper's server
+/// and the drain read a body until it is pending), which drives the connection again.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// The task reading the connection now.
+    task: AtomicWaker,
+    /// A poll is running.
+    polling: AtomicBool,
+    /// A wake came while it ran.
+    held: AtomicBool,
+}
+
+impl Wake for Quiet {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.held.store(true, Ordering::SeqCst);
+        } else {
+            self.task.wake();
+        }
     }
 }
 
@@ -220,10 +291,7 @@ impl UpstreamClient {
             .await
             .map_err(SendError::Connect)?;
         let (sender, driver) = http1::handshake(io).await?;
-        Ok(Conn {
-            sender,
-            driver: Box::pin(driver),
-        })
+        Ok(Conn::new(sender, driver))
     }
 
     fn with_body(
@@ -309,12 +377,14 @@ async fn exchange(
     let mut response = pin!(conn.sender.try_send_request(request));
     let mut driving = true;
     poll_fn(|cx| {
-        // The connection writes the request and reads the head; once it has ended the
-        // response future reports why.
-        if driving && conn.driver.as_mut().poll(cx).is_ready() {
-            driving = false;
-        }
-        response.as_mut().poll(cx)
+        conn.poll_quietly(cx, |conn, cx| {
+            // The connection writes the request and reads the head; once it has ended the
+            // response future reports why.
+            if driving && conn.drive(cx) {
+                driving = false;
+            }
+            response.as_mut().poll(cx)
+        })
     })
     .await
 }
@@ -356,12 +426,21 @@ impl Body for UpstreamBody {
         let this = self.get_mut();
         // First the connection decodes what has arrived into the body, then the body hands
         // it over: both in this poll, with no other task in between.
-        if let Some(link) = this.link.as_mut()
-            && link.conn.drive(cx)
-        {
-            this.link = None;
-        }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        let body = &mut this.body;
+        let frame = match this.link.as_mut() {
+            Some(link) => {
+                let mut ended = false;
+                let frame = link.conn.poll_quietly(cx, |conn, cx| {
+                    ended = conn.drive(cx);
+                    Pin::new(&mut *body).poll_frame(cx)
+                });
+                if ended {
+                    this.link = None;
+                }
+                frame
+            }
+            None => Pin::new(body).poll_frame(cx),
+        };
         if let Poll::Ready(None) = frame {
             this.ended = true;
         }
@@ -394,7 +473,104 @@ impl Drop for UpstreamBody {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+        sync::mpsc,
+    };
+
     use super::*;
+
+    /// Wakes the test's task, counting the wakes that come while it polls (the task waking
+    /// itself). One waker for every poll, so a wake through a registration an earlier poll
+    /// left is counted too.
+    #[derive(Default)]
+    struct Counting {
+        task: Mutex<Option<Waker>>,
+        polling: AtomicBool,
+        from_within: AtomicUsize,
+    }
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            if self.polling.load(Ordering::SeqCst) {
+                self.from_within.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(task) = &*self.task.lock().unwrap() {
+                task.wake_by_ref();
+            }
+        }
+    }
+
+    /// Polls `f` to completion with `counting`'s waker.
+    async fn poll_counting<T>(
+        counting: &Arc<Counting>,
+        mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> T {
+        let waker = Waker::from(counting.clone());
+        poll_fn(|cx| {
+            *counting.task.lock().unwrap() = Some(cx.waker().clone());
+            counting.polling.store(true, Ordering::SeqCst);
+            let result = f(&mut Context::from_waker(&waker));
+            counting.polling.store(false, Ordering::SeqCst);
+            result
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn reading_a_response_never_wakes_the_reading_task_from_within() {
+        // An upstream that answers with a chunked body, one chunk each time it is told to.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (next, mut told) = mpsc::unbounded_channel::<&'static str>();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            while let Some(chunk) = told.recv().await {
+                let framed = format!("{:x}\r\n{chunk}\r\n", chunk.len());
+                socket.write_all(framed.as_bytes()).await.unwrap();
+            }
+            socket.write_all(b"0\r\n\r\n").await.unwrap();
+            // Hold the connection open: it goes back to the pool.
+            let _ = socket.read(&mut request).await;
+        });
+
+        let client = UpstreamClient::new().unwrap();
+        let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let mut request = Request::new(Full::new(Bytes::from_static(b"{}")));
+        *request.uri_mut() = target.path_and_query("/v1/responses", None).unwrap();
+        *request.method_mut() = http::Method::POST;
+        let counting = Arc::new(Counting::default());
+        let mut response = pin!(client.send(&target, request));
+        let response = poll_counting(&counting, |cx| response.as_mut().poll(cx)).await;
+        let mut body = response.unwrap().into_body();
+        for chunk in ["a", "bb", "ccc"] {
+            next.send(chunk).unwrap();
+            let frame = poll_counting(&counting, |cx| Pin::new(&mut body).poll_frame(cx)).await;
+            assert_eq!(frame.unwrap().unwrap().into_data().unwrap(), chunk);
+        }
+        drop(next);
+        let end = poll_counting(&counting, |cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(end.is_none());
+        assert_eq!(
+            counting.from_within.load(Ordering::SeqCst),
+            0,
+            "reading the response woke its own task"
+        );
+        assert!(body.is_end_stream());
+    }
 
     #[test]
     fn requests_leave_in_origin_form_with_the_host_they_name() {
