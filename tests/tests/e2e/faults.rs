@@ -257,7 +257,7 @@ async fn no_usage_is_lost_or_doubled_when_the_control_plane_redis_or_a_data_plan
     // Exactly N events, one per request, and balances that add up.
     let total = 3 * WAVE as i64;
     let pool = h.db.pool().await;
-    tokio::time::timeout(Duration::from_secs(30), async {
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let changed = cp.ingested.changed();
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events")
@@ -270,8 +270,19 @@ async fn no_usage_is_lost_or_doubled_when_the_control_plane_redis_or_a_data_plan
             let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
         }
     })
-    .await
-    .expect("every event reaches the ledger");
+    .await;
+    if waited.is_err() {
+        // Say what is missing, so a failure here can be traced to the phase that lost it.
+        let by_node: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT node_id, COUNT(*) FROM usage_events GROUP BY node_id ORDER BY node_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        panic!(
+            "not every event reached the ledger within 30 s: {total} expected, by data plane {by_node:?}"
+        );
+    }
     let (count, requests, completed): (i64, i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), COUNT(DISTINCT request_id), COUNT(*) FILTER (WHERE status = 'completed') FROM usage_events",
     )
