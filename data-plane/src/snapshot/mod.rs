@@ -238,11 +238,6 @@ impl AppliedSnapshot {
         self.users.get(&id)
     }
 
-    /// The price of `model`, else the `*` default.
-    pub fn price(&self, model: &str) -> Option<Price> {
-        self.pricing(model).price
-    }
-
     /// The price of `model` (else the `*` default) and its metrics label, in one lookup.
     pub fn pricing(&self, model: &str) -> ModelPricing {
         match self.models.get(model) {

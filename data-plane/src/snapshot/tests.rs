@@ -85,8 +85,8 @@ fn builds_lookup_tables() {
     assert_eq!((key.id, key.user_id), (KeyId(10), UserId(20)));
     assert!(t.key(&KeyDigest::of_secret("cgw-other")).is_none());
     assert_eq!(t.user(UserId(20)).unwrap().balance, Micros(5));
-    assert_eq!(t.price("gpt-5").unwrap().output, Micros(4));
-    assert_eq!(t.price("other").unwrap().output, Micros(1));
+    assert_eq!(t.pricing("gpt-5").price.unwrap().output, Micros(4));
+    assert_eq!(t.pricing("other").price.unwrap().output, Micros(1));
     // Priced models keep their names as metrics labels; any other shares one.
     let priced = t.pricing("gpt-5");
     assert_eq!(
@@ -375,7 +375,10 @@ fn models_served_and_listed() {
     assert_eq!(t.models_for(&limited), ["mini"]);
     // A model an upstream declares is named, unpriced ones priced by the default.
     let declared = t.pricing("big");
-    assert_eq!((&*declared.label, declared.price), ("big", t.price("*")));
+    assert_eq!(
+        (&*declared.label, declared.price),
+        ("big", t.pricing("*").price)
+    );
     // With an upstream that serves every model, priced models are listed too.
     let t = with_mini_on_2();
     let every = t.key(&KeyDigest::of_secret("cgw-test")).unwrap();
